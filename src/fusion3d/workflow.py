@@ -1,0 +1,201 @@
+"""Helpers shared by the Snakemake rules and their thin scripts.
+
+Everything the rules need beyond file names lives here so that it can be tested: reading the
+subject tables, resolving the cohort inputs of a configuration, and sending a script's logging
+and stderr to the rule's log file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from fusion3d.io import read_tsv
+
+SUBJECT_PATTERN = r"sub-[A-Za-z0-9]+_ses-[A-Za-z0-9]+"
+NETWORK_METHODS = ("dcfb3d", "dcfb2d")
+CLASSIC_METHODS = ("average", "maximum", "pca", "wavelet", "laplacian")
+PAIRS_COLUMNS = (
+    "participant_id",
+    "session_id",
+    "ptid",
+    "group",
+    "mri_path",
+    "pet_path",
+)
+
+
+def subject_id(participant_id: str, session_id: str) -> str:
+    """The per-subject label used in file names: ``<participant>_<session>``."""
+    return f"{participant_id}_{session_id}"
+
+
+def read_pairs(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ``ingest/pairs.tsv`` and add a ``subject_id`` column.
+
+    Raises
+    ------
+    ValueError
+        If a required column is missing or a subject appears twice.
+    """
+    frame = read_tsv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in PAIRS_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    frame["subject_id"] = [
+        subject_id(p, s) for p, s in zip(frame["participant_id"], frame["session_id"], strict=True)
+    ]
+    duplicated = frame["subject_id"][frame["subject_id"].duplicated()].tolist()
+    if duplicated:
+        raise ValueError(f"{path}: subject listed twice: {', '.join(sorted(set(duplicated)))}")
+    return frame
+
+
+_PAIRS_CACHE: dict[tuple[str, float], pd.DataFrame] = {}
+
+
+def read_pairs_cached(path: str | os.PathLike) -> pd.DataFrame:
+    """:func:`read_pairs`, cached by path and modification time (input functions call it often)."""
+    key = (str(path), os.stat(path).st_mtime)
+    if key not in _PAIRS_CACHE:
+        _PAIRS_CACHE[key] = read_pairs(path)
+    return _PAIRS_CACHE[key]
+
+
+def cohort_inputs(config: dict) -> dict:
+    """Resolve the cohort inputs of a validated ``adni`` configuration.
+
+    Returns a dict with ``download_dir``, ``manifests`` (sorted list of existing CSVs),
+    ``adnimerge`` and ``image_ids`` (``None`` when not configured).
+
+    Raises
+    ------
+    ValueError
+        Naming the configuration key when a required key is missing or matches no file.
+    """
+    cohort = config["cohort"]
+    if cohort.get("source") != "adni":
+        raise ValueError("cohort_inputs() is for cohort.source: adni")
+    download = cohort.get("download_dir")
+    if not download:
+        raise ValueError("config key cohort.download_dir is required when cohort.source is adni")
+    if not Path(download).is_dir():
+        raise ValueError(f"config key cohort.download_dir: {download} is not a folder")
+    patterns = cohort.get("manifests") or []
+    if not patterns:
+        raise ValueError("config key cohort.manifests is required when cohort.source is adni")
+    manifests: list[str] = []
+    for pattern in patterns:
+        found = sorted(glob.glob(pattern))
+        if not found:
+            raise ValueError(f"config key cohort.manifests: {pattern} matches no file")
+        manifests.extend(found)
+    result = {
+        "download_dir": download,
+        "manifests": sorted(dict.fromkeys(manifests)),
+        "adnimerge": cohort.get("adnimerge"),
+        "image_ids": cohort.get("image_ids"),
+    }
+    for key in ("adnimerge", "image_ids"):
+        if result[key] and not Path(result[key]).is_file():
+            raise ValueError(f"config key cohort.{key}: {result[key]} does not exist")
+    return result
+
+
+def read_cohort_spec(path: str | os.PathLike) -> dict:
+    """Read the ``cohort.json`` written by the synthetic rule (same keys as :func:`cohort_inputs`)."""
+    with open(path, encoding="utf-8") as handle:
+        spec = json.load(handle)
+    for key in ("download_dir", "manifests"):
+        if key not in spec:
+            raise ValueError(f"{path}: missing key {key!r}")
+    return spec
+
+
+@contextlib.contextmanager
+def script_logging(log_path: str | os.PathLike | None) -> Iterator[logging.Logger]:
+    """Send logging and stderr of a rule's script to its log file for the duration of the block.
+
+    A failure is logged with its traceback before it propagates, so the rule's log explains it.
+    """
+    logger = logging.getLogger("fusion3d")
+    if log_path is None:
+        logging.basicConfig(level=logging.INFO)
+        yield logger
+        return
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    handle = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    handler = logging.StreamHandler(handle)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    old_stderr = sys.stderr
+    sys.stderr = handle
+    try:
+        yield logger
+    except BaseException:
+        logger.exception("failed")
+        raise
+    finally:
+        sys.stderr = old_stderr
+        root.removeHandler(handler)
+        handle.close()
+
+
+def set_threads(threads: int) -> None:
+    """Make ``threads`` reach ITK/ANTs, OpenMP/BLAS and torch in this process."""
+    threads = max(1, int(threads))
+    for name in (
+        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+    ):
+        os.environ[name] = str(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def read_split(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ``split/split.tsv`` (one row per subject, with its split and model-grid images)."""
+    frame = read_tsv(path, dtype=str, keep_default_na=False)
+    for column in ("subject_id", "split", "group", "model_mri", "model_pet", "model_mask"):
+        if column not in frame.columns:
+            raise ValueError(f"{path}: missing column {column!r}")
+    return frame
+
+
+def split_items(
+    split: pd.DataFrame, splits: tuple[str, ...] = ("train", "val", "test")
+) -> list[tuple[str, str, str]]:
+    """``(subject_id, mri_path, pet_path)`` of the subjects in ``splits`` (model-grid images)."""
+    rows = split[split["split"].isin(splits)]
+    return list(zip(rows["subject_id"], rows["model_mri"], rows["model_pet"], strict=True))
+
+
+def evaluation_subjects(split: pd.DataFrame) -> pd.DataFrame:
+    """The subject table of the evaluation stage: subject_id, split, group and image paths."""
+    rows = split[split["split"].isin(("train", "val", "test"))]
+    return pd.DataFrame(
+        {
+            "subject_id": rows["subject_id"].to_numpy(),
+            "split": rows["split"].to_numpy(),
+            "group": rows["group"].to_numpy(),
+            "mri_path": rows["model_mri"].to_numpy(),
+            "pet_path": rows["model_pet"].to_numpy(),
+            "mask_path": rows["model_mask"].to_numpy(),
+        }
+    )

@@ -1,0 +1,126 @@
+# Shared definitions: the validated config, the subject table, and every input function.
+from pathlib import Path
+
+from fusion3d import workflow as f3d
+
+R = config["results"]
+SOURCE = config["cohort"]["source"]
+METHODS = list(config["methods"])
+NETWORKS = [m for m in METHODS if m in f3d.NETWORK_METHODS]
+CLASSIC = [m for m in METHODS if m in f3d.CLASSIC_METHODS]
+GPU = 1 if config["resources"]["gpu"] else 0
+THREADS = config["threads"]
+
+# Checks that need more than the schema, done before any job starts.
+for _network in NETWORKS:
+    if _network not in config["models"]:
+        raise ValueError(
+            f"config key models.{_network} is missing: method {_network} needs a network configuration"
+        )
+if config["evaluate"]["reference"] not in METHODS:
+    raise ValueError(
+        f"config key evaluate.reference: {config['evaluate']['reference']!r} is not one of methods"
+    )
+_fractions = config["split"]["fractions"]
+if abs(sum(_fractions.get(k, 0.0) for k in ("train", "val", "test")) - 1.0) > 1e-6:
+    raise ValueError("config key split.fractions: train + val + test must add up to 1")
+
+if SOURCE == "adni":
+    # Resolve and validate the download now: a bad manifest stops the run before any job.
+    from fusion3d.ingest import read_manifests
+
+    COHORT = f3d.cohort_inputs(config)
+    read_manifests(COHORT["manifests"])
+else:
+    COHORT = None
+
+
+wildcard_constraints:
+    subject=f3d.SUBJECT_PATTERN,
+    method="|".join(METHODS),
+
+
+def conda_env(stage):
+    """Path of a stage's conda environment file, relative to the rule files."""
+    return f"../../envs/{stage}.yaml"
+
+
+def get_ingest_inputs(wildcards):
+    if SOURCE == "synthetic":
+        return {"cohort": f"{R}/synthetic/cohort.json"}
+    inputs = {"manifests": COHORT["manifests"]}
+    if COHORT["adnimerge"]:
+        inputs["adnimerge"] = COHORT["adnimerge"]
+    if COHORT["image_ids"]:
+        inputs["image_ids"] = COHORT["image_ids"]
+    return inputs
+
+
+def pairs_table():
+    """The subject table written by the ingest checkpoint (re-evaluated after it ran)."""
+    return f3d.read_pairs_cached(checkpoints.ingest.get().output.pairs)
+
+
+def subject_ids():
+    return list(pairs_table()["subject_id"])
+
+
+def get_pair_images(wildcards):
+    table = pairs_table()
+    row = table[table["subject_id"] == wildcards.subject]
+    if row.empty:
+        raise ValueError(f"subject {wildcards.subject} is not in {R}/ingest/pairs.tsv")
+    return {"mri": row["mri_path"].iloc[0], "pet": row["pet_path"].iloc[0]}
+
+
+def preprocessed(suffix, subject="{subject}"):
+    """Path of a per-subject preprocessing output, e.g. preprocessed('desc-model_T1w.nii.gz')."""
+    return f"{R}/preprocess/{subject}/{subject}_{suffix}"
+
+
+MODEL_INPUTS = (
+    "desc-model_T1w.nii.gz",
+    "desc-model_pet.nii.gz",
+    "desc-model_mask.nii.gz",
+)
+
+
+def get_all_qc(wildcards):
+    return [preprocessed("qc.json", s) for s in subject_ids()]
+
+
+def get_all_qc_png(wildcards):
+    return [preprocessed("qc.png", s) for s in subject_ids()]
+
+
+def get_all_model_inputs(wildcards):
+    return [preprocessed(kind, s) for s in subject_ids() for kind in MODEL_INPUTS]
+
+
+def get_fused_indexes(wildcards):
+    return {m: f"{R}/fused/{m}/index.tsv" for m in METHODS}
+
+
+def get_histories(wildcards):
+    return [f"{R}/train/{n}/history.csv" for n in NETWORKS]
+
+
+def get_final_outputs():
+    outputs = [
+        f"{R}/ingest/pairs.tsv",
+        f"{R}/qc/qc.tsv",
+        f"{R}/split/split.tsv",
+        f"{R}/tables/metrics_long.tsv",
+        f"{R}/tables/table1.md",
+        f"{R}/tables/wilcoxon_holm.tsv",
+        f"{R}/tables/by_group.tsv",
+        f"{R}/figures/fusion_panel.png",
+        f"{R}/figures/metric_boxes.png",
+        f"{R}/figures/qc_montage.png",
+        f"{R}/provenance.json",
+    ]
+    if NETWORKS:
+        outputs.append(f"{R}/figures/training_curves.png")
+    if SOURCE == "synthetic":
+        outputs.append(f"{R}/qc/accuracy.tsv")
+    return outputs

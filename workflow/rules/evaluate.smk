@@ -1,0 +1,73 @@
+# Stage 6: metrics of every method on every subject (three protocols), then the study's tables.
+
+
+rule evaluate:
+    input:
+        index=f"{R}/fused/{{method}}/index.tsv",
+        split=f"{R}/split/split.tsv",
+    output:
+        metrics=f"{R}/metrics/{{method}}.tsv",
+    log:
+        f"{R}/logs/evaluate/{{method}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/{{method}}.tsv"
+    conda:
+        conda_env("evaluate")
+    threads: THREADS["evaluate"]
+    resources:
+        mem_mb=3000,
+        runtime=30 if SOURCE == "synthetic" else 240,
+    params:
+        protocols=config["evaluate"]["protocols"],
+    script:
+        "../scripts/evaluate.py"
+
+
+rule tables:
+    input:
+        metrics=expand(f"{R}/metrics/{{method}}.tsv", method=METHODS),
+    output:
+        long=f"{R}/tables/metrics_long.tsv",
+        table1_csv=f"{R}/tables/table1.csv",
+        table1_md=f"{R}/tables/table1.md",
+        table1_tex=f"{R}/tables/table1.tex",
+        stats=report(
+            f"{R}/tables/wilcoxon_holm.tsv",
+            caption="../report/stats.rst",
+            category="Tables",
+        ),
+        by_group=f"{R}/tables/by_group.tsv",
+    log:
+        f"{R}/logs/evaluate/tables.log",
+    conda:
+        conda_env("evaluate")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        reference=config["evaluate"]["reference"],
+    script:
+        "../scripts/tables.py"
+
+
+rule provenance:
+    """Versions, git commit, resolved config and checksums of the inputs of this study."""
+    input:
+        unpack(get_ingest_inputs),
+        pairs=f"{R}/ingest/pairs.tsv",
+    output:
+        provenance=f"{R}/provenance.json",
+    log:
+        f"{R}/logs/provenance.log",
+    conda:
+        conda_env("evaluate")
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=30,
+    params:
+        config=config,
+        workflow_dir=workflow.basedir,
+    script:
+        "../scripts/provenance.py"

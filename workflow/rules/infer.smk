@@ -1,0 +1,27 @@
+# Stage 5: fuse every subject of every split with each trained network.
+
+
+rule infer:
+    input:
+        model=f"{R}/train/{{method}}/model.pt",
+        split=f"{R}/split/split.tsv",
+        images=get_all_model_inputs,
+    output:
+        index=f"{R}/fused/{{method}}/index.tsv",
+    log:
+        f"{R}/logs/infer/{{method}}.log",
+    benchmark:
+        f"{R}/benchmarks/infer/{{method}}.tsv"
+    wildcard_constraints:
+        method="|".join(f3d.NETWORK_METHODS),
+    conda:
+        conda_env("train")
+    threads: THREADS["infer"]
+    resources:
+        mem_mb=6000,
+        runtime=30 if SOURCE == "synthetic" else 240,
+        gpu=GPU,
+    params:
+        out_dir=lambda w: f"{R}/fused/{w.method}",
+    script:
+        "../scripts/infer.py"

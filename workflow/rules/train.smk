@@ -1,0 +1,31 @@
+# Stage 4: train each network (the 3D DC2Fusion and its 2D slice-wise counterpart).
+# Resumable: the state lives in train/<network>/state/ (checkpoint every epoch); a killed job
+# resumes from its last checkpoint when the rule runs again.
+
+
+rule train:
+    input:
+        split=f"{R}/split/split.tsv",
+        images=get_all_model_inputs,
+    output:
+        model=f"{R}/train/{{network}}/model.pt",
+        history=f"{R}/train/{{network}}/history.csv",
+    log:
+        f"{R}/logs/train/{{network}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{network}}.tsv"
+    wildcard_constraints:
+        network="|".join(f3d.NETWORK_METHODS),
+    conda:
+        conda_env("train")
+    threads: THREADS["train"]
+    resources:
+        mem_mb=6000,
+        runtime=60 if SOURCE == "synthetic" else 4320,
+        gpu=GPU,
+    params:
+        state_dir=lambda w: f"{R}/train/{w.network}/state",
+        model_config=lambda w: config["models"][w.network],
+        train_config=config["train"],
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,15 @@
+"""Training curves of the networks (loss terms and validation metrics per epoch)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
+
+import pandas as pd
+
+from fusion3d.workflow import script_logging
+
+with script_logging(snakemake.log[0]) as log:
+    from fusion3d.figures import plot_training_curves
+
+    histories = {n: pd.read_csv(p) for n, p in zip(snakemake.params.networks, snakemake.input.histories)}
+    plot_training_curves(histories, [snakemake.output.png, snakemake.output.pdf])

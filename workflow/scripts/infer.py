@@ -1,0 +1,17 @@
+"""Fuse every subject with a trained network (rule infer)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
+
+from fusion3d.io import write_tsv
+from fusion3d.workflow import read_split, script_logging, set_threads, split_items
+
+with script_logging(snakemake.log[0]) as log:
+    set_threads(snakemake.threads)
+    from fusion3d.inference import fuse_items
+
+    items = split_items(read_split(snakemake.input.split))
+    index = fuse_items(snakemake.input.model, items, snakemake.params.out_dir)
+    write_tsv(index, snakemake.output.index)
+    log.info("%d fused volumes", len(index))

@@ -1,0 +1,16 @@
+"""Gather the per-subject QC into qc.tsv and flags.tsv (rule qc_table)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
+
+from fusion3d.io import write_tsv
+from fusion3d.workflow import script_logging
+
+with script_logging(snakemake.log[0]) as log:
+    from fusion3d.preprocess import collect_qc
+
+    qc, flags = collect_qc(list(snakemake.input.qc))
+    write_tsv(qc, snakemake.output.qc)
+    write_tsv(flags, snakemake.output.flags)
+    log.info("%d subjects, %d flags", len(qc), len(flags))

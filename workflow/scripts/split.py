@@ -1,0 +1,30 @@
+"""Seeded, stratified train/val/test split of the subjects that passed QC (rule split)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
+
+from fusion3d.io import read_tsv
+from fusion3d.split import make_split, write_split
+from fusion3d.workflow import read_pairs, script_logging
+
+with script_logging(snakemake.log[0]) as log:
+    pairs = read_pairs(snakemake.input.pairs)
+    flags = read_tsv(snakemake.input.flags, dtype=str, keep_default_na=False)
+    excluded = {}
+    if snakemake.params.on_flag == "exclude" and len(flags):
+        for sid, group in flags.groupby("subject_id"):
+            excluded[sid] = "QC: " + "; ".join(group["reason"].astype(str))
+    cfg = snakemake.params.split
+    table = make_split(
+        pairs, seed=cfg["seed"], fractions=cfg["fractions"], stratify=cfg["stratify"], excluded=excluded
+    )
+    base = Path(snakemake.params.preprocess_dir)
+    for column, suffix in (
+        ("model_mri", "desc-model_T1w.nii.gz"),
+        ("model_pet", "desc-model_pet.nii.gz"),
+        ("model_mask", "desc-model_mask.nii.gz"),
+    ):
+        table[column] = [str(base / sid / f"{sid}_{suffix}") for sid in table["subject_id"]]
+    write_split(table, snakemake.output.split)
+    log.info("split: %s", table["split"].value_counts().to_dict())

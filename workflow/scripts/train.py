@@ -1,0 +1,30 @@
+"""Train one network, resuming from its last checkpoint when there is one (rule train)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
+
+import shutil
+
+from fusion3d.io import atomic_path
+from fusion3d.workflow import read_split, script_logging, set_threads, split_items
+
+with script_logging(snakemake.log[0]) as log:
+    set_threads(snakemake.threads)
+    from fusion3d.training import train_model
+
+    split = read_split(snakemake.input.split)
+    state_dir = Path(snakemake.params.state_dir)
+    model_path = train_model(
+        split_items(split, ("train",)),
+        split_items(split, ("val",)),
+        state_dir,
+        model_config=dict(snakemake.params.model_config),
+        train_config=dict(snakemake.params.train_config),
+        threads=snakemake.threads,
+    )
+    # The declared outputs are copies: the state folder (checkpoints) survives a rerun.
+    for source, target in ((model_path, snakemake.output.model), (state_dir / "history.csv", snakemake.output.history)):
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+    log.info("model: %s", snakemake.output.model)
