@@ -1,0 +1,69 @@
+"""The config schema: both shipped configs validate; typos and wrong types name the key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((REPO / "config" / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "adni.yaml"])
+def test_shipped_configs_validate(name):
+    config = load(name)
+    validate(config, SCHEMA, set_default=True)
+    assert config["train"]["poly_power"] == 0.9  # defaults are filled in
+
+
+def test_adni_config_is_the_paper_scale_study():
+    config = load("adni.yaml")
+    assert config["preprocess"]["grid"] == 128
+    assert config["models"]["dcfb3d"]["depths"] == [2, 2, 6, 2]
+    assert config["models"]["dcfb3d"]["num_heads"] == [3, 6, 12, 24]
+    assert config["models"]["dcfb3d"]["embed_dim"] == 96
+    assert config["train"]["epochs"] == 500 and config["resources"]["gpu"] is True
+    assert config["cohort"]["image_ids"] == "config/cohorts/dc2fusion_image_ids.csv"
+
+
+def test_every_schema_property_has_a_description():
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+
+    def walk(node, where):
+        for key, sub in node.get("properties", {}).items():
+            assert "description" in sub, f"{where}.{key} has no description"
+            walk(sub, f"{where}.{key}")
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            walk(extra, f"{where}.*")
+
+    walk(schema, "config")
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda c: c["preprocess"].update(gird=64), "gird"),
+        (lambda c: c.update(reslts="x"), "reslts"),
+        (lambda c: c["preprocess"].update(grid="64"), "grid"),
+        (lambda c: c["train"].update(epochs=0), "epochs"),
+        (lambda c: c["cohort"].update(source="ADNI"), "source"),
+        (lambda c: c.update(methods=["dcfb3d", "swinfuse"]), "swinfuse"),
+        (lambda c: c["models"]["dcfb3d"].update(spatial_dim=3), "spatial_dim"),
+    ],
+)
+def test_typos_and_wrong_types_name_the_key(edit, key):
+    config = copy.deepcopy(load("config.yaml"))
+    edit(config)
+    with pytest.raises(WorkflowError) as info:
+        validate(config, SCHEMA, set_default=True)
+    assert key in str(info.value)
