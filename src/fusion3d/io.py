@@ -23,10 +23,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     killed job never leaves a file that looks complete.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{suffix}", dir=path.parent)
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"{path}: cannot write here ({exc.strerror}; is the folder read-only or full?)",
+        ) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
