@@ -1,0 +1,521 @@
+"""Evaluation tables: per-subject metrics, the paper's Table 1, paired tests, group breakdown.
+
+The per-subject metrics of one method are kept in a LONG table (one row per
+subject, protocol and metric) with the columns of :data:`LONG_COLUMNS`; every
+summary in this module is computed from that table, so all methods are
+compared on the same subjects in the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from fusion3d.io import atomic_path, load_nifti
+
+LONG_COLUMNS: tuple[str, ...] = (
+    "subject_id",
+    "split",
+    "group",
+    "method",
+    "protocol",
+    "metric",
+    "value",
+)
+
+#: Display name and dimensionality of every method the study knows.
+METHOD_INFO: dict[str, tuple[str, str]] = {
+    "average": ("Weighted average", "3D"),
+    "maximum": ("Maximum", "3D"),
+    "pca": ("PCA", "3D"),
+    "wavelet": ("Wavelet (DWT)", "3D"),
+    "laplacian": ("Laplacian pyramid", "3D"),
+    "dcfb2d": ("DCFB slice-wise", "2D"),
+    "dcfb3d": ("DC2Fusion (ours)", "3D"),
+}
+
+#: Display names of metric keys (others are shown upper-cased).
+METRIC_NAMES: dict[str, str] = {
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "nmi": "NMI",
+    "fsim": "FSIM",
+    "fmi_haghighat": "FMI_Haghighat",
+    "mi": "MI",
+    "en": "EN",
+    "sd": "SD",
+    "sf": "SF",
+    "ag": "AG",
+    "scd": "SCD",
+    "vif": "VIF",
+    "qabf": "Qabf",
+}
+
+PAPER_METRICS: tuple[str, ...] = ("psnr", "ssim", "nmi", "fsim", "fmi_haghighat")
+
+MetricsFn = Callable[..., Mapping[str, float]]
+
+
+def method_name(method: str) -> str:
+    """Display name of ``method`` (the key itself when unknown)."""
+    return METHOD_INFO.get(method, (method, ""))[0]
+
+
+def metric_name(metric: str) -> str:
+    """Display name of a metric key."""
+    return METRIC_NAMES.get(metric, metric.upper())
+
+
+def method_order(methods: Iterable[str], reference: str | None = "dcfb3d") -> list[str]:
+    """Order methods as in the paper: classic ones, unknown ones, 2D, then the reference last."""
+    known = list(METHOD_INFO)
+    unique = list(dict.fromkeys(methods))
+
+    def key(m: str) -> tuple[int, int, str]:
+        if m == reference:
+            return (3, 0, m)
+        if m in known:
+            dim_rank = 2 if m.startswith("dcfb") else 0
+            return (dim_rank, known.index(m), m)
+        return (1, 0, m)
+
+    return sorted(unique, key=key)
+
+
+def _check_columns(frame: pd.DataFrame, required: Iterable[str], what: str) -> None:
+    """Raise ``ValueError`` naming the missing columns of ``frame``."""
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"{what}: expected a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {missing}; has {list(frame.columns)}")
+
+
+def _default_metrics_fn() -> MetricsFn:
+    from fusion3d.metrics import compute_metrics  # imported late: a sibling module
+
+    return compute_metrics
+
+
+def evaluate_method(
+    method: str,
+    index: pd.DataFrame,
+    *,
+    protocols: Sequence[str],
+    subjects: pd.DataFrame,
+    metrics_fn: MetricsFn | None = None,
+) -> pd.DataFrame:
+    """Compute every metric of every protocol for each fused volume of one method.
+
+    Parameters
+    ----------
+    method
+        Method key written into the ``method`` column.
+    index
+        The method's fused index: columns ``subject_id``, ``fused_path``.
+    protocols
+        Protocol names passed to ``compute_metrics`` (e.g. ``"paper"``).
+    subjects
+        Columns ``subject_id``, ``split``, ``group``, ``mri_path``, ``pet_path``,
+        ``mask_path`` (``mask_path`` may be absent or empty: no mask).
+    metrics_fn
+        ``compute_metrics(fused, mri, pet, *, protocol, mask=None) -> dict``;
+        default :func:`fusion3d.metrics.compute_metrics`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long table with the columns of :data:`LONG_COLUMNS`, in index order.
+
+    Raises
+    ------
+    ValueError
+        Missing columns, no protocols, duplicate or unknown subject ids, a
+        fused image whose shape differs from its sources.
+    """
+    _check_columns(index, ("subject_id", "fused_path"), f"{method} index")
+    _check_columns(
+        subjects, ("subject_id", "split", "group", "mri_path", "pet_path"), "subjects table"
+    )
+    protocols = [protocols] if isinstance(protocols, str) else list(protocols)
+    if not protocols:
+        raise ValueError("protocols: at least one protocol is needed")
+    if index.empty:
+        raise ValueError(f"{method} index: no fused images listed")
+    for name, frame in (("subjects table", subjects), (f"{method} index", index)):
+        dup = frame["subject_id"][frame["subject_id"].duplicated()].tolist()
+        if dup:
+            raise ValueError(f"{name}: duplicate subject_id {dup[:5]}")
+    unknown = sorted(set(index["subject_id"]) - set(subjects["subject_id"]))
+    if unknown:
+        raise ValueError(f"{method} index: subject_id(s) not in the subjects table: {unknown[:5]}")
+    fn = metrics_fn if metrics_fn is not None else _default_metrics_fn()
+    info = subjects.set_index("subject_id")
+    rows: list[dict[str, object]] = []
+    for subject_id, fused_path in zip(index["subject_id"], index["fused_path"], strict=True):
+        sub = info.loc[subject_id]
+        fused, _ = load_nifti(fused_path)
+        mri, _ = load_nifti(sub["mri_path"])
+        pet, _ = load_nifti(sub["pet_path"])
+        for path, arr in ((sub["mri_path"], mri), (sub["pet_path"], pet)):
+            if arr.shape != fused.shape:
+                raise ValueError(
+                    f"{subject_id}: {fused_path} has shape {fused.shape} but {path} has {arr.shape}"
+                )
+        mask = None
+        mask_path = sub.get("mask_path") if "mask_path" in info.columns else None
+        if isinstance(mask_path, str | os.PathLike) and str(mask_path).strip():
+            mask_arr, _ = load_nifti(mask_path)
+            if mask_arr.shape != fused.shape:
+                raise ValueError(
+                    f"{subject_id}: mask {mask_path} has shape {mask_arr.shape}, "
+                    f"fused {fused.shape}"
+                )
+            mask = mask_arr > 0.5
+        for protocol in protocols:
+            values = fn(fused, mri, pet, protocol=protocol, mask=mask)
+            for metric, value in values.items():
+                rows.append(
+                    {
+                        "subject_id": subject_id,
+                        "split": sub["split"],
+                        "group": sub["group"],
+                        "method": method,
+                        "protocol": protocol,
+                        "metric": str(metric),
+                        "value": float(value),
+                    }
+                )
+    return pd.DataFrame(rows, columns=list(LONG_COLUMNS))
+
+
+def _select(long: pd.DataFrame, *, split: str | None, protocol: str | None = None) -> pd.DataFrame:
+    """Rows of ``long`` in ``split`` (all when ``None``) and ``protocol`` (all when ``None``)."""
+    _check_columns(long, LONG_COLUMNS, "metrics table")
+    sel = long
+    if split is not None:
+        sel = sel[sel["split"] == split]
+    if protocol is not None:
+        sel = sel[sel["protocol"] == protocol]
+    return sel
+
+
+def _fmt(mean: float, std: float, n: int, decimals: int = 3) -> str:
+    """``"mean +- std"``; just the mean when one subject; ``"n/a"`` when none."""
+    if n == 0 or not np.isfinite(mean):
+        return "n/a"
+    if n < 2 or not np.isfinite(std):
+        return f"{mean:.{decimals}f}"
+    return f"{mean:.{decimals}f} +- {std:.{decimals}f}"
+
+
+def _summary(
+    long: pd.DataFrame, *, split: str | None, protocol: str, metrics: Sequence[str], reference: str
+) -> tuple[list[str], dict[tuple[str, str], tuple[float, float, int]]]:
+    """Method order and ``(mean, std, n)`` per (method, metric) for Table 1."""
+    sel = _select(long, split=split, protocol=protocol)
+    if sel.empty:
+        raise ValueError(f"metrics table: no rows for split {split!r} and protocol {protocol!r}")
+    sel = sel[np.isfinite(sel["value"].astype(float))]
+    methods = method_order(sel["method"].unique(), reference)
+    stats_: dict[tuple[str, str], tuple[float, float, int]] = {}
+    for (method, metric), grp in sel.groupby(["method", "metric"]):
+        vals = grp["value"].to_numpy(dtype=float)
+        std = float(np.std(vals, ddof=1)) if vals.size > 1 else math.nan
+        stats_[(str(method), str(metric))] = (float(np.mean(vals)), std, int(vals.size))
+    return methods, stats_
+
+
+def table1(
+    long: pd.DataFrame,
+    *,
+    split: str | None = "test",
+    protocol: str = "paper",
+    metrics: Sequence[str] = PAPER_METRICS,
+    reference: str = "dcfb3d",
+) -> pd.DataFrame:
+    """Table 1 in the paper's layout: one row per method, ``mean +- std`` per metric.
+
+    The standard deviation is the sample one (``ddof=1``) over subjects; a
+    metric with one subject shows the mean only, a missing one ``"n/a"``.
+    Rows follow :func:`method_order` (the ``reference`` method last, as the
+    paper lists its own method).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``Method``, ``2D/3D`` and one display-named column per metric.
+    """
+    metrics = list(metrics)
+    if not metrics:
+        raise ValueError("metrics: at least one metric is needed")
+    methods, summary = _summary(
+        long, split=split, protocol=protocol, metrics=metrics, reference=reference
+    )
+    rows = []
+    for method in methods:
+        row = {"Method": method_name(method), "2D/3D": METHOD_INFO.get(method, ("", "n/a"))[1]}
+        for metric in metrics:
+            mean, std, n = summary.get((method, metric), (math.nan, math.nan, 0))
+            row[metric_name(metric)] = _fmt(mean, std, n)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["Method", "2D/3D"] + [metric_name(m) for m in metrics])
+
+
+def _best_rows(
+    methods: Sequence[str],
+    summary: Mapping[tuple[str, str], tuple[float, float, int]],
+    metrics: Sequence[str],
+) -> dict[str, set[int]]:
+    """Row indices with the highest mean per metric (every metric here: higher is better)."""
+    best: dict[str, set[int]] = {}
+    for metric in metrics:
+        means = [summary.get((m, metric), (math.nan, 0, 0))[0] for m in methods]
+        finite = [v for v in means if np.isfinite(v)]
+        if finite:
+            top = max(finite)
+            best[metric] = {i for i, v in enumerate(means) if np.isfinite(v) and v == top}
+    return best
+
+
+def _markdown(frame: pd.DataFrame, bold: Mapping[str, set[int]], metrics: Sequence[str]) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] * len(cols)) + "|"]
+    for i, row in enumerate(frame.itertuples(index=False)):
+        cells = [str(v) for v in row]
+        for j, metric in enumerate(metrics):
+            if i in bold.get(metric, set()):
+                cells[2 + j] = f"**{cells[2 + j]}**"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL: dict[str, str] = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape the LaTeX special characters of a table cell (one character at a time)."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def _latex(
+    frame: pd.DataFrame, bold: Mapping[str, set[int]], metrics: Sequence[str], caption: str
+) -> str:
+    cols = list(frame.columns)
+    lines = [
+        "% Generated by fusion3d.evaluation.write_table1; needs \\usepackage{booktabs}.",
+        "\\begin{table}[t]",
+        "\\centering",
+        f"\\caption{{{latex_escape(caption)}}}".replace(" +- ", " $\\pm$ "),
+        "\\begin{tabular}{ll" + "c" * (len(cols) - 2) + "}",
+        "\\toprule",
+        " & ".join(latex_escape(c) for c in cols) + " \\\\",
+        "\\midrule",
+    ]
+    for i, row in enumerate(frame.itertuples(index=False)):
+        cells = [latex_escape(str(v)).replace(" +- ", " $\\pm$ ") for v in row]
+        for j, metric in enumerate(metrics):
+            if i in bold.get(metric, set()):
+                cells[2 + j] = f"\\textbf{{{cells[2 + j]}}}"
+        lines.append(" & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table1(
+    long: pd.DataFrame,
+    out_prefix: str | os.PathLike,
+    *,
+    split: str | None = "test",
+    protocol: str = "paper",
+    metrics: Sequence[str] = PAPER_METRICS,
+    reference: str = "dcfb3d",
+) -> dict[str, Path]:
+    """Write :func:`table1` as ``<out_prefix>.csv``, ``.md`` (GitHub) and ``.tex`` (booktabs).
+
+    In the Markdown and LaTeX versions the best mean per metric is bold.
+    All three files are written atomically.
+
+    Returns
+    -------
+    dict
+        ``{"csv": path, "md": path, "tex": path}``.
+    """
+    metrics = list(metrics)
+    frame = table1(long, split=split, protocol=protocol, metrics=metrics, reference=reference)
+    methods, summary = _summary(
+        long, split=split, protocol=protocol, metrics=metrics, reference=reference
+    )
+    bold = _best_rows(methods, summary, metrics)
+    n_subjects = _select(long, split=split, protocol=protocol)["subject_id"].nunique()
+    caption = (
+        f"Fusion metrics, {split or 'all'} split, protocol {protocol}, "
+        f"mean +- sample std over {n_subjects} subjects; best mean in bold."
+    )
+    prefix = str(out_prefix)
+    paths = {ext: Path(f"{prefix}.{ext}") for ext in ("csv", "md", "tex")}
+    with atomic_path(paths["csv"]) as tmp:
+        frame.to_csv(tmp, index=False)
+    with atomic_path(paths["md"]) as tmp:
+        tmp.write_text(_markdown(frame, bold, metrics), encoding="utf-8")
+    with atomic_path(paths["tex"]) as tmp:
+        tmp.write_text(_latex(frame, bold, metrics, caption), encoding="utf-8")
+    return paths
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni step-down adjusted p-values (NaN entries stay NaN, not counted).
+
+    With the ``m`` finite p-values sorted ascending, ``p_(1) <= ... <= p_(m)``,
+    the adjusted value is ``max_{j <= i} min(1, (m - j + 1) p_(j))``.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = finite.size
+    if m == 0:
+        return out
+    if np.any((p[finite] < 0) | (p[finite] > 1)):
+        raise ValueError(f"pvalues: must lie in [0, 1], got {p[finite].tolist()}")
+    order = finite[np.argsort(p[finite], kind="stable")]
+    running = 0.0
+    for rank, idx in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[idx]))
+        out[idx] = running
+    return out
+
+
+PAIRED_COLUMNS: tuple[str, ...] = (
+    "protocol",
+    "metric",
+    "method",
+    "reference",
+    "n",
+    "median_method",
+    "median_reference",
+    "median_diff",
+    "statistic",
+    "p",
+    "p_holm",
+    "note",
+)
+
+
+def _wilcoxon(diff: np.ndarray, min_n: int) -> tuple[float, float, str]:
+    """Two-sided Wilcoxon signed-rank test on paired differences -> (statistic, p, note)."""
+    if diff.size < min_n:
+        return math.nan, math.nan, f"n={diff.size} < {min_n}: too few paired subjects"
+    if np.all(diff == 0):
+        return math.nan, math.nan, "all differences are zero"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = stats.wilcoxon(diff, alternative="two-sided", zero_method="wilcox")
+    except (ValueError, FloatingPointError) as exc:
+        return math.nan, math.nan, f"wilcoxon failed: {exc}"
+    statistic, p = float(res.statistic), float(res.pvalue)
+    if not np.isfinite(p):
+        return statistic, math.nan, "wilcoxon returned no p-value"
+    n_zero = int(np.sum(diff == 0))
+    return statistic, p, (f"{n_zero} zero differences dropped" if n_zero else "")
+
+
+def paired_tests(
+    long: pd.DataFrame,
+    *,
+    reference: str = "dcfb3d",
+    split: str | None = "test",
+    min_n: int = 2,
+) -> pd.DataFrame:
+    """Paired two-sided Wilcoxon signed-rank tests of every method against ``reference``.
+
+    For each protocol, metric and method other than ``reference``, subjects
+    with a finite value for both are paired; ``median_diff`` is the median of
+    ``method - reference`` (negative: the reference scores higher). ``p_holm``
+    is Holm-corrected within each (protocol, metric) family. Where the test
+    cannot run (fewer than ``min_n`` pairs, all differences zero) ``p`` is NaN
+    and ``note`` says why.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns of :data:`PAIRED_COLUMNS` (empty when the reference is absent).
+    """
+    sel = _select(long, split=split)
+    sel = sel[np.isfinite(sel["value"].astype(float))]
+    rows: list[dict[str, object]] = []
+    for (protocol, metric), fam in sel.groupby(["protocol", "metric"], sort=True):
+        wide = fam.pivot_table(index="subject_id", columns="method", values="value", aggfunc="mean")
+        if reference not in wide.columns:
+            continue
+        family: list[dict[str, object]] = []
+        for method in method_order(wide.columns, reference):
+            if method == reference:
+                continue
+            pair = wide[[method, reference]].dropna()
+            diff = (pair[method] - pair[reference]).to_numpy(dtype=float)
+            statistic, p, note = _wilcoxon(diff, min_n)
+            family.append(
+                {
+                    "protocol": protocol,
+                    "metric": metric,
+                    "method": method,
+                    "reference": reference,
+                    "n": int(diff.size),
+                    "median_method": float(pair[method].median()) if diff.size else math.nan,
+                    "median_reference": float(pair[reference].median()) if diff.size else math.nan,
+                    "median_diff": float(np.median(diff)) if diff.size else math.nan,
+                    "statistic": statistic,
+                    "p": p,
+                    "note": note,
+                }
+            )
+        adjusted = holm([r["p"] for r in family])
+        for r, padj in zip(family, adjusted, strict=True):
+            r["p_holm"] = float(padj)
+        rows.extend(family)
+    return pd.DataFrame(rows, columns=list(PAIRED_COLUMNS))
+
+
+def group_breakdown(long: pd.DataFrame, split: str | None = "test") -> pd.DataFrame:
+    """Mean, sample std and n per method, protocol, metric and diagnostic group.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``method``, ``protocol``, ``metric``, ``group``, ``mean``, ``std``, ``n``.
+    """
+    sel = _select(long, split=split)
+    sel = sel[np.isfinite(sel["value"].astype(float))]
+    cols = ["method", "protocol", "metric", "group", "mean", "std", "n"]
+    if sel.empty:
+        return pd.DataFrame(columns=cols)
+    out = (
+        sel.groupby(["method", "protocol", "metric", "group"], sort=True)["value"]
+        .agg(
+            mean="mean",
+            std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else math.nan,
+            n="size",
+        )
+        .reset_index()
+    )
+    out["n"] = out["n"].astype(int)
+    return out[cols]

@@ -1,0 +1,389 @@
+"""The study's figures, drawn with matplotlib's Agg canvas (no display, no pyplot state).
+
+Every function takes an output ``out`` that is either a prefix (``"figures/panel"``
+-> ``figures/panel.png`` and ``figures/panel.pdf``) or explicit ``.png`` / ``.pdf``
+path(s); each file is written atomically and the written paths are returned.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from fusion3d.evaluation import LONG_COLUMNS, method_name, method_order, metric_name
+from fusion3d.io import atomic_path, load_nifti, read_tsv
+
+FORMATS: tuple[str, ...] = ("png", "pdf")
+PLANES: tuple[str, ...] = ("axial", "coronal", "sagittal")
+DPI = 150
+#: Largest side, in pixels, of a raster figure (matplotlib refuses > 2**16).
+MAX_PIXELS = 12000
+
+OutSpec = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def output_paths(out: OutSpec) -> list[Path]:
+    """Resolve ``out`` into the list of files to write.
+
+    A single path ending in ``.png`` or ``.pdf`` is written as is; any other
+    single path is a prefix for ``<prefix>.png`` and ``<prefix>.pdf``; a list
+    must hold ``.png`` / ``.pdf`` paths only.
+    """
+    if isinstance(out, str | os.PathLike):
+        path = Path(out)
+        if path.suffix.lower().lstrip(".") in FORMATS:
+            return [path]
+        if not path.name:
+            raise ValueError(f"out: empty output prefix {out!r}")
+        return [Path(f"{os.fspath(path)}.{ext}") for ext in FORMATS]
+    paths = [Path(p) for p in out]
+    if not paths:
+        raise ValueError("out: no output path given")
+    bad = [str(p) for p in paths if p.suffix.lower().lstrip(".") not in FORMATS]
+    if bad:
+        raise ValueError(f"out: unsupported figure format for {bad}; use .png or .pdf")
+    return paths
+
+
+def _save(fig: Figure, out: OutSpec, dpi: float = DPI) -> list[Path]:
+    """Save ``fig`` to every resolved output atomically and return the paths."""
+    FigureCanvasAgg(fig)
+    written = []
+    for path in output_paths(out):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=dpi)
+        written.append(path)
+    return written
+
+
+def _capped_dpi(width_in: float, height_in: float, dpi: float = DPI) -> float:
+    """Lower ``dpi`` so the raster stays under :data:`MAX_PIXELS` on its longest side."""
+    return max(10.0, min(dpi, MAX_PIXELS / max(width_in, height_in)))
+
+
+def centre_slices(vol: np.ndarray) -> dict[str, np.ndarray]:
+    """Axial, coronal and sagittal slices through the centre, oriented for display.
+
+    The array is taken as (x, y, z) in RAS+ voxel order (the model grid): the
+    slice is transposed so that the second in-plane axis points up.
+    """
+    vol = np.asarray(vol, dtype=np.float32)
+    if vol.ndim != 3:
+        raise ValueError(f"expected a 3D volume, got shape {vol.shape}")
+    i, j, k = (n // 2 for n in vol.shape)
+    return {
+        "axial": vol[:, :, k].T,
+        "coronal": vol[:, j, :].T,
+        "sagittal": vol[i, :, :].T,
+    }
+
+
+def _display_range(vol: np.ndarray) -> tuple[float, float]:
+    """Robust display window: 0.5th to 99.5th percentile of the non-zero voxels."""
+    vals = np.asarray(vol, dtype=np.float32)
+    nz = vals[vals != 0]
+    if nz.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(nz, [0.5, 99.5])
+    lo = min(float(lo), 0.0)
+    return lo, float(hi) if hi > lo else lo + 1.0
+
+
+def plot_fusion_panel(
+    subjects: Sequence[Mapping[str, Any]], out: OutSpec, *, max_subjects: int = 3
+) -> list[Path]:
+    """Paper-style qualitative figure: MRI, PET and every fused volume, three planes.
+
+    Parameters
+    ----------
+    subjects
+        Dicts with ``subject_id``, ``mri``, ``pet`` (3D arrays) and ``fused``
+        (``{method: 3D array}``, the same methods for every subject). Only the
+        first ``max_subjects`` are drawn.
+    out
+        Output prefix or explicit ``.png`` / ``.pdf`` path(s).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+    """
+    subjects = list(subjects)[:max_subjects]
+    if not subjects:
+        raise ValueError("subjects: nothing to plot (empty list)")
+    methods: list[str] | None = None
+    for sub in subjects:
+        missing = [k for k in ("subject_id", "mri", "pet", "fused") if k not in sub]
+        if missing:
+            raise ValueError(f"subjects: entry {sub.get('subject_id', '?')} lacks key(s) {missing}")
+        sid = sub["subject_id"]
+        if not sub["fused"]:
+            raise ValueError(f"subjects: {sid} has no fused volumes")
+        if methods is None:
+            methods = list(sub["fused"])
+        elif list(sub["fused"]) != methods:
+            raise ValueError(
+                f"subjects: {sid} has methods {list(sub['fused'])}, expected {methods}"
+            )
+        shapes = {k: np.shape(sub[k]) for k in ("mri", "pet")}
+        shapes.update({m: np.shape(v) for m, v in sub["fused"].items()})
+        if len(set(shapes.values())) != 1 or len(shapes["mri"]) != 3:
+            raise ValueError(f"subjects: {sid} volumes must be 3D of one shape, got {shapes}")
+    assert methods is not None
+    columns = [("MRI", "mri", "gray"), ("PET", "pet", "inferno")] + [
+        (method_name(m), m, "gray") for m in methods
+    ]
+    nrows, ncols = 3 * len(subjects), len(columns)
+    fig = Figure(figsize=(1.9 * ncols + 0.6, 1.9 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for s, sub in enumerate(subjects):
+        vols = {"mri": sub["mri"], "pet": sub["pet"], **sub["fused"]}
+        for c, (title, key, cmap) in enumerate(columns):
+            vol = np.asarray(vols[key], dtype=np.float32)
+            vmin, vmax = _display_range(vol)
+            for p, (plane, img) in enumerate(centre_slices(vol).items()):
+                ax = axes[3 * s + p, c]
+                ax.imshow(
+                    img, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest"
+                )
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if 3 * s + p == 0:
+                    ax.set_title(title, fontsize=9)
+                if c == 0:
+                    ax.set_ylabel(f"{sub['subject_id']}\n{plane}" if p == 1 else plane, fontsize=8)
+    return _save(fig, out, _capped_dpi(*fig.get_size_inches()))
+
+
+GROUP_ORDER: tuple[str, ...] = ("CN", "MCI", "AD")
+
+
+def pick_panel_subjects(
+    split: pd.DataFrame,
+    subject_ids: Sequence[str] | None = None,
+    *,
+    n_subjects: int = 3,
+    split_name: str = "test",
+) -> list[str]:
+    """Choose the subjects of the fusion panel: one per diagnostic group in turn.
+
+    Subjects of ``split_name`` (restricted to ``subject_ids`` when given) are
+    taken round-robin over the groups CN, MCI, AD (then any other group),
+    each group in ``subject_id`` order, so the choice is deterministic.
+    """
+    for col in ("subject_id", "split", "group"):
+        if col not in split.columns:
+            raise ValueError(f"split table: missing column {col!r}")
+    if n_subjects < 1:
+        raise ValueError(f"n_subjects: must be >= 1, got {n_subjects}")
+    rows = split[split["split"] == split_name]
+    if subject_ids is not None:
+        rows = rows[rows["subject_id"].isin(set(subject_ids))]
+    if rows.empty:
+        raise ValueError(f"split table: no {split_name!r} subject with fused images for the panel")
+    groups = sorted(
+        rows["group"].astype(str).unique(),
+        key=lambda g: (GROUP_ORDER.index(g) if g in GROUP_ORDER else len(GROUP_ORDER), g),
+    )
+    queues = {g: sorted(rows.loc[rows["group"].astype(str) == g, "subject_id"]) for g in groups}
+    chosen: list[str] = []
+    while len(chosen) < n_subjects and any(queues.values()):
+        for g in groups:
+            if queues[g] and len(chosen) < n_subjects:
+                chosen.append(queues[g].pop(0))
+    return chosen
+
+
+def fusion_panel_from_tables(
+    split: pd.DataFrame,
+    indexes: Mapping[str, str | os.PathLike | pd.DataFrame],
+    png: str | os.PathLike,
+    pdf: str | os.PathLike | None = None,
+    *,
+    n_subjects: int = 3,
+    split_name: str = "test",
+    reference: str = "dcfb3d",
+) -> list[Path]:
+    """Draw :func:`plot_fusion_panel` from the split table and the methods' fused indexes.
+
+    Parameters
+    ----------
+    split
+        ``split/split.tsv``: ``subject_id``, ``split``, ``group``, ``model_mri``,
+        ``model_pet`` (the model-grid sources).
+    indexes
+        ``{method: index.tsv path or DataFrame}`` with ``subject_id``, ``fused_path``.
+    png, pdf
+        Output files (``pdf`` optional).
+    n_subjects, split_name
+        How many subjects of which split (chosen by :func:`pick_panel_subjects`
+        among those every method has fused).
+    reference
+        The study's own method, drawn in the last column (see :func:`method_order`).
+    """
+    if not indexes:
+        raise ValueError("indexes: no fused method given")
+    for col in ("model_mri", "model_pet"):
+        if col not in split.columns:
+            raise ValueError(f"split table: missing column {col!r}")
+    fused_paths: dict[str, dict[str, str]] = {}
+    for method in method_order(indexes, reference):
+        index = indexes[method]
+        is_frame = isinstance(index, pd.DataFrame)
+        frame = index if is_frame else read_tsv(index, dtype=str)
+        where = f"{method} index" + ("" if is_frame else f" {index}")
+        for col in ("subject_id", "fused_path"):
+            if col not in frame.columns:
+                raise ValueError(f"{where}: missing column {col!r}")
+        fused_paths[method] = dict(zip(frame["subject_id"], frame["fused_path"], strict=True))
+    common = set.intersection(*(set(p) for p in fused_paths.values()))
+    chosen = pick_panel_subjects(
+        split, sorted(common), n_subjects=n_subjects, split_name=split_name
+    )
+    info = split.set_index("subject_id")
+    subjects = []
+    for sid in chosen:
+        row = info.loc[sid]
+        subjects.append(
+            {
+                "subject_id": f"{sid} ({row['group']})",
+                "mri": load_nifti(row["model_mri"])[0],
+                "pet": load_nifti(row["model_pet"])[0],
+                "fused": {m: load_nifti(paths[sid])[0] for m, paths in fused_paths.items()},
+            }
+        )
+    out = [png] if pdf is None else [png, pdf]
+    return plot_fusion_panel(subjects, out, max_subjects=n_subjects)
+
+
+def plot_metric_boxes(
+    long: pd.DataFrame,
+    out: OutSpec,
+    *,
+    protocol: str = "paper",
+    split: str | None = "test",
+    reference: str = "dcfb3d",
+) -> list[Path]:
+    """One box plot per metric (methods on the x axis) for one protocol and split."""
+    if not isinstance(long, pd.DataFrame):
+        raise ValueError(f"long: expected a DataFrame, got {type(long).__name__}")
+    missing = [c for c in LONG_COLUMNS if c not in long.columns]
+    if missing:
+        raise ValueError(f"metrics table: missing column(s) {missing}")
+    sel = long[long["protocol"] == protocol]
+    if split is not None:
+        sel = sel[sel["split"] == split]
+    sel = sel[np.isfinite(sel["value"].astype(float))]
+    if sel.empty:
+        raise ValueError(
+            f"metrics table: no finite values for protocol {protocol!r}, split {split!r}"
+        )
+    metrics = list(dict.fromkeys(sel["metric"]))
+    methods = method_order(sel["method"].unique(), reference)
+    ncols = min(3, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    width = max(3.5, 0.55 * len(methods) + 1.2)
+    fig = Figure(figsize=(width * ncols, 3.4 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics, strict=False):
+        data, labels = [], []
+        for m in methods:
+            vals = sel[(sel["metric"] == metric) & (sel["method"] == m)]["value"].to_numpy(float)
+            if vals.size:
+                data.append(vals)
+                labels.append(method_name(m))
+        ax.boxplot(data, tick_labels=labels, showmeans=True)
+        ax.set_title(metric_name(metric), fontsize=10)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"Protocol {protocol}, {split or 'all'} split", fontsize=11)
+    return _save(fig, out)
+
+
+def plot_training_curves(histories: Mapping[str, pd.DataFrame], out: OutSpec) -> list[Path]:
+    """Training loss terms and validation metrics per epoch, one line per method.
+
+    Each history needs an ``epoch`` column; the panels are ``loss`` and every
+    column starting with ``loss_`` or ``val_`` found in any history.
+    """
+    if not histories:
+        raise ValueError("histories: nothing to plot (empty mapping)")
+    columns: list[str] = []
+    for method, hist in histories.items():
+        if not isinstance(hist, pd.DataFrame):
+            raise ValueError(
+                f"histories[{method!r}]: expected a DataFrame, got {type(hist).__name__}"
+            )
+        if "epoch" not in hist.columns:
+            raise ValueError(f"histories[{method!r}]: missing column 'epoch'")
+        if hist.empty:
+            raise ValueError(f"histories[{method!r}]: no epochs")
+        for col in hist.columns:
+            if (col == "loss" or col.startswith(("loss_", "val_"))) and col not in columns:
+                columns.append(col)
+    if not columns:
+        raise ValueError("histories: no 'loss', 'loss_*' or 'val_*' column to plot")
+    columns.sort(key=lambda c: (0 if c == "loss" else 1 if c.startswith("loss_") else 2, c))
+    ncols = min(3, len(columns))
+    nrows = math.ceil(len(columns) / ncols)
+    fig = Figure(figsize=(4.0 * ncols, 3.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, col in zip(axes, columns, strict=False):
+        for method, hist in histories.items():
+            if col in hist.columns:
+                h = hist.sort_values("epoch")
+                ax.plot(h["epoch"], h[col], marker="o", markersize=2, label=method_name(method))
+        ax.set_title(col, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[len(columns) :]:
+        ax.set_visible(False)
+    return _save(fig, out)
+
+
+def _thumbnail(img: np.ndarray, max_side: int = 400) -> np.ndarray:
+    """Subsample an image so its longest side is at most ``max_side`` pixels."""
+    step = max(1, math.ceil(max(img.shape[:2]) / max_side))
+    return img[::step, ::step]
+
+
+def plot_qc_montage(
+    qc_pngs: Sequence[str | os.PathLike], out: OutSpec, *, ncols: int = 4
+) -> list[Path]:
+    """A montage of per-subject QC images, titled by file name."""
+    paths = [Path(p) for p in qc_pngs]
+    if not paths:
+        raise ValueError("qc_pngs: nothing to plot (empty list)")
+    if ncols < 1:
+        raise ValueError(f"ncols: must be >= 1, got {ncols}")
+    images = []
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: QC image not found")
+        try:
+            images.append(_thumbnail(mpimg.imread(path)))
+        except Exception as exc:  # PIL / matplotlib raise many types for broken files
+            raise ValueError(f"{path}: cannot read image ({exc})") from exc
+    ncols = min(ncols, len(images))
+    nrows = math.ceil(len(images) / ncols)
+    fig = Figure(figsize=(3.0 * ncols, 3.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, path, img in zip(axes, paths, images, strict=False):
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(path.name.split(".")[0], fontsize=7)
+        ax.axis("off")
+    for ax in axes[len(images) :]:
+        ax.set_visible(False)
+    return _save(fig, out, _capped_dpi(*fig.get_size_inches()))

@@ -1,0 +1,219 @@
+"""Tests for fusion3d.figures: every figure writes a real PNG and PDF, bad input raises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from fusion3d.evaluation import LONG_COLUMNS
+from fusion3d.figures import (
+    centre_slices,
+    fusion_panel_from_tables,
+    output_paths,
+    pick_panel_subjects,
+    plot_fusion_panel,
+    plot_metric_boxes,
+    plot_qc_montage,
+    plot_training_curves,
+)
+from fusion3d.io import save_nifti, write_tsv
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_figure_files(paths: list[Path], prefix: Path) -> None:
+    assert [p.name for p in paths] == [prefix.name + ".png", prefix.name + ".pdf"]
+    png, pdf = paths
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
+    assert png.stat().st_size > 1000
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    assert pdf.stat().st_size > 1000
+    assert not [p for p in png.parent.iterdir() if ".part" in p.name]
+
+
+def volume(seed: int, shape=(10, 12, 8)) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape).astype(np.float32)
+
+
+def test_output_paths(tmp_path) -> None:
+    assert output_paths(tmp_path / "fig") == [tmp_path / "fig.png", tmp_path / "fig.pdf"]
+    assert output_paths(str(tmp_path / "fig.v2")) == [
+        tmp_path / "fig.v2.png",
+        tmp_path / "fig.v2.pdf",
+    ]
+    assert output_paths(tmp_path / "a.pdf") == [tmp_path / "a.pdf"]
+    assert output_paths([tmp_path / "a.png", tmp_path / "b.pdf"]) == [
+        tmp_path / "a.png",
+        tmp_path / "b.pdf",
+    ]
+    with pytest.raises(ValueError, match="a.svg"):
+        output_paths([tmp_path / "a.svg"])
+    with pytest.raises(ValueError, match="no output"):
+        output_paths([])
+
+
+def test_centre_slices_geometry() -> None:
+    vol = np.zeros((5, 7, 9))
+    vol[2, 3, 4] = 1.0  # the centre voxel
+    vol[4, 3, 4] = 2.0  # +x (right) on the centre row
+    sl = centre_slices(vol)
+    assert sl["axial"].shape == (7, 5)
+    assert sl["coronal"].shape == (9, 5)
+    assert sl["sagittal"].shape == (9, 7)
+    assert sl["axial"][3, 2] == 1.0 and sl["axial"][3, 4] == 2.0
+    assert sl["sagittal"][4, 3] == 1.0
+    with pytest.raises(ValueError, match="3D"):
+        centre_slices(np.zeros((4, 4)))
+
+
+def test_fusion_panel(tmp_path) -> None:
+    subjects = [
+        {
+            "subject_id": f"sub-{i}",
+            "mri": volume(i),
+            "pet": volume(10 + i),
+            "fused": {"average": volume(20 + i), "dcfb3d": volume(30 + i)},
+        }
+        for i in range(4)
+    ]
+    paths = plot_fusion_panel(subjects, tmp_path / "panel")
+    assert_figure_files(paths, tmp_path / "panel")
+    # a single subject and method
+    single = [{"subject_id": "s", "mri": volume(0), "pet": volume(1), "fused": {"pca": volume(2)}}]
+    assert_figure_files(plot_fusion_panel(single, tmp_path / "one"), tmp_path / "one")
+
+
+def test_fusion_panel_errors(tmp_path) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        plot_fusion_panel([], tmp_path / "x")
+    base = {"subject_id": "s", "mri": volume(0), "pet": volume(1)}
+    with pytest.raises(ValueError, match="no fused"):
+        plot_fusion_panel([{**base, "fused": {}}], tmp_path / "x")
+    with pytest.raises(ValueError, match="one shape"):
+        plot_fusion_panel([{**base, "fused": {"a": volume(2, (3, 3, 3))}}], tmp_path / "x")
+    with pytest.raises(ValueError, match="expected \\['a'\\]"):
+        plot_fusion_panel(
+            [{**base, "fused": {"a": volume(2)}}, {**base, "fused": {"b": volume(2)}}],
+            tmp_path / "x",
+        )
+    with pytest.raises(ValueError, match="lacks key"):
+        plot_fusion_panel([{"subject_id": "s"}], tmp_path / "x")
+
+
+def long_table(methods: list[str], metrics: list[str], n: int = 5) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = [
+        (f"s{i}", "test", "CN", m, "paper", k, float(rng.random()))
+        for m in methods
+        for k in metrics
+        for i in range(n)
+    ]
+    return pd.DataFrame(rows, columns=list(LONG_COLUMNS))
+
+
+def test_metric_boxes(tmp_path) -> None:
+    long = long_table(["dcfb3d", "average", "wavelet"], ["psnr", "ssim", "nmi", "fsim"])
+    assert_figure_files(plot_metric_boxes(long, tmp_path / "boxes"), tmp_path / "boxes")
+    one = long_table(["average"], ["psnr"], n=1)
+    assert_figure_files(plot_metric_boxes(one, tmp_path / "one"), tmp_path / "one")
+    with pytest.raises(ValueError, match="no finite values.*'volume'"):
+        plot_metric_boxes(long, tmp_path / "x", protocol="volume")
+    with pytest.raises(ValueError, match="no finite values"):
+        plot_metric_boxes(long.iloc[0:0], tmp_path / "x")
+
+
+def test_training_curves(tmp_path) -> None:
+    epochs = np.arange(1, 6)
+    hist = pd.DataFrame(
+        {
+            "epoch": epochs,
+            "loss": 1.0 / epochs,
+            "loss_lncc": 0.5 / epochs,
+            "val_psnr": 10 + epochs,
+            "lr": 1e-4,
+        }
+    )
+    paths = plot_training_curves({"dcfb3d": hist, "dcfb2d": hist * 1.1}, tmp_path / "curves")
+    assert_figure_files(paths, tmp_path / "curves")
+    single = plot_training_curves({"dcfb3d": hist[["epoch", "loss"]]}, tmp_path / "one")
+    assert_figure_files(single, tmp_path / "one")
+    with pytest.raises(ValueError, match="empty"):
+        plot_training_curves({}, tmp_path / "x")
+    with pytest.raises(ValueError, match="'dcfb3d'.*epoch"):
+        plot_training_curves({"dcfb3d": hist.drop(columns="epoch")}, tmp_path / "x")
+    with pytest.raises(ValueError, match="no 'loss'"):
+        plot_training_curves({"dcfb3d": hist[["epoch", "lr"]]}, tmp_path / "x")
+
+
+def write_png(path: Path, seed: int) -> Path:
+    fig = Figure(figsize=(2, 2))
+    fig.add_subplot().imshow(np.random.default_rng(seed).random((8, 8)))
+    fig.savefig(path, format="png")
+    return path
+
+
+def test_qc_montage(tmp_path) -> None:
+    pngs = [write_png(tmp_path / f"sub-{i}_qc.png", i) for i in range(5)]
+    out = tmp_path / "figs" / "qc"
+    assert_figure_files(plot_qc_montage(pngs, out, ncols=2), out)
+    assert_figure_files(plot_qc_montage(pngs[:1], tmp_path / "one"), tmp_path / "one")
+    explicit = plot_qc_montage(pngs[:2], [tmp_path / "only.png"])
+    assert explicit == [tmp_path / "only.png"] and not (tmp_path / "only.pdf").exists()
+    with pytest.raises(ValueError, match="empty"):
+        plot_qc_montage([], tmp_path / "x")
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        plot_qc_montage([tmp_path / "nope.png"], tmp_path / "x")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="broken.png"):
+        plot_qc_montage([tmp_path / "broken.png"], tmp_path / "x")
+    with pytest.raises(ValueError, match="ncols"):
+        plot_qc_montage(pngs, tmp_path / "x", ncols=0)
+
+
+def test_pick_panel_subjects() -> None:
+    split = pd.DataFrame(
+        {
+            "subject_id": ["c2", "c1", "a1", "m1", "a2", "t1"],
+            "split": ["test", "test", "test", "test", "test", "train"],
+            "group": ["CN", "CN", "AD", "MCI", "AD", "MCI"],
+        }
+    )
+    assert pick_panel_subjects(split) == ["c1", "m1", "a1"]
+    assert pick_panel_subjects(split, n_subjects=5) == ["c1", "m1", "a1", "c2", "a2"]
+    assert pick_panel_subjects(split, ["a2", "c2"], n_subjects=3) == ["c2", "a2"]
+    with pytest.raises(ValueError, match="no 'test' subject"):
+        pick_panel_subjects(split, ["t1"])
+    with pytest.raises(ValueError, match="'group'"):
+        pick_panel_subjects(split.drop(columns="group"))
+
+
+def test_fusion_panel_from_tables(tmp_path) -> None:
+    rows, idx = [], {"average": [], "dcfb3d": []}
+    for i, group in enumerate(["CN", "AD"]):
+        sid = f"sub-{i}_ses-M000"
+        paths = {
+            k: str(save_nifti(volume(10 * i + j), np.eye(4), tmp_path / f"{sid}_{k}.nii.gz"))
+            for j, k in enumerate(["mri", "pet", "average", "dcfb3d"])
+        }
+        rows.append(
+            {
+                "subject_id": sid,
+                "split": "test",
+                "group": group,
+                "model_mri": paths["mri"],
+                "model_pet": paths["pet"],
+            }
+        )
+        for m in idx:
+            idx[m].append({"subject_id": sid, "fused_path": paths[m]})
+    indexes = {m: write_tsv(pd.DataFrame(v), tmp_path / m / "index.tsv") for m, v in idx.items()}
+    out = [tmp_path / "fig" / "panel.png", tmp_path / "fig" / "panel.pdf"]
+    paths = fusion_panel_from_tables(pd.DataFrame(rows), indexes, *out, n_subjects=3)
+    assert_figure_files(paths, tmp_path / "fig" / "panel")
+    bad = {"average": pd.DataFrame({"subject_id": ["x"]})}
+    with pytest.raises(ValueError, match="average index: missing column 'fused_path'"):
+        fusion_panel_from_tables(pd.DataFrame(rows), bad, tmp_path / "x.png")
