@@ -25,14 +25,19 @@ _fractions = config["split"]["fractions"]
 if abs(sum(_fractions.get(k, 0.0) for k in ("train", "val", "test")) - 1.0) > 1e-6:
     raise ValueError("config key split.fractions: train + val + test must add up to 1")
 
-if SOURCE == "adni":
-    # Resolve and validate the download now: a bad manifest stops the run before any job.
-    from fusion3d.ingest import read_manifests
+_COHORT = {}
 
-    COHORT = f3d.cohort_inputs(config)
-    read_manifests(COHORT["manifests"])
-else:
-    COHORT = None
+
+def adni_cohort():
+    """The resolved and validated real download (once): a bad manifest stops the run while the
+    DAG is built, before any job starts. Lazy, so that targets that do not need the download
+    (e.g. cohort_search) run before it exists."""
+    if not _COHORT:
+        from fusion3d.ingest import read_manifests
+
+        _COHORT.update(f3d.cohort_inputs(config))
+        read_manifests(_COHORT["manifests"])
+    return _COHORT
 
 
 wildcard_constraints:
@@ -48,11 +53,12 @@ def conda_env(stage):
 def get_ingest_inputs(wildcards):
     if SOURCE == "synthetic":
         return {"cohort": f"{R}/synthetic/cohort.json"}
-    inputs = {"manifests": COHORT["manifests"]}
-    if COHORT["adnimerge"]:
-        inputs["adnimerge"] = COHORT["adnimerge"]
-    if COHORT["image_ids"]:
-        inputs["image_ids"] = COHORT["image_ids"]
+    cohort = adni_cohort()
+    inputs = {"manifests": cohort["manifests"]}
+    if cohort["adnimerge"]:
+        inputs["adnimerge"] = cohort["adnimerge"]
+    if cohort["image_ids"]:
+        inputs["image_ids"] = cohort["image_ids"]
     return inputs
 
 

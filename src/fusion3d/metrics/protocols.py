@@ -1,0 +1,165 @@
+"""The three evaluation protocols behind :func:`compute_metrics`.
+
+- ``paper``: the DC2Fusion protocol. One axial slice, ``vol[..., shape[-1] // 2]``
+  (index 64 of a 128^3 grid, the middle slice of any other grid); a 2D input is used
+  as the slice. Each metric is ``mean(metric(F, MRI), metric(F, PET))`` on the whole
+  slice (the mask is not used): ``psnr`` (data range 1), ``ssim`` (Gaussian 11/1.5,
+  as scikit-image), ``nmi`` (100 bins, as scikit-image), ``fsim`` (see
+  :mod:`fusion3d.metrics.fsim`) and ``fmi_haghighat`` (see :mod:`fusion3d.metrics.fmi`).
+- ``volume``: 3D, within the brain mask (``mask=None`` -> ``MRI > 0``): ``psnr`` from
+  the MSE over mask voxels, ``ssim`` as the mask mean of the 3D Gaussian SSIM map
+  (sigma 1.5 on all axes, reflect borders), ``nmi`` and ``mi`` (nats) from 100-bin
+  histograms of the mask voxels, and ``fsim`` as the mean over the axial slices
+  (last axis) that contain mask voxels, each slice scored whole. Same
+  mean-over-sources convention.
+- ``suite2d``: the 2D field's suite (:mod:`fusion3d.metrics.suite`) on 8-bit slices
+  (each image min-max scaled to 0..255 per slice, rounded), averaged over the axial
+  slices that contain mask voxels; a 2D input is scored as one slice.
+
+PSNR of identical images is reported as :data:`fusion3d.metrics.core.PSNR_MAX_DB`
+(100 dB) instead of ``inf``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fusion3d.metrics.core import (
+    as_image,
+    masked_ssim_3d,
+    mutual_information,
+    nmi,
+    psnr,
+    psnr_from_mse,
+    ssim_slices,
+    to_8bit,
+)
+from fusion3d.metrics.fmi import fmi_haghighat
+from fusion3d.metrics.fsim import fsim_from_parts, fsim_parts
+from fusion3d.metrics.suite import suite_slices
+
+PROTOCOLS = ("paper", "volume", "suite2d")
+PAPER_NAMES = ("psnr", "ssim", "nmi", "fsim", "fmi_haghighat")
+VOLUME_NAMES = ("psnr", "ssim", "nmi", "mi", "fsim")
+HIST_BINS = 100
+
+
+def paper_slice_index(shape: tuple[int, ...]) -> int:
+    """Index along the last axis of the paper's evaluation slice (64 for 128^3)."""
+    return shape[-1] // 2
+
+
+def _check(fused, mri, pet, mask, protocol: str):
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol: unknown {protocol!r}, expected one of {PROTOCOLS}")
+    ndims = (3,) if protocol == "volume" else (2, 3)
+    f = as_image("fused", fused, ndims)
+    m = as_image("mri", mri, ndims)
+    p = as_image("pet", pet, ndims)
+    if not (f.shape == m.shape == p.shape):
+        raise ValueError(f"shape mismatch: fused {f.shape}, mri {m.shape}, pet {p.shape}")
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != f.shape:
+            raise ValueError(f"mask: shape {mask.shape} differs from the images' {f.shape}")
+        if mask.dtype != bool:
+            if not np.isin(mask, (0, 1)).all():
+                raise ValueError("mask: must be boolean (or hold only 0 and 1)")
+            mask = mask.astype(bool)
+    if min(f.shape[:2]) < 11:
+        raise ValueError(f"images too small for an 11-px SSIM window: {f.shape}")
+    return f, m, p, mask
+
+
+def _brain_slices(m: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Boolean mask of shape ``(H, W, D)`` -> indices of last-axis slices with brain."""
+    region = m > 0 if mask is None else mask
+    index = np.flatnonzero(region.any(axis=(0, 1)))
+    if index.size == 0:
+        raise ValueError("mask: no brain voxels (mask empty, or MRI has no voxel > 0)")
+    return index
+
+
+def _paper(f, m, p) -> dict[str, float]:
+    if f.ndim == 3:
+        k = paper_slice_index(f.shape)
+        f, m, p = f[..., k], m[..., k], p[..., k]
+    parts_f, parts_m, parts_p = (fsim_parts(x[None]) for x in (f, m, p))
+    pairs = {
+        "psnr": (psnr(f, m), psnr(f, p)),
+        "ssim": tuple(float(ssim_slices(f[None], x[None])[0]) for x in (m, p)),
+        "nmi": (nmi(f, m, HIST_BINS), nmi(f, p, HIST_BINS)),
+        "fsim": tuple(float(fsim_from_parts(parts_f, x)[0]) for x in (parts_m, parts_p)),
+        "fmi_haghighat": (fmi_haghighat(f, m), fmi_haghighat(f, p)),
+    }
+    return {name: float(np.mean(pairs[name])) for name in PAPER_NAMES}
+
+
+def _volume(f, m, p, mask) -> dict[str, float]:
+    region = m > 0 if mask is None else mask
+    if not region.any():
+        raise ValueError("mask: no brain voxels (mask empty, or MRI has no voxel > 0)")
+    out: dict[str, list[float]] = {name: [] for name in VOLUME_NAMES}
+    fv = f[region]
+    for src in (m, p):
+        sv = src[region]
+        out["psnr"].append(float(psnr_from_mse(1.0, float(np.mean((fv - sv) ** 2)))))
+        out["ssim"].append(masked_ssim_3d(f, src, region, 1.0))
+        out["nmi"].append(nmi(fv, sv, HIST_BINS))
+        out["mi"].append(mutual_information(fv, sv, HIST_BINS))
+    index = _brain_slices(m, mask)
+    stacks = [np.moveaxis(x, -1, 0)[index] for x in (f, m, p)]
+    parts_f, parts_m, parts_p = (fsim_parts(s) for s in stacks)
+    out["fsim"] = [float(fsim_from_parts(parts_f, x).mean()) for x in (parts_m, parts_p)]
+    return {name: float(np.mean(out[name])) for name in VOLUME_NAMES}
+
+
+def _suite2d(f, m, p, mask) -> dict[str, float]:
+    if f.ndim == 2:
+        stacks = [x[None] for x in (f, m, p)]
+    else:
+        index = _brain_slices(m, mask)
+        stacks = [np.moveaxis(x, -1, 0)[index] for x in (f, m, p)]
+    f8, m8, p8 = (to_8bit(s) for s in stacks)
+    values = suite_slices(f8, m8, p8)
+    return {name: float(v.mean()) for name, v in values.items()}
+
+
+def compute_metrics(
+    fused: np.ndarray,
+    mri: np.ndarray,
+    pet: np.ndarray,
+    *,
+    protocol: str,
+    mask: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Score a fused image against its MRI and PET sources under one protocol.
+
+    Parameters
+    ----------
+    fused, mri, pet
+        Arrays of one shape: 3D volumes on the model grid (floats in [0, 1] after
+        min-max scaling), or 2D slices for ``paper`` and ``suite2d``.
+    protocol
+        One of :data:`PROTOCOLS` (see the module docstring for the definitions).
+    mask
+        Optional boolean brain mask of the same shape (``volume``, ``suite2d``);
+        ``None`` means ``mri > 0``. ``paper`` scores the whole slice.
+
+    Returns
+    -------
+    dict
+        Metric name -> value (plain floats; PSNR capped at 100 dB).
+
+    Raises
+    ------
+    ValueError
+        Unknown protocol, wrong number of dimensions, shape mismatch, NaN/Inf values,
+        a non-boolean or empty mask.
+    """
+    f, m, p, mask = _check(fused, mri, pet, mask, protocol)
+    if protocol == "paper":
+        return _paper(f, m, p)
+    if protocol == "volume":
+        return _volume(f, m, p, mask)
+    return _suite2d(f, m, p, mask)
