@@ -1,0 +1,300 @@
+"""Turn the files of one image into a checked 3D volume: DICOM via dcm2niix, NIfTI via nibabel.
+
+dcm2niix silently interpolates over a missing slice (it writes an ``_Eq_`` volume and exits 0),
+so :func:`check_dicom_series` checks completeness first: contiguous InstanceNumbers, equal
+spacing of the slice positions along the normal, one matrix size, complete pixel data.
+Dynamic series (several frames) and raw PET stored as one NIfTI per frame are averaged into one
+static image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+
+_REQUIRED_TAGS = (
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "BitsAllocated",
+)
+
+
+class ConversionError(ValueError):
+    """An image that cannot be turned into a trustworthy volume; the message says why."""
+
+
+@dataclass
+class ConvertedImage:
+    """A checked 3D volume ready to write.
+
+    Attributes
+    ----------
+    data
+        3D float32 array (frames already averaged).
+    affine
+        4x4 voxel -> RAS mm.
+    sidecar
+        Metadata for the JSON sidecar (dcm2niix's when converted from DICOM).
+    n_frames
+        Number of frames averaged (1 for a static image).
+    dtype
+        The dtype to write (the source's for an unscaled single frame, else float32).
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    sidecar: dict = field(default_factory=dict)
+    n_frames: int = 1
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+
+
+def find_dcm2niix() -> str:
+    """Path of the dcm2niix binary: next to ``sys.executable`` (the PyPI wheel) or on PATH."""
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    found = shutil.which("dcm2niix", path=search)
+    if found is None:
+        raise ConversionError("dcm2niix not found next to the Python interpreter or on PATH")
+    return found
+
+
+def check_dicom_series(files: list[Path]) -> dict:
+    """Check that ``files`` form one complete DICOM series before conversion.
+
+    Returns
+    -------
+    dict
+        ``n_files``, ``n_slices``, ``n_frames``, ``rows``, ``columns``, ``slice_spacing``.
+
+    Raises
+    ------
+    ConversionError
+        Zero-byte or unreadable file, truncated pixel data, missing tag, several series or
+        matrix sizes, duplicate or missing InstanceNumbers, unequal slice spacing.
+    """
+    if not files:
+        raise ConversionError("no DICOM files")
+    headers = []
+    for path in files:
+        if path.stat().st_size == 0:
+            raise ConversionError(f"zero-byte file {path.name}")
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception as exc:  # pydicom raises many types for broken files
+            raise ConversionError(f"unreadable DICOM {path.name} ({exc})") from exc
+        missing = [t for t in _REQUIRED_TAGS if t not in ds]
+        if missing:
+            raise ConversionError(f"DICOM {path.name} lacks {', '.join(missing)}")
+        if "PixelData" not in ds:
+            raise ConversionError(f"DICOM {path.name} has no pixel data")
+        n_frames_file = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        expected = (
+            int(ds.Rows)
+            * int(ds.Columns)
+            * (int(ds.BitsAllocated) // 8)
+            * int(getattr(ds, "SamplesPerPixel", 1))
+            * n_frames_file
+        )
+        syntax = getattr(ds.file_meta, "TransferSyntaxUID", None)
+        compressed = bool(syntax is not None and syntax.is_compressed)
+        try:
+            n_bytes = len(ds.PixelData)
+        except Exception as exc:
+            raise ConversionError(f"truncated pixel data in {path.name} ({exc})") from exc
+        if (not compressed and n_bytes < expected) or n_bytes == 0:
+            raise ConversionError(
+                f"truncated pixel data in {path.name} ({n_bytes} of {expected} bytes)"
+            )
+        headers.append((path, ds, n_frames_file))
+    if any(n > 1 for _, _, n in headers):  # enhanced multi-frame: geometry is per frame
+        return {"n_files": len(files), "n_slices": None, "n_frames": None}
+    series = {str(getattr(ds, "SeriesInstanceUID", "")) for _, ds, _ in headers}
+    if len(series) > 1:
+        raise ConversionError(f"{len(series)} DICOM series under one image ID")
+    sizes = {(int(ds.Rows), int(ds.Columns)) for _, ds, _ in headers}
+    if len(sizes) > 1:
+        raise ConversionError(f"inconsistent Rows/Columns in the series: {sorted(sizes)}")
+    orient = np.array([[float(v) for v in ds.ImageOrientationPatient] for _, ds, _ in headers])
+    if not np.allclose(orient, orient[0], atol=1e-4):
+        raise ConversionError("inconsistent ImageOrientationPatient in the series")
+    instances = sorted(int(ds.InstanceNumber) for _, ds, _ in headers)
+    if len(set(instances)) != len(instances):
+        raise ConversionError("duplicate InstanceNumber in the series")
+    gaps = sorted(set(range(instances[0], instances[-1] + 1)) - set(instances))
+    if gaps:
+        shown = ", ".join(str(g) for g in gaps[:5])
+        raise ConversionError(f"missing slice(s): InstanceNumber {shown} absent")
+    normal = np.cross(orient[0, :3], orient[0, 3:])
+    proj = np.array(
+        [float(np.dot([float(v) for v in ds.ImagePositionPatient], normal)) for _, ds, _ in headers]
+    )
+    positions, counts = np.unique(np.round(proj, 3), return_counts=True)
+    if len(set(counts.tolist())) > 1:
+        raise ConversionError(
+            "missing slice(s): slice positions appear in unequal numbers of frames"
+        )
+    n_frames = int(counts[0])
+    spacing = 0.0
+    if len(positions) > 1:
+        steps = np.diff(positions)
+        spacing = float(np.median(steps))
+        if spacing <= 1e-3:
+            raise ConversionError("slice positions do not advance along the normal")
+        bad = np.abs(steps - spacing) > max(0.01 * spacing, 1e-3)
+        if bad.any():
+            worst = float(steps[bad].max())
+            raise ConversionError(
+                f"missing slice(s) or unequal slice spacing: gap of {worst:.3f} mm "
+                f"(expected {spacing:.3f} mm)"
+            )
+    rows, cols = sizes.pop()
+    return {
+        "n_files": len(files),
+        "n_slices": len(positions),
+        "n_frames": n_frames,
+        "rows": rows,
+        "columns": cols,
+        "slice_spacing": spacing,
+    }
+
+
+def _finish(
+    data: np.ndarray, affine: np.ndarray, sidecar: dict, source_dtype, scaled
+) -> ConvertedImage:
+    n_frames = 1
+    if data.ndim == 4:
+        n_frames = int(data.shape[3])
+        data = data.mean(axis=3, dtype=np.float64).astype(np.float32)
+    if data.ndim != 3:
+        raise ConversionError(f"expected a 3D or 4D image, got shape {data.shape}")
+    finite = np.isfinite(data)
+    if not finite.any():
+        raise ConversionError("image holds only NaN/Inf values")
+    if not finite.all():
+        raise ConversionError(f"image holds {int((~finite).sum())} NaN/Inf voxels")
+    if not np.any(data):
+        raise ConversionError("image is empty (all zero)")
+    dtype = np.dtype(np.float32)
+    if n_frames == 1 and not scaled and source_dtype is not None:
+        dtype = np.dtype(source_dtype)
+    if n_frames > 1:
+        sidecar = {**sidecar, "FramesAveraged": n_frames}
+    return ConvertedImage(
+        data.astype(np.float32), np.asarray(affine, float), sidecar, n_frames, dtype
+    )
+
+
+def _load_nifti_file(path: Path) -> tuple[np.ndarray, np.ndarray, np.dtype, bool]:
+    if path.stat().st_size == 0:
+        raise ConversionError(f"zero-byte file {path.name}")
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise ConversionError(f"corrupt NIfTI {path.name} ({exc})") from exc
+    slope, inter = img.dataobj.slope, img.dataobj.inter
+    scaled = not (slope in (None, 1.0) and inter in (None, 0.0)) or (
+        isinstance(slope, float) and np.isnan(slope)
+    )
+    return data, img.affine.copy(), img.get_data_dtype(), bool(scaled)
+
+
+def load_nifti_image(files: list[Path]) -> ConvertedImage:
+    """Load one NIfTI, or one NIfTI per frame (same grid), averaging frames into 3D."""
+    loaded = [_load_nifti_file(p) for p in files]
+    if len(loaded) == 1:
+        data, affine, dtype, scaled = loaded[0]
+        return _finish(data, affine, {}, dtype, scaled)
+    frames = []
+    ref_shape, ref_affine = loaded[0][0].shape[:3], loaded[0][1]
+    for path, (data, affine, _, _) in zip(files, loaded, strict=True):
+        if data.ndim == 4 and data.shape[3] == 1:
+            data = data[..., 0]
+        if data.ndim != 3 or data.shape != ref_shape:
+            raise ConversionError(f"frame {path.name} has shape {data.shape}, expected {ref_shape}")
+        if not np.allclose(affine, ref_affine, atol=1e-4):
+            raise ConversionError(f"frame {path.name} is on another grid than {files[0].name}")
+        frames.append(data)
+    return _finish(np.stack(frames, axis=3), ref_affine, {}, None, True)
+
+
+def dicom_to_nifti(files: list[Path], workdir: str | os.PathLike) -> tuple[Path, Path | None]:
+    """Convert one checked DICOM series with dcm2niix (nipype ``Dcm2niix``) in a private folder.
+
+    Returns the NIfTI and its JSON sidecar (``None`` if dcm2niix wrote none). The files live in a
+    fresh folder under ``workdir`` that the caller removes.
+    """
+    from nipype.interfaces.dcm2nii import Dcm2niix
+
+    logging.getLogger("nipype.interface").setLevel(logging.WARNING)
+    binary = find_dcm2niix()
+    tmp = Path(tempfile.mkdtemp(prefix="dcm2niix_", dir=workdir))
+    src, out = tmp / "src", tmp / "out"
+    src.mkdir()
+    out.mkdir()
+    for i, path in enumerate(files):
+        os.symlink(os.path.realpath(path), src / f"{i:06d}.dcm")
+    conv = Dcm2niix(
+        source_dir=str(src),
+        output_dir=str(out),
+        out_filename="image",
+        compress="y",
+        bids_format=True,
+        merge_imgs=False,
+        single_file=False,
+        terminal_output="allatonce",
+    )
+    conv.inputs.environ = {
+        "PATH": os.pathsep.join([str(Path(binary).parent), os.environ.get("PATH", "")])
+    }
+    try:
+        conv.run()
+    except Exception as exc:  # nipype wraps a non-zero exit in RuntimeError/OSError
+        raise ConversionError(f"dcm2niix failed ({str(exc).strip().splitlines()[-1]})") from exc
+    volumes = sorted(out.glob("*.nii.gz")) + sorted(out.glob("*.nii"))
+    if any("_Eq_" in v.name for v in volumes):
+        raise ConversionError("dcm2niix interpolated over uneven slices (_Eq_ output)")
+    if len(volumes) != 1:
+        names = ", ".join(v.name for v in volumes) or "nothing"
+        raise ConversionError(f"dcm2niix wrote {len(volumes)} images ({names}), expected 1")
+    volume = volumes[0]
+    sidecar = volume.with_name(volume.name.split(".nii")[0] + ".json")
+    return volume, sidecar if sidecar.exists() else None
+
+
+def convert_image(files: list[Path], fmt: str, workdir: str | os.PathLike) -> ConvertedImage:
+    """Turn the files of one image (``fmt`` ``"dicom"`` or ``"nifti"``) into a checked volume.
+
+    Raises
+    ------
+    ConversionError
+        With a reason fit for excluded.tsv.
+    """
+    import json
+
+    if fmt == "nifti":
+        return load_nifti_image(files)
+    if fmt != "dicom":
+        raise ConversionError(f"unsupported format {fmt!r}")
+    info = check_dicom_series(files)
+    volume, sidecar_path = dicom_to_nifti(files, workdir)
+    try:
+        data, affine, dtype, scaled = _load_nifti_file(volume)
+        sidecar = json.loads(sidecar_path.read_text()) if sidecar_path else {}
+    finally:
+        shutil.rmtree(volume.parent.parent, ignore_errors=True)
+    if info.get("n_frames") and info["n_frames"] > 1 and data.ndim == 3:
+        raise ConversionError(f"expected {info['n_frames']} frames, dcm2niix wrote one volume")
+    return _finish(data, affine, sidecar, dtype, scaled)

@@ -1,0 +1,81 @@
+"""Tests of fusion3d.ingest.locate: finding image files by name, links, formats."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fixtures_adni as fx  # noqa: E402
+
+from fusion3d.ingest.locate import file_format, locate_image, scan_download  # noqa: E402
+
+PTID = "016_S_4353"
+
+
+def test_files_found_by_name_in_either_leaf_folder(tmp_path):
+    fx.write_nifti_image(tmp_path, ptid=PTID, description=fx.T1_DESC, image_id=297620)
+    dcm = fx.write_dicom_series(tmp_path, ptid=PTID, description=fx.FDG_DESC, image_id=282615)
+    index = scan_download(tmp_path)
+    files, fmt, why = locate_image(index, "I282615", PTID)
+    assert fmt == "dicom" and why == "" and sorted(files) == sorted(dcm)
+    files, fmt, _ = locate_image(index, "I297620", PTID)
+    assert fmt == "nifti" and len(files) == 1 and files[0].parent.name.startswith("S")
+    assert index.n_files == len(dcm) + 1
+
+
+def test_not_found_and_other_subject(tmp_path):
+    fx.write_nifti_image(tmp_path, ptid="002_S_0295", description="MPRAGE", image_id=5)
+    index = scan_download(tmp_path)
+    assert locate_image(index, "I6", PTID)[2] == "file not found under download_dir"
+    assert "another subject's folder (002_S_0295)" in locate_image(index, "I5", PTID)[2]
+
+
+def test_missing_download_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no ADNI folder"):
+        scan_download(tmp_path)
+
+
+def test_link_leaving_download_is_excluded_not_read(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.nii"
+    secret.write_bytes(b"x")
+    download = tmp_path / "download"
+    folder = fx.image_folder(download, PTID, "MPRAGE", "2012-01-01", "S1")
+    os.symlink(secret, folder / fx.file_name(PTID, "MRI", "MPRAGE", 1, 77, "nii", None))
+    os.symlink(outside, download / "ADNI" / PTID / "linked_dir")
+    index = scan_download(download)
+    files, fmt, why = locate_image(index, "I77", PTID)
+    assert files == [] and fmt is None and "resolves outside download_dir" in why
+
+
+def test_link_inside_download_is_followed(tmp_path):
+    paths = fx.write_nifti_image(tmp_path, ptid=PTID, description="MPRAGE", image_id=8)
+    folder = fx.image_folder(tmp_path, PTID, "MPRAGE", "2013-01-01", "S9")
+    os.symlink(paths[0], folder / fx.file_name(PTID, "MRI", "MPRAGE", 9, 9, "nii", None))
+    index = scan_download(tmp_path)
+    assert locate_image(index, "I9", PTID)[1] == "nifti"
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["a_I1.v"], "unsupported format ECAT (.v)"),
+        (["a_I1.i.hdr", "a_I1.i"], "unsupported format Interfile (.i.hdr/.i)"),
+        (["a_I1.mnc"], "unsupported format .mnc"),
+        (["a_I1.dcm", "b_I1.nii"], "mixed DICOM and NIfTI files for one image"),
+    ],
+)
+def test_unsupported_formats(names, expected):
+    assert file_format([Path(n) for n in names]) == (None, expected)
+
+
+def test_ecat_located_as_unsupported(tmp_path):
+    folder = fx.image_folder(tmp_path, PTID, "ADNI Brain PET: Raw FDG", "2012-01-01", "I3")
+    (folder / fx.file_name(PTID, "PET", "ADNI Brain PET: Raw FDG", 2, 3, "v", None)).write_bytes(
+        b"1"
+    )
+    why = locate_image(scan_download(tmp_path), "I3", PTID)[2]
+    assert why == "unsupported format ECAT (.v)"
