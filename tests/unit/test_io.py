@@ -78,3 +78,8 @@ def test_read_only_folder_gives_a_clear_error(tmp_path):
             write_tsv(pd.DataFrame({"a": [1]}), folder / "results" / "t.tsv")
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    path = write_tsv(pd.DataFrame({"a": [1]}), tmp_path / "t.tsv")
+    assert path.stat().st_mode & 0o044 == 0o044  # group/others may read, as with open()

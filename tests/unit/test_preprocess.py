@@ -1,0 +1,311 @@
+"""Tests of fusion3d.preprocess: geometry, ANTs<->RAS matrices, SUVR, QC and small end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from fusion3d.io import load_nifti
+from fusion3d.preprocess import (
+    accuracy_against_truth,
+    ants_affine_to_ras,
+    collect_qc,
+    geometry,
+    preprocess_pair,
+    qc,
+    ras_to_ants_affine,
+    registration,
+    suvr,
+)
+from fusion3d.preprocess import brain as brain_mod
+from fusion3d.preprocess.testing import _rigid, make_pair
+
+FAST = {
+    "brain_extraction": "ants",
+    "registration_mm": 4.0,
+    "mni_resolution_mm": 3.0,
+    "grid": 32,
+    # similarities are lower on 4 mm toy images than at the 2 mm default
+    "qc_bounds": {"min_pet_mi": 0.05, "min_mni_ncc": 0.6},
+}
+
+
+def _world(ijk, affine):
+    return (affine @ np.r_[np.asarray(ijk, dtype=float), 1.0])[:3]
+
+
+# ---------------------------------------------------------------- ANTs <-> RAS
+def test_ants_affine_roundtrip_and_direction(tmp_path):
+    import ants
+
+    m = _rigid((10.0, -5.0, 20.0), (3.0, -7.0, 11.0)) @ np.diag([1.1, 0.9, 1.2, 1.0])
+    path = tmp_path / "x.mat"
+    ants.write_transform(ras_to_ants_affine(m), str(path))
+    np.testing.assert_allclose(ants_affine_to_ras(path), m, atol=1e-5)
+    np.testing.assert_allclose(
+        ants_affine_to_ras(path, "moving_to_fixed"), np.linalg.inv(m), atol=1e-5
+    )
+    with pytest.raises(ValueError, match="direction"):
+        ants_affine_to_ras(path, "sideways")
+    with pytest.raises(FileNotFoundError, match="missing.mat"):
+        ants_affine_to_ras(tmp_path / "missing.mat")
+
+
+def test_ants_affine_matches_resampling_of_a_dot(tmp_path):
+    """A dot at world p shows up, after apply_transforms, at inv(M) p (M = fixed->moving RAS)."""
+    import ants
+
+    data = np.zeros((40, 40, 40), np.float32)
+    data[26, 17, 22] = 1.0
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])  # LAS storage, to exercise orientation handling
+    affine[:3, 3] = (40.0, -40.0, -40.0)
+    img = registration.nib_to_ants(nib.Nifti1Image(data, affine))
+    m = _rigid((0.0, 0.0, 90.0), (4.0, -6.0, 2.0))
+    ants.write_transform(ras_to_ants_affine(m), str(tmp_path / "m.mat"))
+    out = ants.apply_transforms(img, img, [str(tmp_path / "m.mat")], interpolator="nearestNeighbor")
+    back = registration.ants_to_nib(out)
+    np.testing.assert_allclose(back.affine, affine, atol=1e-6)
+    hit = np.argwhere(back.get_fdata() > 0.5)
+    assert len(hit) == 1
+    expected = np.linalg.inv(m) @ np.r_[_world((26, 17, 22), affine), 1.0]
+    np.testing.assert_allclose(_world(hit[0], affine), expected[:3], atol=1e-4)
+
+
+def test_ants_transform_list_applies_first_entry_first(tmp_path):
+    """Order used for PET -> MNI: [t1->mni, pet->t1] maps an MNI point through t1->mni first."""
+    import ants
+
+    data = np.zeros((30, 30, 30), np.float32)
+    data[25, 15, 15] = 1.0  # world x = 10
+    affine = np.eye(4)
+    affine[:3, 3] = -15.0
+    img = registration.nib_to_ants(nib.Nifti1Image(data, affine))
+    shift, scale = np.eye(4), np.diag([0.5, 1.0, 1.0, 1.0])
+    shift[0, 3] = 3.0
+    paths = [str(tmp_path / "s.mat"), str(tmp_path / "t.mat")]
+    ants.write_transform(ras_to_ants_affine(scale), paths[0])
+    ants.write_transform(ras_to_ants_affine(shift), paths[1])
+    out = ants.apply_transforms(img, img, paths, interpolator="linear").numpy()
+    x = _world(np.unravel_index(np.argmax(out), out.shape), affine)[0]
+    # scale first then shift: x / 2 + 3 = 10  ->  x = 14 (shift first would give 17)
+    assert 13.0 <= x <= 15.0
+
+
+# ---------------------------------------------------------------- geometry
+def test_reorient_ras_keeps_world_coordinates():
+    data = np.zeros((10, 12, 14), np.float32)
+    data[2, 3, 4] = 5.0
+    affine = np.array([[0, 0, -2.0, 10], [-1.5, 0, 0, 5], [0, 1.0, 0, -3], [0, 0, 0, 1]])
+    ras = geometry.reorient_ras(nib.Nifti1Image(data, affine))
+    assert nib.aff2axcodes(ras.affine) == ("R", "A", "S")
+    hit = np.argwhere(ras.get_fdata() > 0)[0]
+    np.testing.assert_allclose(_world(hit, ras.affine), _world((2, 3, 4), affine))
+
+
+def test_mni_grid_matches_nilearn_2mm():
+    shape, affine = geometry.mni_grid(2.0)
+    assert shape == (99, 117, 95)
+    np.testing.assert_allclose(np.diag(affine)[:3], 2.0)
+    np.testing.assert_allclose(affine[:3, 3], (-98.0, -134.0, -72.0))
+    with pytest.raises(ValueError, match="mni_resolution_mm"):
+        geometry.mni_grid(0)
+
+
+def test_model_grid_preserves_world_coordinates():
+    shape = (50, 60, 40)
+    affine = np.diag([1.5, 1.5, 1.5, 1.0])
+    affine[:3, 3] = (-30.0, -50.0, -20.0)
+    mri = np.zeros(shape, np.float32)
+    mri[10:40, 12:52, 8:30] = 1.0  # box foreground
+    blob = np.zeros(shape, np.float32)
+    blob[20:26, 30:36, 15:21] = 1.0
+    mri += 4.0 * blob
+    out = geometry.to_model_grid(mri, blob * 7.0, (mri > 0).astype(np.uint8), affine, grid=32)
+    m, a = out["mri"]
+    assert m.shape == (32, 32, 32) and m.min() == 0.0 and m.max() == pytest.approx(1.0)
+    # the box spans 40 voxels on its longest axis -> cube of 40, voxel size 40 * 1.5 / 32
+    np.testing.assert_allclose(np.diag(a)[:3], 40 * 1.5 / 32)
+    # world coordinates of the blob centre are preserved (PET and MRI share the affine)
+    p, ap = out["pet"]
+    np.testing.assert_allclose(ap, a)
+    centre_in = _world(np.argwhere(blob > 0).mean(0), affine)
+    w = p / p.sum()
+    centre_out = _world((np.indices(p.shape).reshape(3, -1) * w.ravel()).sum(1), ap)
+    np.testing.assert_allclose(centre_out, centre_in, atol=0.3)
+    # the mask's outer edge stays at the box edge (world), within half an output voxel
+    mk, am = out["mask"]
+    assert mk.dtype == np.uint8 and set(np.unique(mk)) <= {0, 1}
+    lo = _world(np.argwhere(mk > 0).min(0), am) - np.diag(am)[:3] / 2
+    np.testing.assert_allclose(lo[1], _world((10, 12, 8), affine)[1] - 0.75, atol=1e-6)
+
+
+def test_crop_and_pad_affines_exact():
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4) + 1
+    bbox = (slice(1, 2), slice(0, 3), slice(1, 3))
+    c, ac = geometry.crop(data, affine, bbox)
+    np.testing.assert_allclose(_world((0, 0, 0), ac), _world((1, 0, 1), affine))
+    p, ap = geometry.pad_to_cube(c, ac)
+    assert p.shape == (3, 3, 3)
+    src = np.argwhere(p == data[1, 2, 2])[0]
+    np.testing.assert_allclose(_world(src, ap), _world((1, 2, 2), affine))
+
+
+def test_model_grid_rejects_bad_input():
+    with pytest.raises(ValueError, match="shape mismatch"):
+        geometry.to_model_grid(
+            np.ones((4, 4, 4)), np.ones((4, 4, 5)), np.ones((4, 4, 4)), np.eye(4)
+        )
+
+
+# ---------------------------------------------------------------- SUVR
+def test_reference_regions_lie_in_brainstem_and_cerebellum():
+    shape, affine = geometry.mni_grid(2.0)
+    brain = geometry.mni_template(2.0, "mask").get_fdata() > 0
+    pons = suvr.reference_region("pons", shape, affine)
+    cereb = suvr.reference_region("cerebellum", shape, affine)
+    assert pons.sum() > 20 and cereb.sum() > 5000
+    pc = _world(np.argwhere(pons).mean(0), affine)
+    assert abs(pc[0]) < 3 and -35 < pc[1] < -15 and -40 < pc[2] < -22
+    cc = _world(np.argwhere(cereb).mean(0), affine)
+    assert abs(cc[0]) < 5 and cc[1] < -50 and cc[2] < -20
+    assert (brain[pons]).mean() > 0.99 and (brain[cereb]).mean() > 0.99
+    # the 6 mm erosion shrinks the pons
+    assert pons.sum() < suvr.reference_region("pons", shape, affine, erode_mm=0).sum() / 3
+    with pytest.raises(ValueError, match="suvr_region"):
+        suvr.reference_region_path("hippocampus")
+
+
+def test_suvr_of_constant_image_is_one():
+    shape, affine = geometry.mni_grid(3.0)
+    ref = suvr.reference_region("pons", shape, affine)
+    out, value, n = suvr.suvr(np.full(shape, 7.5, np.float32), ref)
+    assert value == pytest.approx(7.5) and n == ref.sum()
+    np.testing.assert_allclose(out, 1.0)
+
+
+def test_trimmed_mean_ignores_tails():
+    vals = np.r_[np.full(80, 2.0), np.full(10, -100.0), np.full(10, 500.0)]
+    assert suvr.trimmed_mean(vals, 0.1) == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------- QC
+def test_collect_qc_tables(tmp_path):
+    good = {"subject_id": "a", "mask_volume_ml": 1400, "flags": [], "times_s": {"total": 3}}
+    bad = {"subject_id": "b", "mask_volume_ml": 0, "flags": [qc.flag("empty_brain_mask", "x")]}
+    paths = []
+    for rec in (good, bad):
+        p = tmp_path / f"{rec['subject_id']}_qc.json"
+        qc.write_json(rec, p)
+        paths.append(p)
+    table, flags = collect_qc(paths)
+    assert list(table["subject_id"]) == ["a", "b"] and list(table["flagged"]) == [False, True]
+    assert flags.to_dict("records") == [
+        {"subject_id": "b", "flag": "empty_brain_mask", "reason": "x"}
+    ]
+    (tmp_path / "broken_qc.json").write_text("{")
+    with pytest.raises(ValueError, match="broken_qc.json"):
+        collect_qc([tmp_path / "broken_qc.json"])
+
+
+# ---------------------------------------------------------------- end to end (tiny)
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    return make_pair(tmp_path_factory.mktemp("pair"), t1_voxel_mm=4.0, pet_voxel_mm=5.0)
+
+
+@pytest.fixture(scope="module")
+def run(pair, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    res = preprocess_pair(pair["t1"], pair["pet"], out, "sub-T_ses-M000", options=FAST, threads=1)
+    return out, res
+
+
+def test_pipeline_outputs_and_accuracy(pair, run):
+    out, res = run
+    files = res["files"]
+    for key in (
+        "t1_mni",
+        "mask_mni",
+        "pet_mni",
+        "t1_model",
+        "pet_model",
+        "mask_model",
+        "xfm_t1_mni",
+        "xfm_pet_t1",
+        "qc_json",
+        "qc_png",
+    ):
+        assert os.path.exists(files[key]), key
+    assert res["qc"]["flags"] == []
+    on_disk = json.loads(open(files["qc_json"]).read())
+    assert (
+        on_disk["registration"]["pet_to_t1"]["similarity_after"]
+        > on_disk["registration"]["pet_to_t1"]["similarity_before"]
+    )
+    t1, a = load_nifti(files["t1_mni"])
+    shape, mni_aff = geometry.mni_grid(3.0)
+    assert t1.shape == shape and np.allclose(a, mni_aff)
+    pet, _ = load_nifti(files["pet_mni"])
+    ref = suvr.reference_region("pons", shape, mni_aff)
+    assert suvr.trimmed_mean(pet[ref]) == pytest.approx(1.0, rel=1e-4)
+    acc = accuracy_against_truth(out, "sub-T_ses-M000", pair["truth"].parent)
+    assert acc["dice"] > 0.93
+    assert acc["pet_to_t1_error_mm"] < 2.0
+    assert acc["t1_to_mni_error_mm"] < 3.0
+
+
+def test_pipeline_model_grid_world_coordinates(run):
+    _, res = run
+    files = res["files"]
+    mask_mni, a_mni = load_nifti(files["mask_mni"])
+    mask_model, a_model = load_nifti(files["mask_model"])
+    assert mask_model.shape == (32, 32, 32)
+    c_mni = _world(np.argwhere(mask_mni > 0).mean(0), a_mni)
+    c_model = _world(np.argwhere(mask_model > 0).mean(0), a_model)
+    np.testing.assert_allclose(c_model, c_mni, atol=np.abs(a_model[0, 0]))
+    t1m, _ = load_nifti(files["t1_model"])
+    assert t1m.min() == 0.0 and t1m.max() == pytest.approx(1.0)
+
+
+def test_empty_brain_mask_is_flagged_not_fatal(pair, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        brain_mod, "extract_brain", lambda t1, method, registration_mm: np.zeros(t1.shape, bool)
+    )
+    res = preprocess_pair(pair["t1"], pair["pet"], tmp_path, "sub-E", options=FAST)
+    names = {f["flag"] for f in res["qc"]["flags"]}
+    assert "empty_brain_mask" in names
+    assert all(f["reason"] for f in res["qc"]["flags"])
+    assert os.path.exists(res["files"]["pet_model"])
+
+
+def test_noise_pet_is_flagged(pair, tmp_path, monkeypatch):
+    noise = make_pair(tmp_path / "noise", t1_voxel_mm=4.0, pet_voxel_mm=5.0, noise_pet=True)
+    truth = load_nifti(pair["mask"])[0]
+
+    def fake(t1, method, registration_mm):  # the true mask, reoriented like the pipeline does
+        img = geometry.reorient_ras(nib.Nifti1Image(truth, nib.load(pair["mask"]).affine))
+        return img.get_fdata() > 0.5
+
+    monkeypatch.setattr(brain_mod, "extract_brain", fake)
+    res = preprocess_pair(noise["t1"], noise["pet"], tmp_path / "o", "sub-N", options=FAST)
+    names = {f["flag"] for f in res["qc"]["flags"]}
+    assert "pet_to_t1_similarity" in names
+    saved = json.loads(open(res["files"]["qc_json"]).read())
+    assert saved["flags"] == res["qc"]["flags"]
+
+
+def test_unreadable_input_raises_naming_the_file(tmp_path, pair):
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    with pytest.raises(ValueError, match="broken.nii.gz"):
+        preprocess_pair(bad, pair["pet"], tmp_path, "sub-B", options=FAST)
+    with pytest.raises(ValueError, match="unknown preprocess option"):
+        preprocess_pair(pair["t1"], pair["pet"], tmp_path, "sub-B", options={"colour": 1})
