@@ -188,7 +188,8 @@ def plan_ingest(
         index=False, name=None
     ):
         if cohort is not None and image_id not in cohort:
-            plan.excluded.append(_excl(ptid, image_id, desc, "not in cohort list"))
+            what = "amyloid/tau tracer" if is_tracer(desc) else "not used by the study"
+            plan.excluded.append(_excl(ptid, image_id, desc, f"not in cohort list ({what})"))
             continue
         if problem:
             plan.excluded.append(_excl(ptid, image_id, desc, problem))
@@ -222,6 +223,19 @@ def plan_ingest(
         )
         plan.pairs[ptid] = pairs
         plan.selection_excluded[ptid] = excluded
+    if cohort is not None:
+        # Say what the study uses instead, so a reader sees why an image is not in the list.
+        for row in plan.excluded:
+            if not row["reason"].startswith("not in cohort list (not used"):
+                continue
+            used = [f"{p.mri.image_id} + {p.pet.image_id}" for p in plan.pairs.get(row["ptid"], [])]
+            row["reason"] = (
+                f"not in cohort list (subject paired as {'; '.join(used)})"
+                if used
+                else "not in cohort list (subject not in the cohort)"
+                if row["ptid"] not in plan.candidates
+                else "not in cohort list"
+            )
     return plan
 
 

@@ -1,0 +1,748 @@
+"""Generate a synthetic cohort shaped exactly like a LONI IDA download of ADNI.
+
+``generate_cohort`` writes ``<out_dir>/download/`` (collection CSV, the ``ADNI/``
+tree of NIfTI T1s and DICOM PET series, ``ADNIMERGE.csv``, ``cohort_image_ids.csv``)
+and ``<out_dir>/truth/<PTID>/`` (truth.json, the true brain mask and the true
+nonlinear displacement), as described in ``docs/architecture.md``. Everything is
+built inside a hidden temporary folder of ``out_dir`` and renamed into place at
+the end, so an interrupted run never leaves a cohort that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import json
+import multiprocessing
+import os
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from fusion3d.io import atomic_path, save_nifti
+from fusion3d.synthetic.anatomy import T1Grid, bias_and_noise, render_t1, template_space
+from fusion3d.synthetic.dicom import PetSeriesInfo, write_pet_series
+from fusion3d.synthetic.geometry import (
+    SmoothDisplacement,
+    grid_affine,
+    homogeneous,
+    rigid_part,
+    rotation_matrix,
+)
+from fusion3d.synthetic.pet import (
+    PET_AXES,
+    PET_SHAPE,
+    PET_VOXEL_MM,
+    add_pet_noise,
+    amyloid_uptake,
+    fdg_uptake,
+    pet_maps,
+    render_pet,
+)
+
+GROUPS = ("CN", "MCI", "AD")
+IDA_HEADER = (
+    "Image Data ID",
+    "Subject",
+    "Group",
+    "Sex",
+    "Age",
+    "Visit",
+    "Modality",
+    "Description",
+    "Type",
+    "Acq Date",
+    "Format",
+    "Downloaded",
+)
+ADNIMERGE_COLUMNS = (
+    "RID",
+    "COLPROT",
+    "ORIGPROT",
+    "PTID",
+    "SITE",
+    "VISCODE",
+    "EXAMDATE",
+    "DX_bl",
+    "AGE",
+    "PTGENDER",
+    "PTEDUCAT",
+    "APOE4",
+    "FDG",
+    "MMSE",
+    "IMAGEUID",
+    "DX",
+)
+T1_DESCRIPTION = "MPR; GradWarp; B1 Correction; N3; Scaled"
+FDG_DESCRIPTION = "Coreg, Avg, Std Img and Vox Siz, Uniform Resolution"
+DYNAMIC_DESCRIPTION = "Co-registered Dynamic"
+AV45_DESCRIPTION = "AV45 Coreg, Avg, Std Img and Vox Siz, Uniform Resolution"
+
+#: MNI points (mm) that the T1 field of view and the PET field of view are centred on.
+HEAD_CENTER_MNI = np.array([0.0, -16.0, -10.0])
+BRAIN_CENTER_MNI = np.array([0.0, -18.0, 4.0])
+
+_SITES = (
+    2,
+    5,
+    6,
+    11,
+    13,
+    16,
+    18,
+    22,
+    23,
+    27,
+    31,
+    33,
+    35,
+    36,
+    41,
+    52,
+    57,
+    67,
+    73,
+    94,
+    100,
+    109,
+    116,
+    127,
+    128,
+    130,
+    135,
+    137,
+    141,
+)
+_VISIT_NUMBER = {"mri_bl": 1, "pet_bl": 2, "m12": 4}
+#: Quantisation step of the stored true displacement (mm); exact in binary.
+DISP_STEP_MM = 1.0 / 64.0
+_HYPO_RANGE = {"CN": (0.0, 0.0), "MCI": (0.08, 0.15), "AD": (0.20, 0.30)}
+
+_t1_grid = T1Grid()
+
+
+@contextlib.contextmanager
+def t1_grid_override(grid: T1Grid) -> Iterator[None]:
+    """Temporarily render T1s on ``grid`` (tests use a coarse grid to run fast)."""
+    global _t1_grid
+    old = _t1_grid
+    _t1_grid = grid
+    try:
+        yield
+    finally:
+        _t1_grid = old
+
+
+@dataclass
+class ImagePlan:
+    """One image of the download (one row of the collection CSV)."""
+
+    role: str
+    modality: str  # "MR" or "PT" (file names); the CSV says MRI / PET
+    description: str
+    type: str
+    acq: dt.datetime
+    visit: int
+    viscode: str
+    fmt: str  # "NiFTI" or "DCM"
+    image_id: int = 0
+    series_id: int = 0
+    processed: str = ""  # 17-digit processing timestamp
+
+
+@dataclass
+class SubjectPlan:
+    """Everything decided about a subject before any image is rendered."""
+
+    index: int
+    ptid: str
+    rid: int
+    site: int
+    group: str
+    group_raw: str
+    dx_bl: str
+    protocol: str
+    sex: str
+    age: float
+    educ: int
+    apoe4: int
+    mmse: int
+    hypo_scale: float
+    in_cohort: bool = True
+    images: list[ImagePlan] = field(default_factory=list)
+
+    def image(self, role: str) -> ImagePlan | None:
+        """The image with ``role`` or None."""
+        return next((im for im in self.images if im.role == role), None)
+
+
+def default_group_counts(n_subjects: int) -> dict[str, int]:
+    """Split ``n_subjects`` in the proportion 8 CN : 4 MCI : 4 AD (largest remainder).
+
+    Ties in the remainder go to AD, then MCI, so small cohorts keep a patient.
+    """
+    if n_subjects < 1:
+        raise ValueError(f"n_subjects must be >= 1, got {n_subjects}")
+    share = {"CN": 0.5, "MCI": 0.25, "AD": 0.25}
+    counts = {g: int(np.floor(n_subjects * s)) for g, s in share.items()}
+    priority = {"AD": 0, "MCI": 1, "CN": 2}
+    order = sorted(share, key=lambda g: (-(n_subjects * share[g] - counts[g]), priority[g]))
+    for g in order[: n_subjects - sum(counts.values())]:
+        counts[g] += 1
+    return counts
+
+
+def _check_args(n_subjects, seed, group_counts, quirks, threads) -> dict[str, int]:
+    """Validate the arguments of :func:`generate_cohort`; return the group counts."""
+    if (
+        isinstance(n_subjects, bool)
+        or not isinstance(n_subjects, int | np.integer)
+        or n_subjects < 1
+    ):
+        raise ValueError(f"n_subjects must be a positive integer, got {n_subjects!r}")
+    if n_subjects > 1000:
+        raise ValueError(f"n_subjects must be <= 1000, got {n_subjects}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(quirks, bool):
+        raise ValueError(f"quirks must be True or False, got {quirks!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    if group_counts is None:
+        return default_group_counts(int(n_subjects))
+    if not isinstance(group_counts, dict):
+        raise ValueError(
+            f"group_counts must be a dict like {{'CN': 8, 'MCI': 4, 'AD': 4}}, got {group_counts!r}"
+        )
+    unknown = set(group_counts) - set(GROUPS)
+    if unknown:
+        raise ValueError(
+            f"group_counts: unknown group(s) {sorted(unknown)}; allowed {list(GROUPS)}"
+        )
+    counts = {}
+    for g in GROUPS:
+        v = group_counts.get(g, 0)
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
+            raise ValueError(f"group_counts[{g!r}] must be a non-negative integer, got {v!r}")
+        counts[g] = int(v)
+    if sum(counts.values()) != n_subjects:
+        raise ValueError(
+            f"group_counts {counts} sum to {sum(counts.values())}, but n_subjects is {n_subjects}"
+        )
+    return counts
+
+
+def _desc_folder(description: str) -> str:
+    """IDA folder/file form of a description: spaces and ';' become '_', commas stay."""
+    return description.replace(" ", "_").replace(";", "_")
+
+
+def _plan_cohort(
+    n_subjects: int, seed: int, counts: dict[str, int], quirks: bool
+) -> list[SubjectPlan]:
+    """Draw identities, diagnoses, dates and image IDs of every subject."""
+    rng = np.random.default_rng([seed, 1])
+    groups = [g for g in GROUPS for _ in range(counts[g])]
+    groups = [groups[i] for i in rng.permutation(len(groups))]
+    if quirks:
+        groups.append(str(rng.choice(GROUPS)))
+    plans: list[SubjectPlan] = []
+    used_ptids: set[str] = set()
+    first_day = dt.date(2006, 1, 1).toordinal()
+    last_day = dt.date(2012, 11, 30).toordinal()  # leaves room for a 12-month follow-up in 2013
+    for i, group in enumerate(groups):
+        day = dt.date.fromordinal(int(rng.integers(first_day, last_day + 1)))
+        protocol = "ADNI1" if day.year <= 2009 else ("ADNIGO" if day.year == 2010 else "ADNI2")
+        rid_range = {"ADNI1": (2, 1450), "ADNIGO": (2002, 2400), "ADNI2": (4001, 5300)}[protocol]
+        while True:
+            site = int(rng.choice(_SITES))
+            rid = int(rng.integers(*rid_range))
+            ptid = f"{site:03d}_S_{rid:04d}"
+            if ptid not in used_ptids and rid not in {p.rid for p in plans}:
+                used_ptids.add(ptid)
+                break
+        if group == "MCI":
+            group_raw = "MCI" if protocol == "ADNI1" else str(rng.choice(["EMCI", "LMCI"]))
+            dx_bl = "LMCI" if group_raw == "MCI" else group_raw
+        else:
+            group_raw = dx_bl = group
+        lo, hi = _HYPO_RANGE[group]
+        hypo = float(rng.uniform(lo, hi)) if hi > 0 else 0.0
+        mmse = {"CN": (28, 31), "MCI": (24, 30), "AD": (20, 27)}[group]
+        apoe_p = {"CN": [0.7, 0.25, 0.05], "MCI": [0.5, 0.4, 0.1], "AD": [0.35, 0.45, 0.2]}[group]
+        mri = dt.datetime.combine(
+            day,
+            dt.time(int(rng.integers(8, 17)), int(rng.integers(0, 60)), int(rng.integers(0, 60))),
+        )
+        pet = mri + dt.timedelta(
+            days=int(rng.integers(0, 46)),
+            hours=int(rng.integers(-3, 4)),
+            minutes=int(rng.integers(0, 60)),
+        )
+        plan = SubjectPlan(
+            index=i,
+            ptid=ptid,
+            rid=rid,
+            site=site,
+            group=group,
+            group_raw=group_raw,
+            dx_bl=dx_bl,
+            protocol=protocol,
+            sex=str(rng.choice(["M", "F"])),
+            age=round(float(rng.uniform(60.0, 90.0)), 1),
+            educ=int(rng.integers(12, 21)),
+            apoe4=int(rng.choice(3, p=apoe_p)),
+            mmse=int(rng.integers(*mmse)),
+            hypo_scale=round(hypo, 4),
+            in_cohort=i < n_subjects,
+        )
+        plan.images.append(
+            ImagePlan(
+                "t1", "MR", T1_DESCRIPTION, "Processed", mri, _VISIT_NUMBER["mri_bl"], "bl", "NiFTI"
+            )
+        )
+        if plan.in_cohort:
+            plan.images.append(
+                ImagePlan(
+                    "fdg",
+                    "PT",
+                    FDG_DESCRIPTION,
+                    "Processed",
+                    pet,
+                    _VISIT_NUMBER["pet_bl"],
+                    "bl",
+                    "DCM",
+                )
+            )
+        plans.append(plan)
+
+    if quirks:
+        cohort = plans[:n_subjects]
+        s = cohort[0 % n_subjects]
+        t1 = s.image("t1")
+        for k, desc in enumerate(("MPRAGE", "MPRAGE Repeat")):
+            s.images.append(
+                ImagePlan(
+                    f"t1_original_{k + 1}",
+                    "MR",
+                    desc,
+                    "Original",
+                    t1.acq + dt.timedelta(minutes=9 * k - 18),
+                    t1.visit,
+                    "bl",
+                    "NiFTI",
+                )
+            )
+        s = cohort[1 % n_subjects]
+        fdg = s.image("fdg")
+        fdg.role, fdg.description = "fdg_dynamic", DYNAMIC_DESCRIPTION
+        s = cohort[2 % n_subjects]
+        pet = s.image("fdg") or s.image("fdg_dynamic")
+        av45 = pet.acq + dt.timedelta(days=int(rng.integers(20, 60)), hours=1)
+        s.images.append(
+            ImagePlan("av45", "PT", AV45_DESCRIPTION, "Processed", av45, pet.visit, "bl", "DCM")
+        )
+        s = cohort[3 % n_subjects]
+        pet = s.image("fdg") or s.image("fdg_dynamic")
+        m12 = pet.acq + dt.timedelta(days=365 + int(rng.integers(-15, 16)))
+        s.images.append(
+            ImagePlan(
+                "fdg_m12",
+                "PT",
+                FDG_DESCRIPTION,
+                "Processed",
+                m12,
+                _VISIT_NUMBER["m12"],
+                "m12",
+                "DCM",
+            )
+        )
+
+    # Image and series IDs grow with the acquisition date, like LONI's.
+    images = sorted((im for p in plans for im in p.images), key=lambda im: (im.acq, im.role))
+    image_ids = np.sort(rng.choice(np.arange(30000, 999999), size=len(images), replace=False))
+    series_ids = np.sort(rng.choice(np.arange(10000, 400000), size=len(images), replace=False))
+    for im, iid, sid in zip(images, image_ids, series_ids, strict=True):
+        im.image_id, im.series_id = int(iid), int(sid)
+        when = im.acq + dt.timedelta(
+            days=int(rng.integers(2, 40)), seconds=int(rng.integers(0, 86400))
+        )
+        im.processed = f"{when:%Y%m%d%H%M%S}{int(rng.integers(0, 1000)):03d}"
+    return plans
+
+
+def _image_folder(plan: SubjectPlan, im: ImagePlan) -> Path:
+    """``ADNI/<PTID>/<Description>/<YYYY-MM-DD_HH_MM_SS.0>/<S or I id>``."""
+    leaf = f"I{im.image_id}" if (im.modality == "PT") else f"S{im.series_id}"
+    return (
+        Path("ADNI")
+        / plan.ptid
+        / _desc_folder(im.description)
+        / f"{im.acq:%Y-%m-%d_%H_%M_%S}.0"
+        / leaf
+    )
+
+
+def _file_name(plan: SubjectPlan, im: ImagePlan, number: int | None, ext: str) -> str:
+    """``ADNI_<PTID>_<MR|PT>_<Desc>_<Br|br_raw>_<17 digits>[_<n>]_S<series>_I<image>.<ext>``."""
+    kind = "br_raw" if im.type == "Original" else "Br"
+    n = f"_{number}" if number is not None else ""
+    return f"ADNI_{plan.ptid}_{im.modality}_{_desc_folder(im.description)}_{kind}_{im.processed}{n}_S{im.series_id}_I{im.image_id}.{ext}"
+
+
+def _age_at(plan: SubjectPlan, when: dt.datetime) -> float:
+    first = min(im.acq for im in plan.images)
+    return plan.age + (when - first).days / 365.25
+
+
+def _t1_header(description: str) -> nib.Nifti1Header:
+    header = nib.Nifti1Header()
+    header.set_xyzt_units("mm", "sec")
+    header["descrip"] = description.encode("ascii")[:79]
+    return header
+
+
+def _save_displacement(field: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Write the displacement as int16 multiples of ``DISP_STEP_MM`` (scl_slope), atomically."""
+    img = nib.Nifti1Image(np.rint(field / DISP_STEP_MM).astype(np.int16), affine)
+    img.header.set_slope_inter(DISP_STEP_MM, 0.0)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_intent("vector", name="t1_to_mni_disp_mm")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
+
+
+def _render_subject(plan: SubjectPlan, seed: int, root: Path, grid: T1Grid) -> list[dict]:
+    """Render and write every image of one subject (and its truth); return summary rows."""
+    rng = np.random.default_rng([seed, 2, plan.index])
+    space = template_space()
+    download = root / "download"
+    rows: list[dict] = []
+
+    def row(im: ImagePlan, path: Path, n_files: int) -> None:
+        rows.append(
+            {
+                "ptid": plan.ptid,
+                "group": plan.group,
+                "role": im.role,
+                "in_cohort": plan.in_cohort and im.role in ("t1", "fdg", "fdg_dynamic"),
+                "image_id": f"I{im.image_id}",
+                "series_id": f"S{im.series_id}",
+                "modality": "MRI" if im.modality == "MR" else "PET",
+                "description": im.description,
+                "type": im.type,
+                "visit": im.visit,
+                "viscode": im.viscode,
+                "acq_date": im.acq.date().isoformat(),
+                "format": im.fmt,
+                "n_files": n_files,
+                "path": str(path.relative_to(root)),
+            }
+        )
+
+    # Pose: A maps T1 world -> MNI (rotation, mild anisotropic scaling, translation).
+    rot = rotation_matrix(rng.uniform(-12.0, 12.0, 3))
+    scale = np.diag(1.0 + rng.uniform(-0.07, 0.07, 3))
+    head_world = rng.uniform(-15.0, 15.0, 3)
+    lin = scale @ rot
+    t1_to_mni = homogeneous(lin, HEAD_CENTER_MNI - lin @ head_world)
+    t1_affine = grid_affine(
+        grid.axes, grid.zooms, grid.shape, head_world + rng.uniform(-3.0, 3.0, 3)
+    )
+    disp = SmoothDisplacement.random(rng)
+    # Quantised to DISP_STEP_MM (what is stored, and what the T1 is rendered with).
+    dfield = disp.on_grid(t1_affine, grid.shape)
+    np.multiply(np.rint(dfield / np.float32(DISP_STEP_MM)), np.float32(DISP_STEP_MM), out=dfield)
+    clean, brainmask = render_t1(space, t1_to_mni, dfield, t1_affine, grid.shape)
+
+    t1_plan = plan.image("t1")
+    gain = float(rng.uniform(900.0, 1300.0))
+    t1 = bias_and_noise(clean, t1_affine, rng, gain=gain, bias_strength=0.05, noise_fraction=0.022)
+    folder = download / _image_folder(plan, t1_plan)
+    path = folder / _file_name(plan, t1_plan, None, "nii")
+    save_nifti(t1, t1_affine, path, dtype=np.int16, header=_t1_header(T1_DESCRIPTION))
+    row(t1_plan, path, 1)
+    del t1
+    for im in plan.images:
+        if im.role.startswith("t1_original"):
+            raw = bias_and_noise(
+                clean,
+                t1_affine,
+                rng,
+                gain=float(rng.uniform(300.0, 700.0)),
+                bias_strength=0.22,
+                noise_fraction=0.03,
+            )
+            path = download / _image_folder(plan, im) / _file_name(plan, im, None, "nii")
+            save_nifti(raw, t1_affine, path, dtype=np.int16, header=_t1_header(im.description))
+            row(im, path, 1)
+    del clean
+    if not plan.in_cohort:
+        return rows
+
+    # PET sessions: each has its own rigid pose B (PET world -> T1 world), near the
+    # anatomical (AC-PC-like) orientation as ADNI's "Std Img" step makes it.
+    rot_anat = rigid_part(t1_to_mni)
+    maps = pet_maps()
+    truth: dict[str, object] = {
+        "ptid": plan.ptid,
+        "group": plan.group,
+        "group_raw": plan.group_raw,
+        "t1_image_id": f"I{t1_plan.image_id}",
+        "pet_image_id": None,
+        "seed": int(seed),
+        "t1_to_mni_affine": t1_to_mni.tolist(),
+        "pet_to_t1_affine": None,
+        "hypometabolism_scale": plan.hypo_scale,
+        "displacement_file": "t1_to_mni_displacement.nii.gz",
+        "brainmask_file": "t1_brainmask.nii.gz",
+        "other_pet": [],
+    }
+    for im in plan.images:
+        if im.modality != "PT":
+            continue
+        residual = rotation_matrix(rng.uniform(-6.0, 6.0, 3))
+        pet_to_t1 = homogeneous(rot_anat.T @ residual, rng.uniform(-15.0, 15.0, 3))
+        center = (
+            np.linalg.inv(pet_to_t1) @ np.linalg.inv(t1_to_mni) @ np.append(BRAIN_CENTER_MNI, 1.0)
+        )
+        pet_affine = grid_affine(
+            PET_AXES, (PET_VOXEL_MM,) * 3, PET_SHAPE, center[:3] + rng.uniform(-2.0, 2.0, 3)
+        )
+        fwhm = float(rng.uniform(6.0, 8.0))
+        hypo = plan.hypo_scale
+        if im.role == "av45":
+            load = {"CN": 0.15, "MCI": 0.6, "AD": 1.0}[plan.group] * float(rng.uniform(0.7, 1.0))
+            uptake = amyloid_uptake(maps, load)
+        else:
+            if im.role == "fdg_m12" and plan.group != "CN":
+                hypo = min(hypo + 0.04, 0.5)
+            uptake = fdg_uptake(maps, hypo)
+        clean_pet = render_pet(
+            uptake, space, t1_to_mni, disp, pet_to_t1, pet_affine, PET_SHAPE, fwhm
+        )
+        del uptake
+        activity = float(rng.uniform(7000.0, 11000.0))
+        if im.role == "fdg_dynamic":
+            frames = [
+                add_pet_noise(clean_pet * np.float32(1.0 + 0.02 * rng.standard_normal()), rng, 0.05)
+                * np.float32(activity)
+                for _ in range(6)
+            ]
+            volume = np.stack(frames, axis=-1)
+            frame_minutes, start = 5.0, 30.0
+        else:
+            volume = add_pet_noise(clean_pet, rng, 0.02) * np.float32(activity)
+            frame_minutes, start = 30.0, (50.0 if im.role == "av45" else 30.0)
+        info = PetSeriesInfo(
+            ptid=plan.ptid,
+            sex=plan.sex,
+            age_years=int(_age_at(plan, im.acq)),
+            acq_datetime=f"{im.acq:%Y%m%d%H%M%S}",
+            description=im.description,
+            series_number=3 + len(truth["other_pet"]),
+            uid_seed=(seed, plan.ptid, im.image_id, im.series_id),
+            tracer="AV45" if im.role == "av45" else "FDG",
+            frame_minutes=frame_minutes,
+            start_minutes=start,
+        )
+        folder = download / _image_folder(plan, im)
+        files = write_pet_series(
+            volume, pet_affine, folder, info, lambda n, im=im: _file_name(plan, im, n, "dcm")
+        )
+        row(im, folder, len(files))
+        entry = {
+            "role": im.role,
+            "image_id": f"I{im.image_id}",
+            "description": im.description,
+            "pet_to_t1_affine": pet_to_t1.tolist(),
+            "pet_vox2world": pet_affine.tolist(),
+            "psf_fwhm_mm": round(fwhm, 4),
+            "hypometabolism_scale": hypo if im.role != "av45" else None,
+        }
+        if im.role in ("fdg", "fdg_dynamic"):
+            truth["pet_image_id"] = entry["image_id"]
+            truth["pet_to_t1_affine"] = entry["pet_to_t1_affine"]
+            truth["pet_vox2world"] = entry["pet_vox2world"]
+            truth["pet_description"] = im.description
+            truth["pet_psf_fwhm_mm"] = entry["psf_fwhm_mm"]
+        else:
+            truth["other_pet"].append(entry)
+
+    tdir = root / "truth" / plan.ptid
+    save_nifti(brainmask, t1_affine, tdir / "t1_brainmask.nii.gz", dtype=np.uint8)
+    _save_displacement(dfield, t1_affine, tdir / "t1_to_mni_displacement.nii.gz")
+    with atomic_path(tdir / "truth.json") as tmp:
+        tmp.write_text(json.dumps(truth, indent=2) + "\n")
+    return rows
+
+
+def _write_csv(path: Path, header, rows, quote_all: bool) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(
+            fh, quoting=csv.QUOTE_ALL if quote_all else csv.QUOTE_MINIMAL, lineterminator="\n"
+        )
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _write_tables(plans: list[SubjectPlan], seed: int, download: Path) -> None:
+    """Collection CSV, ADNIMERGE.csv and cohort_image_ids.csv."""
+    downloaded = dt.date(2024, 1, 8) + dt.timedelta(days=seed % 250)
+    mdy = lambda d: f"{d.month}/{d.day}/{d.year}"  # noqa: E731
+    rows = []
+    for p in plans:
+        for im in sorted(p.images, key=lambda im: (im.acq, im.role)):
+            rows.append(
+                [
+                    f"I{im.image_id}",
+                    p.ptid,
+                    p.group_raw,
+                    p.sex,
+                    str(int(_age_at(p, im.acq))),
+                    str(im.visit),
+                    "MRI" if im.modality == "MR" else "PET",
+                    im.description,
+                    im.type,
+                    mdy(im.acq),
+                    im.fmt,
+                    mdy(downloaded),
+                ]
+            )
+    rows.sort(key=lambda r: (r[1], dt.datetime.strptime(r[9], "%m/%d/%Y"), r[0]))
+    name = f"FUSION3D_SYNTHETIC_{downloaded.month}_{downloaded.day}_{downloaded.year}.csv"
+    _write_csv(download / name, IDA_HEADER, rows, quote_all=True)
+
+    rng = np.random.default_rng([seed, 3])
+    merge = []
+    for p in plans:
+        dx = {"CN": "CN", "MCI": "MCI", "AD": "Dementia"}[p.group]
+        t1 = p.image("t1")
+        fdg_bl = p.image("fdg") or p.image("fdg_dynamic")
+        fdg_value = lambda hypo: f"{1.30 * (1.0 - 0.6 * hypo) + 0.04 * rng.standard_normal():.4f}"  # noqa: E731
+        common = [p.rid, p.protocol, p.protocol, p.ptid, p.site]
+        merge.append(
+            common
+            + [
+                "bl",
+                t1.acq.date().isoformat(),
+                p.dx_bl,
+                f"{p.age:.1f}",
+                "Male" if p.sex == "M" else "Female",
+                p.educ,
+                p.apoe4,
+            ]
+            + [fdg_value(p.hypo_scale) if fdg_bl else "", p.mmse, t1.image_id, dx]
+        )
+        m12 = p.image("fdg_m12")
+        if m12 is not None:
+            hypo = min(p.hypo_scale + 0.04, 0.5) if p.group != "CN" else 0.0
+            merge.append(
+                common
+                + [
+                    "m12",
+                    m12.acq.date().isoformat(),
+                    p.dx_bl,
+                    f"{p.age:.1f}",
+                    "Male" if p.sex == "M" else "Female",
+                    p.educ,
+                    p.apoe4,
+                ]
+                + [fdg_value(hypo), max(p.mmse - int(rng.integers(0, 3)), 0), "", dx]
+            )
+    _write_csv(download / "ADNIMERGE.csv", ADNIMERGE_COLUMNS, merge, quote_all=False)
+
+    ids = []
+    for p in plans:
+        if p.in_cohort:
+            ids += [
+                f"I{p.image('t1').image_id}",
+                f"I{(p.image('fdg') or p.image('fdg_dynamic')).image_id}",
+            ]
+    with atomic_path(download / "cohort_image_ids.csv") as tmp:
+        tmp.write_text(",".join(ids) + "\n")
+
+
+def _render_job(args: tuple) -> list[dict]:
+    plan, seed, root, grid = args
+    return _render_subject(plan, seed, root, grid)
+
+
+def generate_cohort(
+    out_dir: str | os.PathLike,
+    *,
+    n_subjects: int = 16,
+    seed: int = 0,
+    group_counts: dict[str, int] | None = None,
+    quirks: bool = True,
+    threads: int = 1,
+) -> pd.DataFrame:
+    """Write a synthetic ADNI-shaped download and its ground truth under ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : path
+        Receives ``download/`` and ``truth/`` (both replaced if present).
+    n_subjects : int
+        Number of intended T1 + FDG pairs (the cohort list).
+    seed : int
+        Seed; the same seed gives byte-identical CSVs, NIfTI and DICOM files.
+    group_counts : dict, optional
+        Subjects per group, keys among CN/MCI/AD, summing to ``n_subjects``.
+        Default: 8 CN / 4 MCI / 4 AD scaled to ``n_subjects``.
+    quirks : bool
+        Add what a real download holds beside the pairs: original MPRAGE and
+        MPRAGE Repeat T1s, a dynamic-only FDG, an AV45 scan, a 12-month FDG and
+        one extra subject with only a T1.
+    threads : int
+        Worker processes rendering subjects in parallel.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per image written: ptid, group, role, in_cohort, image_id,
+        series_id, modality, description, type, visit, viscode, acq_date, format,
+        n_files, path (relative to ``out_dir``).
+    """
+    counts = _check_args(n_subjects, seed, group_counts, quirks, threads)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    plans = _plan_cohort(int(n_subjects), int(seed), counts, quirks)
+    root = out / f".synthetic-partial-{os.getpid()}"
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir()
+    try:
+        template_space()  # build once before any worker forks
+        pet_maps()
+        jobs = [(p, int(seed), root, _t1_grid) for p in plans]
+        if threads > 1 and len(plans) > 1:
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(
+                max_workers=min(int(threads), len(plans)), mp_context=ctx
+            ) as pool:
+                results = list(pool.map(_render_job, jobs))
+        else:
+            results = [_render_job(job) for job in jobs]
+        _write_tables(plans, int(seed), root / "download")
+        for name in ("download", "truth"):
+            target = out / name
+            if target.exists():
+                old = root / f"old-{name}"
+                os.replace(target, old)
+            os.replace(root / name, target)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    summary = pd.DataFrame([r for rows in results for r in rows])
+    return summary.sort_values(["ptid", "acq_date", "role"], kind="stable").reset_index(drop=True)

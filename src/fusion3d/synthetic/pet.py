@@ -1,0 +1,172 @@
+"""Synthetic FDG (and florbetapir) uptake in MNI space and its rendering on a PET grid.
+
+FDG uptake is built from the template's tissue maps: grey matter high, white
+matter low, CSF about zero, pons/brainstem moderate, scalp and muscle faint.
+Alzheimer-like hypometabolism multiplies the uptake by ``1 - scale * H`` where
+``H`` is a smooth mask over the posterior cingulate/precuneus and the bilateral
+temporoparietal cortex, defined in MNI mm and forced to zero in the pons and
+the cerebellum (the SUVR reference regions).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from fusion3d.synthetic.anatomy import TemplateSpace, template_space
+from fusion3d.synthetic.geometry import SmoothDisplacement, map_grid
+
+#: PET grid of the processed ADNI step ``Coreg, Avg, Std Img and Vox Siz, Uniform Resolution``.
+PET_SHAPE = (160, 160, 96)
+PET_VOXEL_MM = 1.5
+#: RAS directions of the DICOM (column, row, slice) axes for an axial series (IOP 1,0,0,0,1,0).
+PET_AXES = np.array([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]])
+
+#: Hypometabolism regions: (centre MNI mm, sigma mm, weight).
+HYPO_REGIONS = (
+    ((0.0, -58.0, 32.0), (9.0, 14.0, 12.0), 1.0),  # posterior cingulate / precuneus
+    ((-46.0, -62.0, 36.0), (12.0, 14.0, 12.0), 1.0),  # left inferior parietal
+    ((46.0, -62.0, 36.0), (12.0, 14.0, 12.0), 1.0),  # right inferior parietal
+    ((-56.0, -34.0, -6.0), (10.0, 16.0, 10.0), 0.8),  # left lateral temporal
+    ((56.0, -34.0, -6.0), (10.0, 16.0, 10.0), 0.8),  # right lateral temporal
+)
+#: Pons / brainstem ellipsoid (centre, radii in MNI mm).
+PONS = ((0.0, -27.0, -34.0), (13.0, 13.0, 20.0))
+
+# FDG uptake of non-brain labels of TemplateSpace.tissue (air, brain, CSF, bone, diploe,
+# muscle, fat, eye, cord).
+_FDG_TISSUE = np.array([0.0, 0.0, 0.02, 0.02, 0.03, 0.08, 0.04, 0.05, 0.25], np.float32)
+
+
+@dataclass(frozen=True)
+class PetMaps:
+    """MNI-space uptake ingredients on the :class:`TemplateSpace` grid.
+
+    Attributes
+    ----------
+    fdg : float32 array
+        Healthy FDG uptake (cortical GM ~1).
+    hypo : float32 array
+        Hypometabolism pattern ``H`` in [0, 1]; exactly 0 in ``reference``.
+    reference : bool array
+        Pons and cerebellum (where ``H`` is zero).
+    amyloid_base, amyloid_cortex : float32 arrays
+        Florbetapir non-specific (WM) uptake and the cortical GM that binds amyloid.
+    """
+
+    fdg: np.ndarray
+    hypo: np.ndarray
+    reference: np.ndarray
+    amyloid_base: np.ndarray
+    amyloid_cortex: np.ndarray
+
+
+def reference_mask(space: TemplateSpace) -> np.ndarray:
+    """Pons/brainstem ellipsoid plus cerebellum (``z < -20`` and ``y < -38`` mm), in the brain."""
+    x, y, z = space.mm_grid()
+    (cx, cy, cz), (rx, ry, rz) = PONS
+    pons = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2 <= 1.0
+    cerebellum = (z < -20.0) & (y < -38.0)
+    return (pons | cerebellum) & (space.brain > 0)
+
+
+@functools.lru_cache(maxsize=1)
+def pet_maps() -> PetMaps:
+    """Build (once per process) the MNI-space uptake maps on the template grid."""
+    space = template_space()
+    x, y, z = space.mm_grid()
+    brain = space.brain
+    csf = np.clip(brain - space.gm - space.wm, 0.0, 1.0)
+    fdg = space.gm * 1.0 + space.wm * 0.28 + csf * 0.04
+    (cx, cy, cz), (rx, ry, rz) = PONS
+    r = np.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2)
+    stem = np.clip(1.6 - r, 0.0, 1.0) * brain  # soft ellipsoid, 1 inside, 0 beyond r = 1.6
+    fdg = np.maximum(fdg, 0.55 * stem)
+    fdg = np.where(brain > 0, fdg, _FDG_TISSUE[space.tissue]).astype(np.float32)
+
+    hypo = np.zeros(space.shape, np.float32)
+    for center, sigma, weight in HYPO_REGIONS:
+        g = [
+            np.exp(-0.5 * ((v - c) / s) ** 2)
+            for v, c, s in zip((x, y, z), center, sigma, strict=True)
+        ]
+        hypo += np.float32(weight) * (g[0] * g[1] * g[2])
+    np.clip(hypo, 0.0, 1.0, out=hypo)
+    reference = reference_mask(space)
+    near_ref = ndimage.gaussian_filter(reference.astype(np.float32), sigma=3.0)
+    hypo *= np.clip(1.0 - 2.0 * near_ref, 0.0, 1.0) * brain
+    hypo[reference] = 0.0
+
+    cortex = space.gm * (~reference)
+    amyloid_base = np.where(brain > 0, 0.75 * space.wm + 0.35 * space.gm, _FDG_TISSUE[space.tissue])
+    return PetMaps(fdg, hypo, reference, amyloid_base.astype(np.float32), cortex.astype(np.float32))
+
+
+def fdg_uptake(maps: PetMaps, hypometabolism_scale: float) -> np.ndarray:
+    """MNI-space FDG uptake with ``1 - scale * H`` applied (``scale`` in [0, 1))."""
+    if not 0.0 <= hypometabolism_scale < 1.0:
+        raise ValueError(f"hypometabolism_scale must be in [0, 1), got {hypometabolism_scale}")
+    return maps.fdg * (1.0 - np.float32(hypometabolism_scale) * maps.hypo)
+
+
+def amyloid_uptake(maps: PetMaps, load: float) -> np.ndarray:
+    """MNI-space florbetapir uptake: non-specific WM binding plus ``load`` x cortical GM."""
+    return maps.amyloid_base + np.float32(0.6 * load) * maps.amyloid_cortex
+
+
+def render_pet(
+    uptake: np.ndarray,
+    space: TemplateSpace,
+    t1_to_mni: np.ndarray,
+    displacement: SmoothDisplacement,
+    pet_to_t1: np.ndarray,
+    vox2world: np.ndarray,
+    shape: tuple[int, int, int],
+    fwhm_mm: float,
+) -> np.ndarray:
+    """Noise-free PET on its grid: sample ``uptake`` and blur by a Gaussian PSF.
+
+    The PET voxel at world ``y`` images the anatomy at T1 world ``x = B @ y``,
+    i.e. the MNI point ``A @ x + d(x)``.
+
+    Parameters
+    ----------
+    uptake : float32 array
+        MNI-space uptake on the template grid.
+    space : TemplateSpace
+        The template grid.
+    t1_to_mni : (4, 4) array
+        ``A``.
+    displacement : SmoothDisplacement
+        ``d`` (as a function of T1 world mm).
+    pet_to_t1 : (4, 4) array
+        ``B``.
+    vox2world, shape
+        The PET grid (RAS world of the PET image).
+    fwhm_mm : float
+        Isotropic PSF full width at half maximum.
+    """
+    if fwhm_mm <= 0:
+        raise ValueError(f"fwhm_mm must be positive, got {fwhm_mm}")
+    field = displacement.on_grid(pet_to_t1 @ vox2world, shape)
+    coords = map_grid(vox2world, shape, t1_to_mni @ pet_to_t1, np.linalg.inv(space.affine), field)
+    del field
+    img = ndimage.map_coordinates(
+        uptake, coords, order=1, mode="constant", cval=0.0, output=np.float32
+    )
+    zooms = np.linalg.norm(vox2world[:3, :3], axis=0)
+    sigma = fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / zooms
+    return ndimage.gaussian_filter(img, sigma=sigma, mode="constant").astype(np.float32)
+
+
+def add_pet_noise(clean: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:
+    """Add smoothed Gaussian noise (std ~``fraction`` of the 99th percentile); clip at 0."""
+    ref = float(np.percentile(clean[::4, ::4, ::4], 99.0)) or 1.0
+    noise = rng.standard_normal(clean.shape, dtype=np.float32)
+    noise = ndimage.gaussian_filter(noise, sigma=1.0)
+    noise *= np.float32(fraction * ref / 0.15)  # unit noise smoothed by sigma=1 has std ~0.15
+    out = clean + noise
+    return np.clip(out, 0.0, None, out=out)
