@@ -1,0 +1,299 @@
+"""DC2Fusion: a U-shaped network of DCFB blocks fusing T1 MRI and FDG PET (2D or 3D).
+
+Patch embedding shared by both modalities -> ``n = len(depths)`` encoder stages ->
+``n`` mirrored decoder stages with skip connections -> head -> L1NW fusion layer.
+In every stage both streams are updated by the same blocks (feature mutual
+learning): ``x = blk(x, y); y = blk(y, x)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from fusion3d.models.layers import DCFBBlock, conv_nd, conv_transpose_nd
+
+__all__ = ["DC2Fusion", "build_model", "l1nw_fusion"]
+
+
+def l1nw_fusion(f1: Tensor, f2: Tensor) -> Tensor:
+    """L1-norm-weighted fusion ``F = |f1|_1 f1 + |f2|_1 f2`` (no normalisation).
+
+    The L1 norms are scalars per sample (sum of ``|f|`` over all channels and voxels).
+    With batch 1, as in the paper, this is the published "whole tensor" norm; with
+    larger batches (2D slices) each sample keeps its own weights.
+
+    Parameters
+    ----------
+    f1, f2 : Tensor
+        ``(B, 1, *S)``.
+
+    Returns
+    -------
+    Tensor
+        ``(B, 1, *S)``.
+    """
+    dims = tuple(range(1, f1.ndim))
+    w1 = f1.abs().sum(dim=dims, keepdim=True)  # (B, 1, 1, ...)
+    w2 = f2.abs().sum(dim=dims, keepdim=True)
+    return w1 * f1 + w2 * f2
+
+
+class _Stage(nn.Module):
+    """A list of DCFB blocks applied with feature mutual learning."""
+
+    def __init__(self, blocks: Sequence[DCFBBlock]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, *S, C)`` x2 -> ``(B, *S, C)`` x2. MRI queries PET, then PET the updated MRI."""
+        for blk in self.blocks:
+            x = blk(x, y)
+            y = blk(y, x)
+        return x, y
+
+
+class _Resample(nn.Module):
+    """Strided conv (down) or transposed conv (up), k2 s2, then LayerNorm; channels-last I/O."""
+
+    def __init__(self, in_ch: int, out_ch: int, spatial_dims: int, up: bool) -> None:
+        super().__init__()
+        layer = conv_transpose_nd(spatial_dims) if up else conv_nd(spatial_dims)
+        self.conv = layer(in_ch, out_ch, 2, stride=2)
+        self.norm = nn.LayerNorm(out_ch)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, *S, C_in) -> (B, *S', C_out)`` with ``S' = S / 2`` (down) or ``2 S`` (up)."""
+        return self.norm(self.conv(x.movedim(-1, 1)).movedim(1, -1))
+
+
+def _as_int_tuple(name: str, value: Sequence[int]) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value)
+    except TypeError as exc:
+        raise ValueError(f"{name} must be a sequence of integers, got {value!r}") from exc
+    if not out or any(v < 1 for v in out) or any(int(v) != v for v in value):
+        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {value!r}")
+    return out
+
+
+class DC2Fusion(nn.Module):
+    """The DC2Fusion network (DCFB blocks, feature mutual learning, L1NW fusion).
+
+    Parameters
+    ----------
+    spatial_dims : int
+        3 (volumes ``(B, 1, D, H, W)``) or 2 (slices ``(B, 1, H, W)``).
+    in_channels : int
+        Channels per modality image (1).
+    patch_size : int
+        Edge of the shared patch embedding (kernel = stride).
+    embed_dim : int
+        Channels of stage 0; stage ``i`` has ``embed_dim * 2**i``. Must be even.
+    depths : sequence of int
+        Blocks per stage; ``len(depths)`` stages. The decoder mirrors the encoder.
+    num_heads : sequence of int
+        Heads per stage (same length as ``depths``); must divide the stage channels.
+    window_size : int
+        Attention window edge; windows hold ``window_size ** spatial_dims`` tokens.
+    mlp_ratio : float
+        MLP hidden size / channels.
+    drop_path_rate : float
+        Stochastic depth, linear from 0 to this value over the encoder blocks; each
+        decoder stage reuses the rates of its encoder stage.
+    qkv_bias : bool
+        Bias in the Q, K, V projections.
+    attention_softmax : bool
+        ``False`` reproduces the published attention without softmax.
+
+    Notes
+    -----
+    Every input spatial size must be divisible by :attr:`size_divisor`
+    ``= patch_size * 2**(len(depths) - 1) * window_size`` (the coarsest stage must tile
+    into whole windows).
+    """
+
+    def __init__(
+        self,
+        *,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        patch_size: int = 4,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int = 2,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.2,
+        qkv_bias: bool = True,
+        attention_softmax: bool = True,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+        for name, val in (
+            ("in_channels", in_channels),
+            ("patch_size", patch_size),
+            ("embed_dim", embed_dim),
+            ("window_size", window_size),
+        ):
+            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+                raise ValueError(f"{name} must be a positive integer, got {val!r}")
+        if embed_dim % 2:
+            raise ValueError(f"embed_dim must be even (the head halves it), got {embed_dim}")
+        depths = _as_int_tuple("depths", depths)
+        num_heads = _as_int_tuple("num_heads", num_heads)
+        if len(depths) != len(num_heads):
+            raise ValueError(
+                f"depths {depths} and num_heads {num_heads} must have the same length (stages)"
+            )
+        for i, h in enumerate(num_heads):
+            ch = embed_dim * 2**i
+            if ch % h:
+                raise ValueError(
+                    f"stage {i}: {ch} channels (embed_dim * 2**{i}) not divisible by num_heads[{i}]={h}"
+                )
+        if not mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.patch_size = patch_size
+        self.embed_dim = embed_dim
+        self.depths = depths
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.n_stages = len(depths)
+        self.size_divisor = patch_size * 2 ** (self.n_stages - 1) * window_size
+
+        conv = conv_nd(spatial_dims)
+        self.patch_embed = conv(in_channels, embed_dim, patch_size, stride=patch_size)
+
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        stage_rates = [rates[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(self.n_stages)]
+        dims = [embed_dim * 2**i for i in range(self.n_stages)]
+
+        def make_stage(i: int) -> _Stage:
+            return _Stage(
+                [
+                    DCFBBlock(
+                        dims[i],
+                        num_heads[i],
+                        window_size,
+                        spatial_dims=spatial_dims,
+                        mlp_ratio=mlp_ratio,
+                        qkv_bias=qkv_bias,
+                        drop_path=stage_rates[i][j],
+                        attention_softmax=attention_softmax,
+                    )
+                    for j in range(depths[i])
+                ]
+            )
+
+        last = self.n_stages - 1
+        self.encoder = nn.ModuleList([make_stage(i) for i in range(self.n_stages)])
+        self.downsample = nn.ModuleList(
+            [_Resample(dims[i], dims[i + 1], spatial_dims, up=False) for i in range(last)]
+        )
+        self.bottleneck_norm = nn.LayerNorm(dims[last])
+        # decoder modules indexed by stage i (0 = finest); stage `last` has no skip.
+        self.skip_proj = nn.ModuleList([nn.Linear(2 * dims[i], dims[i]) for i in range(last)])
+        self.decoder = nn.ModuleList([make_stage(i) for i in range(self.n_stages)])
+        self.upsample = nn.ModuleList(
+            [_Resample(dims[i + 1], dims[i], spatial_dims, up=True) for i in range(last)]
+        )
+        self.head_norm = nn.LayerNorm(2 * embed_dim)
+        self.head_up = conv_transpose_nd(spatial_dims)(
+            2 * embed_dim, embed_dim // 2, patch_size, stride=patch_size
+        )
+        self.head_out = conv(embed_dim // 2, 2, 3, padding=1)
+
+    def check_input(self, mri: Tensor, pet: Tensor) -> None:
+        """Raise ``ValueError`` when the inputs cannot go through the network."""
+        want = 2 + self.spatial_dims
+        for name, t in (("mri", mri), ("pet", pet)):
+            if t.ndim != want or t.shape[1] != self.in_channels:
+                layout = "(B, C, D, H, W)" if self.spatial_dims == 3 else "(B, C, H, W)"
+                raise ValueError(
+                    f"{name}: expected {layout} with C={self.in_channels}, got {tuple(t.shape)}"
+                )
+        if mri.shape != pet.shape:
+            raise ValueError(f"mri {tuple(mri.shape)} and pet {tuple(pet.shape)} differ in shape")
+        bad = [s for s in mri.shape[2:] if s % self.size_divisor]
+        if bad:
+            raise ValueError(
+                f"spatial size {tuple(mri.shape[2:])} must be divisible by {self.size_divisor} "
+                f"(patch_size {self.patch_size} * 2**{self.n_stages - 1} downsamplings * "
+                f"window_size {self.window_size})"
+            )
+
+    def forward_streams(self, mri: Tensor, pet: Tensor) -> tuple[Tensor, Tensor]:
+        """Return the two head maps ``f1, f2`` ``(B, 1, *S)`` before the L1NW fusion."""
+        self.check_input(mri, pet)
+        # shared patch embedding: (B, 1, *S) -> (B, E, *S/p) -> channels-last (B, *S/p, E)
+        x = self.patch_embed(mri).movedim(1, -1)
+        y = self.patch_embed(pet).movedim(1, -1)
+        skips: list[tuple[Tensor, Tensor]] = []
+        for i, stage in enumerate(self.encoder):
+            x, y = stage(x, y)  # (B, *S_i, C_i)
+            if i < self.n_stages - 1:
+                skips.append((x, y))
+                x, y = self.downsample[i](x), self.downsample[i](y)  # (B, *S_i/2, 2 C_i)
+        x, y = self.bottleneck_norm(x), self.bottleneck_norm(y)
+        for i in reversed(range(self.n_stages)):
+            if i < self.n_stages - 1:
+                sx, sy = skips[i]
+                # skip: concat (B, *S_i, 2 C_i) -> Linear -> (B, *S_i, C_i)
+                x = self.skip_proj[i](torch.cat([x, sx], dim=-1))
+                y = self.skip_proj[i](torch.cat([y, sy], dim=-1))
+            x, y = self.decoder[i](x, y)
+            if i > 0:
+                x, y = self.upsample[i - 1](x), self.upsample[i - 1](y)  # (B, *2S_i, C_i/2)
+        # head: concat streams (B, *S_0, 2E) -> LN -> channels-first (B, 2E, *S_0)
+        h = self.head_norm(torch.cat([x, y], dim=-1)).movedim(-1, 1)
+        h = self.head_out(self.head_up(h))  # (B, E/2, *S) -> (B, 2, *S)
+        return h[:, :1], h[:, 1:]
+
+    def forward(self, mri: Tensor, pet: Tensor) -> Tensor:
+        """Fuse.
+
+        Parameters
+        ----------
+        mri, pet : Tensor
+            ``(B, 1, D, H, W)`` (3D) or ``(B, 1, H, W)`` (2D), values in [0, 1].
+
+        Returns
+        -------
+        Tensor
+            Fused image, same shape as ``mri``; not clipped (the loss sees the raw map).
+        """
+        f1, f2 = self.forward_streams(mri, pet)
+        return l1nw_fusion(f1, f2)
+
+
+def build_model(config: dict) -> DC2Fusion:
+    """Build :class:`DC2Fusion` from its init kwargs, naming unknown keys."""
+    if not isinstance(config, dict):
+        raise ValueError(f"model config must be a dict, got {type(config).__name__}")
+    allowed = {
+        "spatial_dims",
+        "in_channels",
+        "patch_size",
+        "embed_dim",
+        "depths",
+        "num_heads",
+        "window_size",
+        "mlp_ratio",
+        "drop_path_rate",
+        "qkv_bias",
+        "attention_softmax",
+    }
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise ValueError(f"model config: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    return DC2Fusion(**config)
