@@ -25,11 +25,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fusion3d.training_data import AugmentConfig, VolumePair, augment_pair, foreground_slices, load_items
 from fusion3d.inference import autocast_context, fuse_volume, resolve_device
 from fusion3d.io import atomic_path
 from fusion3d.losses import TERMS, FusionLoss, psnr, ssim
 from fusion3d.models import DC2Fusion, build_model
+from fusion3d.training_data import (
+    AugmentConfig,
+    VolumePair,
+    augment_pair,
+    foreground_slices,
+    load_items,
+)
 
 __all__ = [
     "DEFAULT_TRAIN_CONFIG",
