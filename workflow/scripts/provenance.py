@@ -9,7 +9,18 @@ from fusion3d.workflow import script_logging
 with script_logging(snakemake.log[0]) as log:
     from fusion3d.provenance import write_provenance
 
-    inputs = [p for key, p in snakemake.input.items() if key != "pairs"]
+    from fusion3d.workflow import read_cohort_spec
+
+    inputs = []
+    for key, value in snakemake.input.items():
+        if key == "pairs":
+            continue
+        paths = [value] if isinstance(value, str) else list(value)
+        inputs.extend(paths)
+        if key == "cohort":  # the synthetic download: checksum what ingest read from it
+            spec = read_cohort_spec(value)
+            inputs.extend(spec["manifests"])
+            inputs.extend(p for p in (spec.get("adnimerge"), spec.get("image_ids")) if p)
     write_provenance(
         snakemake.output.provenance,
         config=snakemake.params.config,
