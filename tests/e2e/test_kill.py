@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import REPO, SNAKEMAKE, TINY_CONFIG, run_snakemake, snakemake_env
+from conftest import REPO, SNAKEMAKE, TINY_CONFIG, run_snakemake, snakemake_env
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from .conftest import run_snakemake
+from conftest import run_snakemake
 
 pytestmark = pytest.mark.slow
 
