@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import REPO, SNAKEMAKE, TINY_CONFIG, run_snakemake, snakemake_env
 
 pytestmark = pytest.mark.slow

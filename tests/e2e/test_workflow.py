@@ -7,7 +7,6 @@ import math
 
 import pandas as pd
 import pytest
-
 from conftest import run_snakemake
 
 pytestmark = pytest.mark.slow

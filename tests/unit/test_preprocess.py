@@ -245,6 +245,7 @@ def test_pipeline_outputs_and_accuracy(pair, run):
     ):
         assert os.path.exists(files[key]), key
     assert res["qc"]["flags"] == []
+    assert res["qc"]["itk_threads"] == 1
     on_disk = json.loads(open(files["qc_json"]).read())
     assert (
         on_disk["registration"]["pet_to_t1"]["similarity_after"]
@@ -309,3 +310,134 @@ def test_unreadable_input_raises_naming_the_file(tmp_path, pair):
         preprocess_pair(bad, pair["pet"], tmp_path, "sub-B", options=FAST)
     with pytest.raises(ValueError, match="unknown preprocess option"):
         preprocess_pair(pair["t1"], pair["pet"], tmp_path, "sub-B", options={"colour": 1})
+
+
+# ---------------------------------------------------------------- N4 (fit at low resolution)
+def test_n4_removes_a_known_smooth_bias():
+    import ants
+
+    n = 48
+    idx = np.indices((n, n, n), dtype=np.float32)
+    r = np.sqrt(((idx - n / 2) ** 2).sum(0))
+    truth = np.where(r < 18, 100.0, 0.0).astype(np.float32)  # uniform ball
+    truth[r < 8] = 60.0  # and a darker core: two tissue classes
+    log_bias = 0.25 * (idx[0] - n / 2) / n + 0.15 * (idx[2] - n / 2) / n
+    img = ants.from_numpy(truth * np.exp(log_bias), spacing=(2.0, 2.0, 2.0))
+    out = brain_mod.n4(img, shrink_factor=1, resolution_mm=4.0, iterations=(50, 50, 30))
+    assert out.shape == img.shape and np.allclose(out.spacing, img.spacing)
+    inside = truth > 0
+    before = np.log(img.numpy()[inside] / truth[inside])
+    after = np.log(out.numpy()[inside] / truth[inside])
+    # the residual bias (up to a global scale) is a fraction of what it was
+    assert after.std() < 0.35 * before.std()
+    with pytest.raises(ValueError, match="n4_shrink"):
+        brain_mod.n4(img, shrink_factor=0)
+
+
+# ---------------------------------------------------------------- options, caching
+def test_resolve_options_checks_new_keys():
+    from fusion3d.preprocess.pipeline import resolve_options
+
+    opts = resolve_options({"n4_iterations": (10, 10), "n4_resolution_mm": None})
+    assert opts["n4_iterations"] == [10, 10] and opts["n4_resolution_mm"] is None
+    with pytest.raises(ValueError, match="registration_iterations"):
+        resolve_options({"registration_iterations": [100, 50]})
+    with pytest.raises(ValueError, match="n4_iterations"):
+        resolve_options({"n4_iterations": [10, 0]})
+    with pytest.raises(ValueError, match="n4_shrink"):
+        resolve_options({"n4_shrink": 0})
+
+
+def test_mni_template_cache_returns_copies():
+    a = geometry.mni_template(4.0, "mask")
+    a.get_fdata()[:] = 0  # mutating one copy must not leak into the cache
+    b = geometry.mni_template(4.0, "mask")
+    assert b.get_fdata().sum() > 1000
+    with pytest.raises(ValueError, match="kind"):
+        geometry.mni_template(4.0, "csf")
+
+
+# ---------------------------------------------------------------- determinism, threads
+def test_register_is_deterministic_and_checks_schedule(pair, tmp_path):
+    t1 = registration.nib_to_ants(geometry.reorient_ras(nib.load(pair["t1"])))
+    pet = registration.nib_to_ants(geometry.reorient_ras(nib.load(pair["pet"])))
+    mats = []
+    for i in range(2):
+        res = registration.register(t1, pet, "Rigid", outprefix=f"{tmp_path}/r{i}_")
+        mats.append(open(res["fwdtransforms"][0], "rb").read())
+    assert mats[0] == mats[1]
+    with pytest.raises(ValueError, match="schedule"):
+        registration.register(t1, pet, "Rigid", outprefix=f"{tmp_path}/x_", schedule={"its": 1})
+
+
+def test_pipeline_is_bit_identical_on_rerun(pair, run, tmp_path):
+    out, res = run
+    again = preprocess_pair(
+        pair["t1"], pair["pet"], tmp_path, "sub-T_ses-M000", options=FAST, threads=1
+    )
+    for key, path in res["files"].items():
+        other = again["files"][key]
+        if key.startswith("xfm"):
+            assert open(path, "rb").read() == open(other, "rb").read(), key
+        elif path.endswith(".nii.gz"):
+            a, aa = load_nifti(path)
+            b, ab = load_nifti(other)
+            np.testing.assert_array_equal(a, b, err_msg=key)
+            np.testing.assert_array_equal(aa, ab, err_msg=key)
+
+
+def test_itk_thread_count_is_fixed_once_per_process(monkeypatch):
+    monkeypatch.setattr(registration, "_ITK_THREADS", 1)
+    monkeypatch.setenv(registration.ITK_THREADS_VAR, "1")
+    assert registration.configure_threads(3) == 1  # ITK already runs with 1
+    assert os.environ[registration.ITK_THREADS_VAR] == "1"
+    assert not registration.threads_effective(3) and registration.threads_effective(1)
+    with pytest.raises(ValueError, match="threads"):
+        registration.configure_threads(0)
+    # a fresh process starts without ITK state: the requested count takes effect there
+    # (the child inherits ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1; configure_threads overrides it)
+    report = registration.call_in_fresh_process(registration.itk_threads_report, 2)
+    assert report == {"requested": 2, "itk": 2, "env": "2"}
+
+
+def test_pipeline_reruns_in_fresh_process_when_threads_differ(pair, tmp_path, monkeypatch):
+    monkeypatch.setattr(registration, "_ITK_THREADS", 1)
+    calls = []
+
+    def fake(fn, *args, **kwargs):
+        calls.append((fn, args, kwargs))
+        return {"files": {}, "qc": {"itk_threads": kwargs["threads"]}}
+
+    monkeypatch.setattr(registration, "call_in_fresh_process", fake)
+    res = preprocess_pair(pair["t1"], pair["pet"], tmp_path, "sub-X", options=FAST, threads=2)
+    assert res["qc"]["itk_threads"] == 2
+    (fn, args, kwargs) = calls[0]
+    assert fn is preprocess_pair and kwargs["threads"] == 2 and kwargs["options"] == FAST
+    assert args[3] == "sub-X"
+
+
+def test_registration_worker_matches_in_process(pair, tmp_path, monkeypatch):
+    """With a multi-threaded ITK here, registrations run in a 1-thread helper: same bits."""
+    t1 = registration.nib_to_ants(geometry.reorient_ras(nib.load(pair["t1"])))
+    pet = registration.nib_to_ants(geometry.reorient_ras(nib.load(pair["pet"])))
+    mask = t1.new_image_like((t1.numpy() > 100).astype(np.float32))
+    here = registration.register(t1, pet, "Rigid", mask=mask, outprefix=f"{tmp_path}/a_")
+    monkeypatch.setattr(registration, "_ITK_THREADS", 2)
+    there = registration.register(t1, pet, "Rigid", mask=mask, outprefix=f"{tmp_path}/b_")
+    assert there["fwdtransforms"][0].startswith(f"{tmp_path}/b_")
+    a = open(here["fwdtransforms"][0], "rb").read()
+    assert a == open(there["fwdtransforms"][0], "rb").read()
+
+
+def test_worker_returns_results_and_raises_errors():
+    from fusion3d.preprocess import worker
+
+    w = worker.Worker()
+    try:
+        assert w.call(divmod, 7, 2) == (3, 1)
+        with pytest.raises(ValueError, match="invalid literal"):
+            w.call(int, "seven")
+        assert w.call(os.getenv, "FUSION3D_TEST_VAR") is None  # still alive after an error
+    finally:
+        w.close()
+    assert worker.call_in_fresh_process(os.getenv, "X", env={"X": "42"}) == "42"

@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from fusion3d.preprocess.geometry import mni_template
 from fusion3d.preprocess.registration import (
+    ants_registration,
     ants_to_nib,
     nib_to_ants,
     register,
@@ -19,18 +20,77 @@ from fusion3d.preprocess.registration import (
 METHODS = ("deepbet", "ants")
 
 
-def n4(t1, shrink_factor: int = 4):
+#: Default N4 settings: fit on a ``resolution_mm`` copy shrunk by ``shrink_factor``.
+N4_DEFAULTS: dict = {"resolution_mm": 3.0, "shrink_factor": 2, "iterations": (50, 50, 30, 20)}
+
+
+def head_mask(data: np.ndarray) -> np.ndarray:
+    """Head (foreground) mask: above half the Otsu threshold of the positive voxels, holes filled."""
+    from skimage.filters import threshold_otsu
+
+    v = data[data > 0]
+    if v.size < 10 or np.ptp(v) == 0:
+        return data > 0
+    fg = data > 0.5 * float(threshold_otsu(v))
+    return ndimage.binary_fill_holes(fg)
+
+
+def n4(
+    t1,
+    shrink_factor: int = N4_DEFAULTS["shrink_factor"],
+    resolution_mm: float | None = N4_DEFAULTS["resolution_mm"],
+    iterations: tuple[int, ...] = N4_DEFAULTS["iterations"],
+):
     """N4 bias-field correction of an ANTsImage (negative input clipped to 0 first).
 
-    The bias field is fitted on the image shrunk by ``shrink_factor`` (fast) and
-    applied at full resolution, as ``ants.n4_bias_field_correction`` does.
+    The field is fitted on a copy resampled to ``resolution_mm`` (isotropic,
+    linear; ``None`` fits on the full-resolution image) and shrunk by
+    ``shrink_factor`` inside ANTs, restricted to the head (:func:`head_mask`),
+    with ``iterations`` per fitting level (4 levels by default, B-spline mesh
+    doubling per level). The smooth field is then brought back to the full grid
+    by trilinear interpolation of its logarithm (edge values continued outward)
+    and divided out. At 3 mm / shrink 2 this takes a few seconds instead of the
+    ~20-60 s of ANTs' default N4 on a 1.25 mm T1 (most of N4's cost is the
+    B-spline fit, proportional to the number of voxels times iterations).
+
+    Returns
+    -------
+    ANTsImage
+        The corrected image on the grid of ``t1`` (float32).
     """
     import ants
 
-    arr = t1.numpy()
-    if arr.min() < 0:
-        t1 = t1.new_image_like(np.clip(arr, 0, None))
-    return ants.n4_bias_field_correction(t1, shrink_factor=shrink_factor)
+    from fusion3d.preprocess.registration import resample_to_resolution
+
+    if int(shrink_factor) < 1:
+        raise ValueError(f"n4_shrink must be >= 1, got {shrink_factor}")
+    if not iterations or any(int(i) < 1 for i in iterations):
+        raise ValueError(f"n4_iterations must be positive integers, got {iterations}")
+    arr = np.clip(t1.numpy(), 0, None).astype(np.float32)
+    t1 = t1.new_image_like(arr)
+    spacing = np.asarray(t1.spacing, dtype=float)
+    low = t1 if resolution_mm is None else resample_to_resolution(t1, float(resolution_mm))
+    low_arr = low.numpy()
+    mask = head_mask(low_arr)
+    if mask.sum() < 100:  # nothing to fit: leave the image as it is
+        return t1
+    bias = ants.n4_bias_field_correction(
+        low,
+        mask=low.new_image_like(mask.astype(np.float32)),
+        shrink_factor=int(shrink_factor),
+        convergence={"iters": [int(i) for i in iterations], "tol": 1e-7},
+        return_bias_field=True,
+    ).numpy()
+    log_bias = np.log(np.clip(bias, 1e-3, None)).astype(np.float32)
+    if low is not t1:
+        # Same origin and direction (ants.resample_image): index scales by the spacing ratio.
+        scale = spacing / np.asarray(low.spacing, dtype=float)
+        grid = np.ogrid[tuple(slice(0, n) for n in t1.shape)]
+        coords = np.broadcast_arrays(
+            *[g.astype(np.float32) * s for g, s in zip(grid, scale, strict=True)]
+        )
+        log_bias = ndimage.map_coordinates(log_bias, coords, order=1, mode="nearest")
+    return t1.new_image_like((arr / np.exp(log_bias)).astype(np.float32))
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -112,9 +172,9 @@ def extract_template(t1, registration_mm: float = 2.0, refine_syn: bool = True) 
             warped = ants.apply_transforms(fixed, tpl_mask, transforms, interpolator="linear")
             region = ndimage.binary_dilation(warped.numpy() > 0.5, iterations=_iters(8.0, spacing))
             region_img = fixed.new_image_like(region.astype(np.float32))
-            syn = ants.registration(
-                fixed=fixed,
-                moving=tpl,
+            syn = ants_registration(
+                fixed,
+                tpl,
                 type_of_transform="SyNOnly",
                 initial_transform=transforms[0],
                 mask=region_img,
@@ -146,6 +206,7 @@ __all__ = [
     "extract_brain",
     "extract_deepbet",
     "extract_template",
+    "head_mask",
     "largest_component",
     "mask_volume_ml",
     "n4",

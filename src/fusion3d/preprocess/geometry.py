@@ -6,6 +6,8 @@ Every function here keeps track of the voxel-to-world affine so that the world
 
 from __future__ import annotations
 
+import functools
+
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
@@ -53,7 +55,19 @@ def mni_grid(resolution_mm: float) -> tuple[tuple[int, int, int], np.ndarray]:
 
 
 def mni_template(resolution_mm: float, kind: str = "t1") -> nib.Nifti1Image:
-    """nilearn's MNI152 2009a ``kind`` ("t1", "mask", "gm", "wm") on :func:`mni_grid`."""
+    """nilearn's MNI152 2009a ``kind`` ("t1", "mask", "gm", "wm") on :func:`mni_grid`.
+
+    Resampled once per process and cached; every call returns a fresh copy.
+    """
+    loaders = ("t1", "mask", "gm", "wm")
+    if kind not in loaders:
+        raise ValueError(f"kind must be one of {sorted(loaders)}, got {kind!r}")
+    data, affine = _mni_template_cached(float(resolution_mm), kind)
+    return nib.Nifti1Image(data.copy(), affine.copy())
+
+
+@functools.lru_cache(maxsize=16)
+def _mni_template_cached(resolution_mm: float, kind: str) -> tuple[np.ndarray, np.ndarray]:
     from nilearn import datasets
     from nilearn.image import resample_img
 
@@ -63,8 +77,6 @@ def mni_template(resolution_mm: float, kind: str = "t1") -> nib.Nifti1Image:
         "gm": datasets.load_mni152_gm_template,
         "wm": datasets.load_mni152_wm_template,
     }
-    if kind not in loaders:
-        raise ValueError(f"kind must be one of {sorted(loaders)}, got {kind!r}")
     shape, affine = mni_grid(resolution_mm)
     img = loaders[kind](resolution=1)
     out = resample_img(
@@ -76,7 +88,8 @@ def mni_template(resolution_mm: float, kind: str = "t1") -> nib.Nifti1Image:
         copy_header=True,
     )
     data = np.asarray(out.dataobj, dtype=np.float32)
-    return nib.Nifti1Image(data, affine)
+    data.setflags(write=False)
+    return data, affine
 
 
 def foreground_bbox(data: np.ndarray) -> tuple[slice, slice, slice]:

@@ -26,16 +26,19 @@ from fusion3d.preprocess import geometry, qc, registration, suvr
 DEFAULT_OPTIONS: dict = {
     "brain_extraction": "deepbet",
     "t1_to_mni": "affine",
-    "registration_mm": 2.0,
+    "registration_mm": 3.0,
+    "registration_iterations": [100, 50, 25],
     "mni_resolution_mm": 1.5,
-    "n4_shrink": 4,
+    "n4_resolution_mm": 3.0,
+    "n4_shrink": 2,
+    "n4_iterations": [50, 50, 30, 20],
     "pet_clip_percentile": 1.0,
     "suvr_region": "pons",
     "suvr_trim": 0.1,
     "grid": 64,
     "qc_bounds": {
         "mask_ml_min": 800.0,
-        "mask_ml_max": 2200.0,
+        "mask_ml_max": 2400.0,
         "min_similarity_gain": -0.02,
         "min_pet_mi": 0.15,
         "min_mni_ncc": 0.75,
@@ -67,9 +70,19 @@ def resolve_options(options: dict | None) -> dict:
         raise ValueError("pet_clip_percentile must be in [0, 100)")
     if int(opts["grid"]) < 2:
         raise ValueError("grid must be >= 2")
-    for key in ("registration_mm", "mni_resolution_mm"):
+    for key in ("registration_mm", "mni_resolution_mm", "n4_resolution_mm"):
+        if opts[key] is None and key == "n4_resolution_mm":
+            continue
         if not float(opts[key]) > 0:
             raise ValueError(f"{key} must be > 0")
+    if int(opts["n4_shrink"]) < 1:
+        raise ValueError("n4_shrink must be >= 1")
+    for key, n in (("registration_iterations", 3), ("n4_iterations", None)):
+        its = list(opts[key])
+        if not its or any(int(i) < 1 for i in its) or (n is not None and len(its) != n):
+            what = f"{n} positive integers" if n else "positive integers"
+            raise ValueError(f"{key} must be {what}, got {opts[key]!r}")
+        opts[key] = [int(i) for i in its]
     return opts
 
 
@@ -141,20 +154,29 @@ def preprocess_pair(
           or "ants" (nilearn MNI brain mask warped by affine + masked SyN).
         - ``t1_to_mni`` ("affine"): "affine" or "syn" (affine + SyN; a warp field
           ``..._xfm.nii.gz`` is then written beside the affine ``.mat``).
-        - ``registration_mm`` (2.0): resolution at which registrations run.
+        - ``registration_mm`` (3.0): resolution at which registrations run
+          (PET->T1 at ``max(3, registration_mm)``).
+        - ``registration_iterations`` ([100, 50, 25]): iterations of the three
+          levels (shrink 4/2/1, smoothing 2/1/0 voxels) of each linear registration.
         - ``mni_resolution_mm`` (1.5): voxel size of the MNI output grid.
-        - ``n4_shrink`` (4): N4 shrink factor.
+        - ``n4_resolution_mm`` (3.0): N4 fits the bias field on a copy at this
+          resolution (None: the full-resolution T1) and applies it at full resolution.
+        - ``n4_shrink`` (2): N4 shrink factor (applied to that copy).
+        - ``n4_iterations`` ([50, 50, 30, 20]): N4 iterations per fitting level.
         - ``pet_clip_percentile`` (1.0): PET values below this percentile (and
           below 0) are raised to it before registration and resampling.
         - ``suvr_region`` ("pons"): "pons" (eroded 6 mm) or "cerebellum" (grey).
         - ``suvr_trim`` (0.1): fraction cut from each tail for the trimmed mean.
         - ``grid`` (64): model-input cube side (the paper uses 128).
-        - ``qc_bounds``: ``mask_ml_min``/``mask_ml_max`` (800/2200 ml),
+        - ``qc_bounds``: ``mask_ml_min``/``mask_ml_max`` (800/2400 ml),
           ``min_similarity_gain`` (-0.02: similarity may not fall by more),
           ``min_pet_mi`` (0.15 nats, PET->T1 MI after), ``min_mni_ncc``
           (0.75, T1->MNI correlation after), ``min_ref_voxels`` (20).
     threads : int
-        ITK and torch threads.
+        ITK and torch threads. ITK fixes its thread count at its first use in a
+        process; when that count differs from ``threads`` the whole call runs in
+        a freshly spawned process (see :func:`registration.configure_threads`),
+        so the count always takes effect. ``qc["itk_threads"]`` records it.
 
     Returns
     -------
@@ -170,7 +192,18 @@ def preprocess_pair(
     import ants
 
     opts = resolve_options(options)
-    registration.configure_threads(threads)
+    itk_threads = registration.configure_threads(threads)
+    if itk_threads != int(threads):
+        return registration.call_in_fresh_process(
+            preprocess_pair,
+            str(mri_path),
+            str(pet_path),
+            str(out_dir),
+            subject_id,
+            env={registration.ITK_THREADS_VAR: str(int(threads))},
+            options=options,
+            threads=threads,
+        )
     paths = output_paths(out_dir, subject_id)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
@@ -183,11 +216,17 @@ def preprocess_pair(
         return now
 
     t1_ras, pet_ras = _load_ras(mri_path), _load_ras(pet_path)
+    registration.start_registration_worker()  # its start-up overlaps N4 and brain extraction
     t1 = registration.nib_to_ants(t1_ras)
     pet = registration.nib_to_ants(pet_ras)
     t = tick("load", t0)
 
-    t1_n4 = _brain.n4(t1, shrink_factor=int(opts["n4_shrink"]))
+    t1_n4 = _brain.n4(
+        t1,
+        shrink_factor=int(opts["n4_shrink"]),
+        resolution_mm=None if opts["n4_resolution_mm"] is None else float(opts["n4_resolution_mm"]),
+        iterations=tuple(opts["n4_iterations"]),
+    )
     t = tick("n4", t)
 
     reg_mm = float(opts["registration_mm"])
@@ -207,10 +246,13 @@ def preprocess_pair(
     tpl_reg = registration.nib_to_ants(geometry.mni_template(reg_mm, "t1"))
     tpl_mask_reg = geometry.mni_template(reg_mm, "mask").get_fdata() > 0
 
+    sched = {"iterations": tuple(opts["registration_iterations"])}
     reg_qc: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="fusion3d_pre_") as tmp:
         kind = "SyN" if opts["t1_to_mni"] == "syn" else "Affine"
-        res = registration.register(tpl_reg, brain_reg, kind, outprefix=f"{tmp}/t1mni_")
+        res = registration.register(
+            tpl_reg, brain_reg, kind, outprefix=f"{tmp}/t1mni_", schedule=sched
+        )
         t1mni = list(res["fwdtransforms"])
         t1mni_mat = [p for p in t1mni if p.endswith(".mat")][0]
         reg_qc["t1_to_mni"] = {
@@ -230,7 +272,9 @@ def preprocess_pair(
         pet_reg = registration.resample_to_resolution(pet_clip, 3.0 if reg_mm < 3 else reg_mm)
         fixed = brain_reg if not empty else t1_reg
         eval_mask = mask_reg if not empty else t1_reg.numpy() > np.percentile(t1_reg.numpy(), 50)
-        res = registration.register(fixed, pet_reg, "Rigid", outprefix=f"{tmp}/pett1_")
+        res = registration.register(
+            fixed, pet_reg, "Rigid", outprefix=f"{tmp}/pett1_", schedule=sched
+        )
         pett1_mat = res["fwdtransforms"][0]
         reg_qc["pet_to_t1"] = {
             "metric": "mi",
@@ -286,6 +330,7 @@ def preprocess_pair(
         "inputs": {"mri": str(mri_path), "pet": str(pet_path)},
         "options": opts,
         "threads": threads,
+        "itk_threads": itk_threads,
         "mask_volume_ml": round(mask_ml, 2),
         "registration": reg_qc,
         "suvr": {

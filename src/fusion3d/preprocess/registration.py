@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -22,20 +24,189 @@ from fusion3d.io import atomic_path
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def configure_threads(threads: int) -> None:
-    """Set ITK and torch thread counts.
+ITK_THREADS_VAR = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
 
-    ITK reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` when its global thread
-    pool is first created, so call this before the first ANTs call of the
-    process (the workflow runs one subject per process).
+#: The thread count ITK was (or will be) initialised with in this process; None = not yet known.
+_ITK_THREADS: int | None = None
+
+#: Seed of every ANTs registration (ANTs' sampling otherwise follows the clock).
+RANDOM_SEED = 20260
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def configure_threads(threads: int) -> int:
+    """Set ITK and torch thread counts; return the count ITK uses in this process.
+
+    ITK (inside ANTsPy) reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` ONCE, when
+    its first filter runs; later changes of the variable are ignored by every
+    later ANTs call of the process (measured with ANTsPy 0.6.3). So the first
+    call of this function fixes the ITK count of the process: it sets the
+    variable, and if ``ants`` was already imported (it may already have run
+    with the variable's previous value) it conservatively assumes that value
+    (or the CPU count when unset). :func:`threads_effective` tells whether a
+    later request can be honoured in-process; :func:`fusion3d.preprocess.preprocess_pair`
+    runs in a fresh process otherwise.
     """
-    if threads < 1:
+    global _ITK_THREADS
+    if int(threads) < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
+    threads = int(threads)
+    if _ITK_THREADS is None:
+        previous = os.environ.get(ITK_THREADS_VAR)
+        if "ants" in sys.modules and previous != str(threads):
+            try:
+                _ITK_THREADS = int(previous) if previous is not None else _cpu_count()
+            except ValueError:
+                _ITK_THREADS = _cpu_count()
+        else:
+            _ITK_THREADS = threads
+    if _ITK_THREADS == threads:
+        os.environ[ITK_THREADS_VAR] = str(threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch
 
     torch.set_num_threads(threads)
+    return _ITK_THREADS
+
+
+def threads_effective(threads: int) -> bool:
+    """True when ITK in this process runs (or will run) with ``threads`` threads."""
+    return _ITK_THREADS is None or _ITK_THREADS == int(threads)
+
+
+def itk_threads_report(threads: int) -> dict:
+    """Configure ``threads`` and report ``{"requested", "itk", "env"}`` (used by tests)."""
+    itk = configure_threads(threads)
+    return {"requested": int(threads), "itk": itk, "env": os.environ.get(ITK_THREADS_VAR)}
+
+
+def call_in_fresh_process(fn, /, *args, env: dict[str, str] | None = None, **kwargs):
+    """Run ``fn(*args, **kwargs)`` in a new interpreter (see :mod:`fusion3d.preprocess.worker`).
+
+    Used when ITK in this process is already fixed to another thread count: the
+    child starts with no ITK state and ``env`` (e.g. the wanted
+    ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS``), so the count takes effect there.
+    """
+    from fusion3d.preprocess import worker
+
+    return worker.call_in_fresh_process(fn, *args, env=env, **kwargs)
+
+
+@contextmanager
+def ants_seed(seed: int = RANDOM_SEED):
+    """Within the block, every ``ants.registration`` gets ``--random-seed seed``.
+
+    ANTsPy 0.6.3 has no ``random_seed`` argument: it appends ``--random-seed``
+    when ``ants.config._random_seed`` is set, so that is set and restored here
+    (without ``ants.set_ants_deterministic``, which would also force one thread).
+    """
+    import ants.config
+
+    old = ants.config._random_seed
+    ants.config._random_seed = int(seed)
+    try:
+        yield
+    finally:
+        ants.config._random_seed = old
+
+
+def itk_threads() -> int:
+    """The ITK thread count of this process (configured, else from the environment/CPUs)."""
+    if _ITK_THREADS is not None:
+        return _ITK_THREADS
+    try:
+        return int(os.environ.get(ITK_THREADS_VAR, "")) or _cpu_count()
+    except ValueError:
+        return _cpu_count()
+
+
+_SINGLE_THREAD_ENV = {ITK_THREADS_VAR: "1", "OMP_NUM_THREADS": "1"}
+
+
+def _single_thread_worker():
+    from fusion3d.preprocess import worker
+
+    return worker.shared_worker(_SINGLE_THREAD_ENV, preload=("ants",))
+
+
+def start_registration_worker() -> None:
+    """Start (without waiting) the single-threaded registration worker if one will be needed.
+
+    Its ~2 s of start-up (a fresh interpreter importing ANTsPy) then overlaps
+    the work done before the first registration.
+    """
+    if itk_threads() != 1:
+        _single_thread_worker()
+
+
+def _image_state(image) -> tuple:
+    return (
+        image.numpy(),
+        tuple(image.origin),
+        tuple(image.spacing),
+        np.asarray(image.direction, dtype=float),
+    )
+
+
+def _image_from_state(state: tuple):
+    import ants
+
+    data, origin, spacing, direction = state
+    return ants.from_numpy(data, origin=origin, spacing=spacing, direction=direction)
+
+
+def _registration_here(fixed, moving, seed: int, kwargs: dict) -> dict:
+    import ants
+
+    with ants_seed(seed):
+        res = ants.registration(fixed=fixed, moving=moving, **kwargs)
+    return {
+        "fwdtransforms": list(res["fwdtransforms"]),
+        "invtransforms": list(res["invtransforms"]),
+    }
+
+
+def _registration_task(fixed: tuple, moving: tuple, seed: int, kwargs: dict) -> dict:
+    kwargs = {
+        k: _image_from_state(v[1]) if isinstance(v, tuple) and v[:1] == ("__image__",) else v
+        for k, v in kwargs.items()
+    }
+    return _registration_here(_image_from_state(fixed), _image_from_state(moving), seed, kwargs)
+
+
+def ants_registration(fixed, moving, *, seed: int = RANDOM_SEED, **kwargs) -> dict:
+    """Deterministic ``ants.registration(fixed, moving, **kwargs)``.
+
+    Two runs with the same inputs give bit-identical transforms. ANTs' random
+    sampling is seeded with ``seed`` (``--random-seed``), but that is not enough:
+    ITK's multi-threaded Mattes / joint-histogram MI metrics accumulate their
+    joint histogram from several threads in a run-dependent order, so with
+    more than one ITK thread the result changes from run to run (measured: 4
+    of 4 runs differed with 2 threads, Pool or Platform threader; GC and mean
+    squares were stable, 1 thread always is). So when this process's ITK uses
+    more than one thread the registration runs in a single-threaded helper
+    process (started once per process and reused), and in-process otherwise.
+
+    Returns
+    -------
+    dict
+        ``fwdtransforms`` and ``invtransforms`` (paths under ``outprefix``).
+    """
+    if itk_threads() == 1:
+        return _registration_here(fixed, moving, seed, kwargs)
+    state = {
+        k: ("__image__", _image_state(v)) if hasattr(v, "numpy") and hasattr(v, "spacing") else v
+        for k, v in kwargs.items()
+    }
+    return _single_thread_worker().call(
+        _registration_task, _image_state(fixed), _image_state(moving), int(seed), state
+    )
 
 
 def nib_to_ants(img: nib.Nifti1Image):
@@ -134,6 +305,15 @@ def resample_to_resolution(image, resolution_mm: float):
     return ants.resample_image(image, (resolution_mm,) * 3, use_voxels=False, interp_type=0)
 
 
+#: Default multi-resolution schedule of the linear registrations (images at ~3 mm).
+FAST_SCHEDULE: dict = {
+    "iterations": (100, 50, 25),
+    "shrink_factors": (4, 2, 1),
+    "smoothing_sigmas": (2, 1, 0),
+    "sampling_rate": 0.2,
+}
+
+
 def register(
     fixed,
     moving,
@@ -143,29 +323,40 @@ def register(
     initial_transform: str | None = None,
     outprefix: str,
     fast: bool = True,
+    schedule: dict | None = None,
+    seed: int = RANDOM_SEED,
 ) -> dict:
-    """Run ``ants.registration`` and return its result dict.
+    """Run ``ants.registration`` deterministically and return its result dict.
 
     ``transform`` is an ANTsPy ``type_of_transform`` ("Rigid", "Affine", "SyN"...).
-    Mattes mutual information throughout; ``fast`` uses a shorter affine schedule
-    adapted to images already at ~2 mm.
+    Mattes mutual information with regular (grid) sampling; ``fast`` uses
+    :data:`FAST_SCHEDULE` (overridden key by key by ``schedule``), adapted to
+    images at 2-4 mm. Deterministic: see :func:`ants_registration` (whose
+    result dict, ``fwdtransforms``/``invtransforms`` only, is returned).
     """
-    import ants
-
     kwargs: dict = {}
     if fast:
+        sched = {**FAST_SCHEDULE, **(schedule or {})}
+        unknown = set(sched) - set(FAST_SCHEDULE)
+        if unknown:
+            raise ValueError(f"unknown registration schedule keys {sorted(unknown)}")
+        n = len(sched["iterations"])
+        if not (len(sched["shrink_factors"]) == len(sched["smoothing_sigmas"]) == n):
+            raise ValueError(
+                "schedule iterations, shrink_factors and smoothing_sigmas differ in length"
+            )
         kwargs.update(
-            aff_iterations=(500, 250, 100),
-            aff_shrink_factors=(4, 2, 1),
-            aff_smoothing_sigmas=(2, 1, 0),
-            aff_random_sampling_rate=0.3,
+            aff_iterations=tuple(int(v) for v in sched["iterations"]),
+            aff_shrink_factors=tuple(int(v) for v in sched["shrink_factors"]),
+            aff_smoothing_sigmas=tuple(sched["smoothing_sigmas"]),
+            aff_random_sampling_rate=float(sched["sampling_rate"]),
         )
     if mask is not None:
         kwargs["mask"] = mask
     if initial_transform is not None:
         kwargs["initial_transform"] = initial_transform
-    return ants.registration(
-        fixed=fixed, moving=moving, type_of_transform=transform, outprefix=outprefix, **kwargs
+    return ants_registration(
+        fixed, moving, seed=seed, type_of_transform=transform, outprefix=outprefix, **kwargs
     )
 
 
