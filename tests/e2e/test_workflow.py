@@ -58,7 +58,7 @@ def test_ingest_explains_every_image_left_out(tiny_study):
     assert len(pairs) == 4
     assert (excluded["reason"].str.len() > 0).all()
     spec = json.loads((results / "synthetic" / "cohort.json").read_text())
-    manifest = pd.concat([pd.read_csv(p) for p in spec["manifests"]])
+    manifest = pd.concat([pd.read_csv(tiny_study / p) for p in spec["manifests"]])
     image_ids = set(manifest["Image Data ID"].astype(str).str.lstrip("I"))
     used = set(pairs["mri_image_id"].astype(str).str.lstrip("I")) | set(
         pairs["pet_image_id"].astype(str).str.lstrip("I")
