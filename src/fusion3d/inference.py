@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fusion3d.io import load_nifti, save_nifti
+from fusion3d.io import save_nifti
 from fusion3d.models import DC2Fusion
+from fusion3d.training_data import load_item
 
 __all__ = ["autocast_context", "fuse_items", "fuse_volume", "load_model", "resolve_device"]
 
@@ -153,25 +154,14 @@ def fuse_items(
     with torch.inference_mode():
         for start in range(0, len(items), batch_size if model.spatial_dims == 3 else 1):
             chunk = items[start : start + (batch_size if model.spatial_dims == 3 else 1)]
-            loaded = []
-            for item in chunk:
-                if len(item) != 3:
-                    raise ValueError(f"expected (subject_id, mri_path, pet_path), got {item!r}")
-                sid, mri_path, pet_path = item
-                mri, affine = load_nifti(mri_path)
-                pet, _ = load_nifti(pet_path)
-                if mri.shape != pet.shape:
-                    raise ValueError(
-                        f"{pet_path}: PET shape {pet.shape} differs from MRI {mri.shape}"
-                    )
-                loaded.append((str(sid), mri, pet, affine))
+            loaded = [load_item(item) for item in chunk]
             if (
                 model.spatial_dims == 3
                 and len(loaded) > 1
-                and len({x[1].shape for x in loaded}) == 1
+                and len({x.mri.shape for x in loaded}) == 1
             ):
-                m = torch.from_numpy(np.stack([x[1] for x in loaded])[:, None]).to(dev)
-                p = torch.from_numpy(np.stack([x[2] for x in loaded])[:, None]).to(dev)
+                m = torch.from_numpy(np.stack([x.mri for x in loaded])[:, None]).to(dev)
+                p = torch.from_numpy(np.stack([x.pet for x in loaded])[:, None]).to(dev)
                 with autocast_context(dev, "auto"):
                     fused_b = model(m, p)[:, 0].float()  # (B, 1, D, H, W) -> (B, D, H, W)
                 if clip:
@@ -179,11 +169,14 @@ def fuse_items(
                 fused_list = list(fused_b.cpu().numpy())
             else:
                 fused_list = [
-                    fuse_volume(model, x[1], x[2], dev, slice_batch_size=16 * batch_size, clip=clip)
+                    fuse_volume(
+                        model, x.mri, x.pet, dev, slice_batch_size=16 * batch_size, clip=clip
+                    )
                     for x in loaded
                 ]
-            for (sid, _, _, affine), fused in zip(loaded, fused_list, strict=True):
-                path = save_nifti(fused, affine, out / f"{sid}_fused.nii.gz", dtype=np.float32)
+            for pair, fused in zip(loaded, fused_list, strict=True):
+                sid = pair.subject_id
+                path = save_nifti(fused, pair.affine, out / f"{sid}_fused.nii.gz", dtype=np.float32)
                 rows.append({"subject_id": sid, "fused_path": str(path)})
                 log.info("fused %s -> %s", sid, path)
     return pd.DataFrame(rows, columns=["subject_id", "fused_path"])

@@ -85,21 +85,30 @@ def load_items(items: Sequence[Item], *, what: str = "items") -> list[VolumePair
     pairs: list[VolumePair] = []
     shape0 = None
     for item in items:
-        if len(item) != 3:
-            raise ValueError(f"{what}: expected (subject_id, mri_path, pet_path), got {item!r}")
-        sid, mri_path, pet_path = item
-        mri, affine = load_nifti(mri_path)
-        pet, _ = load_nifti(pet_path)
-        if mri.shape != pet.shape:
-            raise ValueError(f"{pet_path}: PET shape {pet.shape} differs from MRI {mri.shape}")
-        if len(set(mri.shape)) != 1:
-            raise ValueError(f"{mri_path}: model-grid image must be a cube, got {mri.shape}")
+        pair = load_item(item, what=what)
+        mri_path = item[1]
+        if len(set(pair.mri.shape)) != 1:
+            raise ValueError(f"{mri_path}: model-grid image must be a cube, got {pair.mri.shape}")
         if shape0 is None:
-            shape0 = mri.shape
-        elif mri.shape != shape0:
-            raise ValueError(f"{mri_path}: shape {mri.shape} differs from the first item {shape0}")
-        pairs.append(VolumePair(str(sid), mri, pet, affine))
+            shape0 = pair.mri.shape
+        elif pair.mri.shape != shape0:
+            raise ValueError(
+                f"{mri_path}: shape {pair.mri.shape} differs from the first item {shape0}"
+            )
+        pairs.append(pair)
     return pairs
+
+
+def load_item(item: Item, *, what: str = "items") -> VolumePair:
+    """Load one ``(subject_id, mri_path, pet_path)`` item, checking MRI and PET share a shape."""
+    if len(item) != 3:
+        raise ValueError(f"{what}: expected (subject_id, mri_path, pet_path), got {item!r}")
+    sid, mri_path, pet_path = item
+    mri, affine = load_nifti(mri_path)
+    pet, _ = load_nifti(pet_path)
+    if mri.shape != pet.shape:
+        raise ValueError(f"{pet_path}: PET shape {pet.shape} differs from MRI {mri.shape}")
+    return VolumePair(str(sid), mri, pet, affine)
 
 
 def random_rotation_matrix(
