@@ -21,25 +21,13 @@ from pathlib import Path
 from fusion3d.cohort import check_completeness, read_cohort
 from fusion3d.ingest import plan_ingest, read_manifests
 from fusion3d.ingest.locate import scan_download
+from fusion3d.ingest.manifest import IDA_HEADER
 
 ROOT = Path(__file__).resolve().parents[1]
 COHORT = ROOT / "config" / "cohorts" / "dc2fusion_image_ids.csv"
 T1 = "MPR; GradWarp; B1 Correction; N3; Scaled"
 FDG = "Coreg, Avg, Std Img and Vox Siz, Uniform Resolution"
-HEADER = (
-    "Image Data ID",
-    "Subject",
-    "Group",
-    "Sex",
-    "Age",
-    "Visit",
-    "Modality",
-    "Description",
-    "Type",
-    "Acq Date",
-    "Format",
-    "Downloaded",
-)
+HEADER = IDA_HEADER
 
 
 def _folder(desc: str) -> str:

@@ -16,20 +16,9 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-FULL_HEADER = (
-    "Image Data ID",
-    "Subject",
-    "Group",
-    "Sex",
-    "Age",
-    "Visit",
-    "Modality",
-    "Description",
-    "Type",
-    "Acq Date",
-    "Format",
-    "Downloaded",
-)
+from fusion3d.ingest.manifest import IDA_HEADER
+
+FULL_HEADER = IDA_HEADER
 PET_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.128"
 MR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.4"
 

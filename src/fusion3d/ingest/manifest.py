@@ -14,6 +14,21 @@ from pathlib import Path
 
 import pandas as pd
 
+#: The header of a LONI IDA collection CSV, in the order IDA writes it (all fields quoted).
+IDA_HEADER = (
+    "Image Data ID",
+    "Subject",
+    "Group",
+    "Sex",
+    "Age",
+    "Visit",
+    "Modality",
+    "Description",
+    "Type",
+    "Acq Date",
+    "Format",
+    "Downloaded",
+)
 REQUIRED_COLUMNS = ("Image Data ID", "Subject", "Modality", "Description", "Acq Date")
 OPTIONAL_COLUMNS = ("Group", "Sex", "Age", "Visit", "Type", "Format", "Downloaded")
 #: Columns added by :func:`read_manifests`.

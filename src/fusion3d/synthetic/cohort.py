@@ -26,6 +26,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from fusion3d.ingest.manifest import IDA_HEADER
 from fusion3d.io import atomic_path, save_nifti
 from fusion3d.synthetic.anatomy import T1Grid, bias_and_noise, render_t1, template_space
 from fusion3d.synthetic.dicom import PetSeriesInfo, write_pet_series
@@ -48,20 +49,6 @@ from fusion3d.synthetic.pet import (
 )
 
 GROUPS = ("CN", "MCI", "AD")
-IDA_HEADER = (
-    "Image Data ID",
-    "Subject",
-    "Group",
-    "Sex",
-    "Age",
-    "Visit",
-    "Modality",
-    "Description",
-    "Type",
-    "Acq Date",
-    "Format",
-    "Downloaded",
-)
 ADNIMERGE_COLUMNS = (
     "RID",
     "COLPROT",
