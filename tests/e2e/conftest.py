@@ -23,9 +23,9 @@ def snakemake_env() -> dict[str, str]:
     return env
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: int = 1500, check: bool = True):
-    """Run the project's Snakefile in ``workdir`` with the tiny config; return the CompletedProcess."""
-    command = [
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """The command that runs the project's Snakefile in ``workdir`` with the tiny config."""
+    return [
         *SNAKEMAKE,
         "--snakefile",
         str(REPO / "Snakefile"),
@@ -35,6 +35,11 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 1500, check: bool = 
         str(TINY_CONFIG),
         *args,
     ]
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = 1500, check: bool = True):
+    """Run the project's Snakefile in ``workdir`` with the tiny config; return the CompletedProcess."""
+    command = snakemake_command(workdir, *args)
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, env=snakemake_env()
     )

@@ -15,24 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, SNAKEMAKE, TINY_CONFIG, run_snakemake, snakemake_env
+from conftest import run_snakemake, snakemake_command, snakemake_env
 
 pytestmark = pytest.mark.slow
 
 
 def start(workdir: Path) -> subprocess.Popen:
-    command = [
-        *SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(TINY_CONFIG),
-        "--cores",
-        "2",
-        "--rerun-incomplete",
-    ]
+    command = snakemake_command(workdir, "--cores", "2", "--rerun-incomplete")
     log = open(workdir / f"snakemake-{time.time_ns()}.log", "w")  # noqa: SIM115
     return subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, env=snakemake_env(), start_new_session=True

@@ -18,11 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-try:  # the e2e tests may or may not be a package
-    from .conftest import REPO, SNAKEMAKE, TINY_CONFIG, snakemake_env
-except ImportError:
-    from conftest import REPO, SNAKEMAKE, TINY_CONFIG, snakemake_env
+from conftest import REPO, SNAKEMAKE, snakemake_command, snakemake_env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -108,18 +104,14 @@ def test_tiny_study_on_slurm(slurm_cluster, tiny_study: Path, tmp_path: Path) ->
         "timeout",
         "--kill-after=30",
         str(RUN_LIMIT_S),
-        *SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(TINY_CONFIG),
-        "--profile",
-        str(PROFILE),
-        "--slurm-keep-successful-logs",
-        "--slurm-init-seconds-before-status-checks",
-        "5",
+        *snakemake_command(
+            workdir,
+            "--profile",
+            str(PROFILE),
+            "--slurm-keep-successful-logs",
+            "--slurm-init-seconds-before-status-checks",
+            "5",
+        ),
     ]
     start = time.monotonic()
     result = subprocess.run(
