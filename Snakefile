@@ -26,6 +26,20 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 
 
+# Jobs of seconds that read tables or a handful of images (measured in
+# results/benchmarks/{qc,split,tables,figures}/) run where Snakemake runs, not as cluster
+# jobs: a SLURM job costs more in scheduling and status polling than they compute. Every
+# job that reads images of all subjects (qc_accuracy, qc_montage, provenance) stays a job.
+localrules:
+    all,
+    qc_table,
+    split,
+    tables,
+    figure_fusion_panel,
+    figure_metric_boxes,
+    figure_training_curves,
+
+
 rule all:
     default_target: True
     input:

@@ -11,6 +11,7 @@ import contextlib
 import glob
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -167,6 +168,20 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
+
+
+def training_memory_mb(n_subjects: int, grid: int, *, base_mb: int = 6000) -> int:
+    """``mem_mb`` of a training job: ``base_mb`` plus every subject's model-grid pair.
+
+    Training holds the MRI and PET of all its subjects in memory as float32 (2 x grid^3 x 4
+    bytes: 16.8 MB per subject at 128^3, so 660 subjects add 11,073 MB; Snakemake's ``mem_mb``
+    is in megabytes, 10^6 bytes).
+    ``base_mb`` covers the interpreter, torch, the model, its optimizer and one batch (the
+    default demo trains in 850 MB; the paper-sized network on CPU at 64^3 peaks at 3.1 GB).
+    """
+    if n_subjects < 0 or grid < 1:
+        raise ValueError(f"n_subjects must be >= 0 and grid >= 1, got {n_subjects}, {grid}")
+    return int(base_mb + math.ceil(n_subjects * 2 * grid**3 * 4 / 1e6))
 
 
 def read_split(path: str | os.PathLike) -> pd.DataFrame:

@@ -27,6 +27,16 @@ START = REPO / "tests" / "slurm" / "start-slurm.sh"
 STOP = REPO / "tests" / "slurm" / "stop-slurm.sh"
 RUN_LIMIT_S = 900  # the target is <= 300 s; the plugin waits forever when sacct breaks
 COMPARED = ("results/split/split.tsv", "results/tables/metrics_long.tsv")
+# The Snakefile's localrules: seconds of table and plotting work, run where Snakemake runs.
+LOCAL_RULES = (
+    "qc_table",
+    "split",
+    "tables",
+    "figure_fusion_panel",
+    "figure_metric_boxes",
+    "figure_training_curves",
+)
+N_SUBJECTS, N_METHODS = 4, 7  # config_tiny.yaml
 
 
 def cannot_run_slurm() -> str | None:
@@ -109,8 +119,9 @@ def test_tiny_study_on_slurm(slurm_cluster, tiny_study: Path, tmp_path: Path) ->
             "--profile",
             str(PROFILE),
             "--slurm-keep-successful-logs",
+            # first status check 2 s after a submission (jobs here take seconds, not hours)
             "--slurm-init-seconds-before-status-checks",
-            "5",
+            "2",
         ),
     ]
     start = time.monotonic()
@@ -147,8 +158,17 @@ def test_tiny_study_on_slurm(slurm_cluster, tiny_study: Path, tmp_path: Path) ->
     comments = {j["comment"] for j in jobs}
     for rule in ("rule_synthetic_cohort", "rule_ingest", "rule_train", "rule_infer"):
         assert any(c.startswith(rule) for c in comments), (rule, sorted(comments))
-    grouped = [j for j in jobs if j["comment"].startswith("rule_subject_preprocess")]
-    assert len(grouped) == 4, f"expected one group job per subject (4 subjects): {jobs}"
+    # The profile's groups: one job per subject's preprocessing, one per method's evaluation
+    # (a classic baseline runs in the job that evaluates it).
+    per_subject = [j for j in jobs if j["comment"].startswith("rule_subject_preprocess")]
+    assert len(per_subject) == N_SUBJECTS, f"expected one group job per subject: {jobs}"
+    per_method = [j for j in jobs if j["comment"].startswith("rule_baseline_metrics")]
+    assert len(per_method) == N_METHODS, f"expected one evaluation job per method: {jobs}"
+    assert sum("_baseline_evaluate" in j["comment"] for j in per_method) == 5, per_method
+    # Light rules ran locally, not in SLURM.
+    for rule in LOCAL_RULES:
+        assert f"localrule {rule}:" in output, f"{rule} did not run as a local rule"
+        assert not any(c.startswith(f"rule_{rule}") for c in comments), (rule, sorted(comments))
     slurm_logs = list(workdir.glob(".snakemake/slurm_logs/**/*.log"))
     assert {p.stem for p in slurm_logs} == submitted, sorted(map(str, slurm_logs))
 

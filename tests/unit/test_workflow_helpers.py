@@ -122,3 +122,12 @@ def test_provenance_names_a_missing_input(tmp_path):
         write_provenance(
             tmp_path / "p.json", config={}, workflow_dir=tmp_path, inputs=[tmp_path / "missing.csv"]
         )
+
+
+def test_training_memory_mb_counts_every_pair_in_float32():
+    # 660 subjects at the paper's 128^3: 660 x 2 x 128^3 x 4 bytes = 11,072.4 MB on top of the base
+    assert f3d.training_memory_mb(660, 128) == 6000 + 11073
+    assert f3d.training_memory_mb(16, 64, base_mb=1000) == 1000 + 34  # 33.55 MB, rounded up
+    assert f3d.training_memory_mb(0, 64) == 6000
+    with pytest.raises(ValueError, match="grid"):
+        f3d.training_memory_mb(4, 0)

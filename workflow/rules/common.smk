@@ -103,6 +103,12 @@ def get_all_model_inputs(wildcards):
     return [preprocessed(kind, s) for s in subject_ids() for kind in MODEL_INPUTS]
 
 
+def train_mem_mb(wildcards, input):
+    """Training holds every subject's model-grid pair in memory: size the job for it."""
+    n_subjects = len(input.images) // len(MODEL_INPUTS)
+    return f3d.training_memory_mb(n_subjects, config["preprocess"]["grid"])
+
+
 def get_fused_indexes(wildcards):
     return {m: f"{R}/fused/{m}/index.tsv" for m in METHODS}
 

@@ -39,6 +39,8 @@ rule tables:
         by_group=f"{R}/tables/by_group.tsv",
     log:
         f"{R}/logs/evaluate/tables.log",
+    benchmark:
+        f"{R}/benchmarks/tables/tables.tsv"
     conda:
         conda_env("evaluate")
     threads: 1
@@ -60,6 +62,8 @@ rule provenance:
         provenance=f"{R}/provenance.json",
     log:
         f"{R}/logs/provenance.log",
+    benchmark:
+        f"{R}/benchmarks/provenance/provenance.tsv"
     conda:
         conda_env("evaluate")
     threads: 1

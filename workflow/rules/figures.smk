@@ -14,6 +14,8 @@ rule figure_fusion_panel:
         pdf=f"{R}/figures/fusion_panel.pdf",
     log:
         f"{R}/logs/figures/fusion_panel.log",
+    benchmark:
+        f"{R}/benchmarks/figures/fusion_panel.tsv"
     conda:
         conda_env("evaluate")
     threads: 1
@@ -39,6 +41,8 @@ rule figure_metric_boxes:
         pdf=f"{R}/figures/metric_boxes.pdf",
     log:
         f"{R}/logs/figures/metric_boxes.log",
+    benchmark:
+        f"{R}/benchmarks/figures/metric_boxes.tsv"
     conda:
         conda_env("evaluate")
     threads: 1
@@ -61,6 +65,8 @@ rule figure_training_curves:
         pdf=f"{R}/figures/training_curves.pdf",
     log:
         f"{R}/logs/figures/training_curves.log",
+    benchmark:
+        f"{R}/benchmarks/figures/training_curves.tsv"
     conda:
         conda_env("evaluate")
     threads: 1
@@ -85,6 +91,8 @@ rule figure_qc_montage:
         pdf=f"{R}/figures/qc_montage.pdf",
     log:
         f"{R}/logs/figures/qc_montage.log",
+    benchmark:
+        f"{R}/benchmarks/figures/qc_montage.tsv"
     conda:
         conda_env("evaluate")
     threads: 1

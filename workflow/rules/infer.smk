@@ -14,6 +14,7 @@ rule infer:
         f"{R}/benchmarks/infer/{{method}}.tsv"
     wildcard_constraints:
         method="|".join(f3d.NETWORK_METHODS),
+    priority: 10
     conda:
         conda_env("train")
     threads: THREADS["infer"]

@@ -54,6 +54,8 @@ rule qc_table:
         flags=f"{R}/qc/flags.tsv",
     log:
         f"{R}/logs/preprocess/qc_table.log",
+    benchmark:
+        f"{R}/benchmarks/qc/qc_table.tsv"
     conda:
         conda_env("preprocess")
     threads: 1
@@ -74,6 +76,8 @@ rule qc_accuracy:
         accuracy=f"{R}/qc/accuracy.tsv",
     log:
         f"{R}/logs/preprocess/qc_accuracy.log",
+    benchmark:
+        f"{R}/benchmarks/qc/qc_accuracy.tsv"
     conda:
         conda_env("preprocess")
     threads: 1

@@ -9,6 +9,8 @@ rule split:
         split=f"{R}/split/split.tsv",
     log:
         f"{R}/logs/split/split.log",
+    benchmark:
+        f"{R}/benchmarks/split/split.tsv"
     conda:
         conda_env("evaluate")
     threads: 1

@@ -1,6 +1,7 @@
 # Stage 4: train each network (the 3D DC2Fusion and its 2D slice-wise counterpart).
 # Resumable: the state lives in train/<network>/state/ (checkpoint every epoch); a killed job
-# resumes from its last checkpoint when the rule runs again.
+# resumes from its last checkpoint when the rule runs again. Training is the longest job of a
+# study, so with few cores it starts before the baselines when both are ready (priority).
 
 
 rule train:
@@ -16,11 +17,12 @@ rule train:
         f"{R}/benchmarks/train/{{network}}.tsv"
     wildcard_constraints:
         network="|".join(f3d.NETWORK_METHODS),
+    priority: 10
     conda:
         conda_env("train")
     threads: THREADS["train"]
     resources:
-        mem_mb=6000,
+        mem_mb=train_mem_mb,
         runtime=60 if SOURCE == "synthetic" else 4320,
         gpu=GPU,
     params:
