@@ -617,35 +617,18 @@ def _write_tables(plans: list[SubjectPlan], seed: int, download: Path) -> None:
         fdg_bl = p.image("fdg") or p.image("fdg_dynamic")
         fdg_value = lambda hypo: f"{1.30 * (1.0 - 0.6 * hypo) + 0.04 * rng.standard_normal():.4f}"  # noqa: E731
         common = [p.rid, p.protocol, p.protocol, p.ptid, p.site]
-        merge.append(
-            common
-            + [
-                "bl",
-                t1.acq.date().isoformat(),
-                p.dx_bl,
-                f"{p.age:.1f}",
-                "Male" if p.sex == "M" else "Female",
-                p.educ,
-                p.apoe4,
-            ]
-            + [fdg_value(p.hypo_scale) if fdg_bl else "", p.mmse, t1.image_id, dx]
-        )
+        sex = "Male" if p.sex == "M" else "Female"
+        demographics = [p.dx_bl, f"{p.age:.1f}", sex, p.educ, p.apoe4]
+        bl_fdg = fdg_value(p.hypo_scale) if fdg_bl else ""
+        bl_date = t1.acq.date().isoformat()
+        merge.append([*common, "bl", bl_date, *demographics, bl_fdg, p.mmse, t1.image_id, dx])
         m12 = p.image("fdg_m12")
         if m12 is not None:
             hypo = min(p.hypo_scale + 0.04, 0.5) if p.group != "CN" else 0.0
-            merge.append(
-                common
-                + [
-                    "m12",
-                    m12.acq.date().isoformat(),
-                    p.dx_bl,
-                    f"{p.age:.1f}",
-                    "Male" if p.sex == "M" else "Female",
-                    p.educ,
-                    p.apoe4,
-                ]
-                + [fdg_value(hypo), max(p.mmse - int(rng.integers(0, 3)), 0), "", dx]
-            )
+            m12_fdg = fdg_value(hypo)  # drawn before the MMSE change: the generator's order
+            mmse = max(p.mmse - int(rng.integers(0, 3)), 0)
+            m12_date = m12.acq.date().isoformat()
+            merge.append([*common, "m12", m12_date, *demographics, m12_fdg, mmse, "", dx])
     _write_csv(download / "ADNIMERGE.csv", ADNIMERGE_COLUMNS, merge, quote_all=False)
 
     ids = []
