@@ -18,7 +18,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -147,18 +147,22 @@ def _write_history(rows: list[dict], path: Path) -> None:
 
 def _batches(
     pairs: list[VolumePair], model: DC2Fusion, cfg: dict, gen: torch.Generator
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of ``(mri, pet)`` CPU batches ``(B, 1, *S)`` drawn with ``gen``."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of ``(mri, pet)`` CPU batches ``(B, 1, *S)`` drawn with ``gen``.
+
+    Every draw from ``gen`` (the order, the 2D slices) happens on the first ``next``, before
+    any batch is built; batches are then built one at a time, so an epoch never holds a
+    second copy of the training volumes.
+    """
     bs = cfg["batch_size"]
     if model.spatial_dims == 3:
         order = torch.randperm(len(pairs), generator=gen).tolist()
-        out = []
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
             m = torch.from_numpy(np.stack([pairs[j].mri for j in idx]))[:, None]  # (B, 1, D, H, W)
             p = torch.from_numpy(np.stack([pairs[j].pet for j in idx]))[:, None]
-            out.append((m, p))
-        return out
+            yield m, p
+        return
     # 2D: random foreground slices along the last axis
     picks = []
     for j, pair in enumerate(pairs):
@@ -166,15 +170,11 @@ def _batches(
         sel = torch.randint(len(fg), (cfg["slices_per_volume"],), generator=gen).tolist()
         picks += [(j, int(fg[s])) for s in sel]
     order = torch.randperm(len(picks), generator=gen).tolist()
-    out = []
     for i in range(0, len(order), bs):
         chosen = [picks[o] for o in order[i : i + bs]]
-        m = torch.from_numpy(np.stack([pairs[j].mri[..., k] for j, k in chosen]))[
-            :, None
-        ]  # (B,1,D,H)
+        m = torch.from_numpy(np.stack([pairs[j].mri[..., k] for j, k in chosen]))[:, None]
         p = torch.from_numpy(np.stack([pairs[j].pet[..., k] for j, k in chosen]))[:, None]
-        out.append((m, p))
-    return out
+        yield m, p  # (B, 1, D, H)
 
 
 def calibrate_output_scale(model: DC2Fusion, mri: torch.Tensor, pet: torch.Tensor) -> float:
@@ -334,7 +334,7 @@ def train_model(
     else:
         if cfg["calibrate_output"]:
             gen0 = _seed_epoch(cfg["seed"], 0)
-            m0, p0 = _batches(train_pairs, model, cfg, gen0)[0]
+            m0, p0 = next(_batches(train_pairs, model, cfg, gen0))
             factor = calibrate_output_scale(model, m0.to(dev), p0.to(dev))
             log.info("initial output scale calibrated: head_out x %.4g", factor)
     if start_epoch == 1 and val_pairs:

@@ -146,3 +146,26 @@ def test_train_2d(cohort, tmp_path):
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["config"]["spatial_dims"] == 2
     assert np.isfinite(pd.read_csv(tmp_path / "history.csv")["val_score"]).all()
+
+
+def test_epoch_batches_are_built_one_at_a_time_with_all_draws_first(cohort):
+    from fusion3d.training import _batches
+    from fusion3d.training_data import load_items
+
+    pairs = load_items(cohort)
+    cfg = resolve_train_config({"batch_size": 1, "slices_per_volume": 3})
+    model3d = DC2Fusion(spatial_dims=3, **MODEL)
+    gen = torch.Generator().manual_seed(5)
+    batches = _batches(pairs, model3d, cfg, gen)
+    assert not isinstance(batches, list)  # a lazy epoch: no second copy of the volumes
+    first = next(batches)
+    after_first = gen.get_state()
+    rest = list(batches)
+    assert torch.equal(gen.get_state(), after_first)  # building batches draws nothing more
+    seen = [first, *rest]
+    assert len(seen) == len(pairs)  # every subject once per 3D epoch
+    got = sorted(float(m.double().sum()) for m, _ in seen)
+    assert got == pytest.approx(sorted(float(p.mri.astype(np.float64).sum()) for p in pairs))
+    model2d = DC2Fusion(spatial_dims=2, **MODEL)
+    slices = list(_batches(pairs, model2d, cfg, torch.Generator().manual_seed(5)))
+    assert len(slices) == 3 * len(pairs) and slices[0][0].shape == (1, 1, 16, 16)
