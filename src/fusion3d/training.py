@@ -154,27 +154,23 @@ def _batches(
     any batch is built; batches are then built one at a time, so an epoch never holds a
     second copy of the training volumes.
     """
-    bs = cfg["batch_size"]
+    # picks: (subject, index into its volumes): the whole volume in 3D, in 2D random
+    # foreground slices along the last axis
     if model.spatial_dims == 3:
-        order = torch.randperm(len(pairs), generator=gen).tolist()
-        for i in range(0, len(order), bs):
-            idx = order[i : i + bs]
-            m = torch.from_numpy(np.stack([pairs[j].mri for j in idx]))[:, None]  # (B, 1, D, H, W)
-            p = torch.from_numpy(np.stack([pairs[j].pet for j in idx]))[:, None]
-            yield m, p
-        return
-    # 2D: random foreground slices along the last axis
-    picks = []
-    for j, pair in enumerate(pairs):
-        fg = foreground_slices(pair.mri)
-        sel = torch.randint(len(fg), (cfg["slices_per_volume"],), generator=gen).tolist()
-        picks += [(j, int(fg[s])) for s in sel]
+        picks = [(j, ...) for j in range(len(pairs))]
+    else:
+        picks = []
+        for j, pair in enumerate(pairs):
+            fg = foreground_slices(pair.mri)
+            sel = torch.randint(len(fg), (cfg["slices_per_volume"],), generator=gen).tolist()
+            picks += [(j, (..., int(fg[s]))) for s in sel]
     order = torch.randperm(len(picks), generator=gen).tolist()
+    bs = cfg["batch_size"]
     for i in range(0, len(order), bs):
         chosen = [picks[o] for o in order[i : i + bs]]
-        m = torch.from_numpy(np.stack([pairs[j].mri[..., k] for j, k in chosen]))[:, None]
-        p = torch.from_numpy(np.stack([pairs[j].pet[..., k] for j, k in chosen]))[:, None]
-        yield m, p  # (B, 1, D, H)
+        m = torch.from_numpy(np.stack([pairs[j].mri[ix] for j, ix in chosen]))[:, None]
+        p = torch.from_numpy(np.stack([pairs[j].pet[ix] for j, ix in chosen]))[:, None]
+        yield m, p  # (B, 1, D, H, W) in 3D, (B, 1, D, H) in 2D
 
 
 def calibrate_output_scale(model: DC2Fusion, mri: torch.Tensor, pet: torch.Tensor) -> float:
