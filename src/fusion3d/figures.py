@@ -17,6 +17,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from fusion3d.evaluation import LONG_COLUMNS, method_name, method_order, metric_name
@@ -359,31 +360,65 @@ def _thumbnail(img: np.ndarray, max_side: int = 400) -> np.ndarray:
     return img[::step, ::step]
 
 
-def plot_qc_montage(
-    qc_pngs: Sequence[str | os.PathLike], out: OutSpec, *, ncols: int = 4
+def plot_qc_montage_pages(
+    qc_pngs: Sequence[str | os.PathLike],
+    pages_dir: str | os.PathLike,
+    pdf: str | os.PathLike,
+    *,
+    per_page: int = 48,
+    ncols: int = 8,
 ) -> list[Path]:
-    """A montage of per-subject QC images, titled by file name."""
+    """The QC montage of a whole cohort, ``per_page`` subjects a page.
+
+    One figure with hundreds of panels is unreadable, so the subjects (in the order
+    given) are cut into pages: ``pages_dir/page-001.png``, ``page-002.png``, ... and
+    one multi-page ``pdf`` holding them all. Returns the PNG pages.
+    """
+    if per_page < 1:
+        raise ValueError(f"per_page: must be >= 1, got {per_page}")
+    images = _read_qc_images(qc_pngs)
+    pages_dir = Path(pages_dir)
+    pages_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    with atomic_path(Path(pdf)) as tmp_pdf, PdfPages(tmp_pdf) as book:
+        for start in range(0, len(images), per_page):
+            fig = _qc_montage_figure(images[start : start + per_page], ncols)
+            dpi = _capped_dpi(*fig.get_size_inches())
+            page = pages_dir / f"page-{start // per_page + 1:03d}.png"
+            written += _save(fig, page, dpi)
+            book.savefig(fig, dpi=dpi)
+    return written
+
+
+def _read_qc_images(qc_pngs: Sequence[str | os.PathLike]) -> list[tuple[Path, np.ndarray]]:
+    """Read (and thumbnail) the per-subject QC images, naming a missing or broken file."""
     paths = [Path(p) for p in qc_pngs]
     if not paths:
         raise ValueError("qc_pngs: nothing to plot (empty list)")
-    if ncols < 1:
-        raise ValueError(f"ncols: must be >= 1, got {ncols}")
     images = []
     for path in paths:
         if not path.exists():
             raise FileNotFoundError(f"{path}: QC image not found")
         try:
-            images.append(_thumbnail(mpimg.imread(path)))
+            images.append((path, _thumbnail(mpimg.imread(path))))
         except Exception as exc:  # PIL / matplotlib raise many types for broken files
             raise ValueError(f"{path}: cannot read image ({exc})") from exc
+    return images
+
+
+def _qc_montage_figure(images: Sequence[tuple[Path, np.ndarray]], ncols: int) -> Figure:
+    """A grid of QC thumbnails, ``ncols`` a row, each titled by its subject."""
+    if ncols < 1:
+        raise ValueError(f"ncols: must be >= 1, got {ncols}")
     ncols = min(ncols, len(images))
     nrows = math.ceil(len(images) / ncols)
     fig = Figure(figsize=(3.0 * ncols, 3.0 * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, path, img in zip(axes, paths, images, strict=False):
+    for ax, (path, img) in zip(axes, images, strict=False):
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
         ax.set_title(path.name.split(".")[0], fontsize=7)
         ax.axis("off")
     for ax in axes[len(images) :]:
         ax.set_visible(False)
-    return _save(fig, out, _capped_dpi(*fig.get_size_inches()))
+    return fig

@@ -45,7 +45,11 @@ def test_tables_and_figures_are_written(tiny_study):
     assert "PSNR" in table1.upper() and table1.count("\n") >= len(METHODS) + 2
     for name in ("table1.csv", "table1.tex", "wilcoxon_holm.tsv", "by_group.tsv"):
         assert (results / "tables" / name).stat().st_size > 0
-    for name in ("fusion_panel", "metric_boxes", "training_curves", "qc_montage"):
+    pages = sorted((results / "figures" / "qc_montage").glob("page-*.png"))
+    assert [p.name for p in pages] == ["page-001.png"]  # 4 subjects fit on one page
+    assert pages[0].read_bytes()[:8] == PNG_SIGNATURE
+    assert (results / "figures" / "qc_montage.pdf").stat().st_size > 1000
+    for name in ("fusion_panel", "metric_boxes", "training_curves"):
         png = results / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == PNG_SIGNATURE and png.stat().st_size > 5000, name
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 1000, name

@@ -17,7 +17,7 @@ from fusion3d.figures import (
     pick_panel_subjects,
     plot_fusion_panel,
     plot_metric_boxes,
-    plot_qc_montage,
+    plot_qc_montage_pages,
     plot_training_curves,
 )
 from fusion3d.io import save_nifti, write_tsv
@@ -156,22 +156,31 @@ def write_png(path: Path, seed: int) -> Path:
     return path
 
 
-def test_qc_montage(tmp_path) -> None:
+def test_qc_montage_pages(tmp_path) -> None:
     pngs = [write_png(tmp_path / f"sub-{i}_qc.png", i) for i in range(5)]
-    out = tmp_path / "figs" / "qc"
-    assert_figure_files(plot_qc_montage(pngs, out, ncols=2), out)
-    assert_figure_files(plot_qc_montage(pngs[:1], tmp_path / "one"), tmp_path / "one")
-    explicit = plot_qc_montage(pngs[:2], [tmp_path / "only.png"])
-    assert explicit == [tmp_path / "only.png"] and not (tmp_path / "only.pdf").exists()
+    pages_dir, pdf = tmp_path / "figs" / "qc_montage", tmp_path / "figs" / "qc_montage.pdf"
+    pages = plot_qc_montage_pages(pngs, pages_dir, pdf, per_page=2, ncols=2)
+    # 5 subjects at 2 a page -> 3 pages, numbered, and one PDF holding all three
+    assert [p.name for p in pages] == ["page-001.png", "page-002.png", "page-003.png"]
+    assert sorted(pages_dir.iterdir()) == pages
+    for page in pages:
+        assert page.read_bytes()[:8] == PNG_SIGNATURE
+    pdf_bytes = pdf.read_bytes()
+    assert pdf_bytes.startswith(b"%PDF")
+    assert pdf_bytes.count(b"/Type /Page") - pdf_bytes.count(b"/Type /Pages") == 3
+    one = plot_qc_montage_pages(pngs, tmp_path / "one", tmp_path / "one.pdf")
+    assert [p.name for p in one] == ["page-001.png"]
     with pytest.raises(ValueError, match="empty"):
-        plot_qc_montage([], tmp_path / "x")
+        plot_qc_montage_pages([], tmp_path / "x", tmp_path / "x.pdf")
     with pytest.raises(FileNotFoundError, match="nope.png"):
-        plot_qc_montage([tmp_path / "nope.png"], tmp_path / "x")
+        plot_qc_montage_pages([tmp_path / "nope.png"], tmp_path / "x", tmp_path / "x.pdf")
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="broken.png"):
-        plot_qc_montage([tmp_path / "broken.png"], tmp_path / "x")
+        plot_qc_montage_pages([tmp_path / "broken.png"], tmp_path / "x", tmp_path / "x.pdf")
     with pytest.raises(ValueError, match="ncols"):
-        plot_qc_montage(pngs, tmp_path / "x", ncols=0)
+        plot_qc_montage_pages(pngs, tmp_path / "x", tmp_path / "x.pdf", ncols=0)
+    with pytest.raises(ValueError, match="per_page"):
+        plot_qc_montage_pages(pngs, tmp_path / "x", tmp_path / "x.pdf", per_page=0)
 
 
 def test_pick_panel_subjects() -> None:

@@ -128,7 +128,7 @@ def get_final_outputs():
         f"{R}/tables/by_group.tsv",
         f"{R}/figures/fusion_panel.png",
         f"{R}/figures/metric_boxes.png",
-        f"{R}/figures/qc_montage.png",
+        f"{R}/figures/qc_montage.pdf",
         f"{R}/provenance.json",
     ]
     if NETWORKS:

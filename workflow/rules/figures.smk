@@ -83,8 +83,9 @@ rule figure_qc_montage:
     input:
         qc_png=get_all_qc_png,
     output:
-        png=report(
-            f"{R}/figures/qc_montage.png",
+        pages=report(
+            directory(f"{R}/figures/qc_montage"),
+            patterns=["{page}.png"],
             caption="../report/qc_montage.rst",
             category="Quality control",
         ),
@@ -99,5 +100,7 @@ rule figure_qc_montage:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        per_page=config["figures"]["qc_per_page"],
     script:
         "../scripts/figure_qc_montage.py"
