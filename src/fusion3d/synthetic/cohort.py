@@ -408,35 +408,55 @@ def _save_displacement(field: np.ndarray, affine: np.ndarray, path: Path) -> Non
         nib.save(img, tmp)
 
 
-def _render_subject(plan: SubjectPlan, seed: int, root: Path, grid: T1Grid) -> list[dict]:
-    """Render and write every image of one subject (and its truth); return summary rows."""
-    rng = np.random.default_rng([seed, 2, plan.index])
-    space = template_space()
-    download = root / "download"
-    rows: list[dict] = []
+def _summary_row(plan: SubjectPlan, im: ImagePlan, path: Path, n_files: int, root: Path) -> dict:
+    """One row of :func:`generate_cohort`'s summary table for an image written at ``path``."""
+    return {
+        "ptid": plan.ptid,
+        "group": plan.group,
+        "role": im.role,
+        "in_cohort": plan.in_cohort and im.role in ("t1", "fdg", "fdg_dynamic"),
+        "image_id": f"I{im.image_id}",
+        "series_id": f"S{im.series_id}",
+        "modality": "MRI" if im.modality == "MR" else "PET",
+        "description": im.description,
+        "type": im.type,
+        "visit": im.visit,
+        "viscode": im.viscode,
+        "acq_date": im.acq.date().isoformat(),
+        "format": im.fmt,
+        "n_files": n_files,
+        "path": str(path.relative_to(root)),
+    }
 
-    def row(im: ImagePlan, path: Path, n_files: int) -> None:
-        rows.append(
-            {
-                "ptid": plan.ptid,
-                "group": plan.group,
-                "role": im.role,
-                "in_cohort": plan.in_cohort and im.role in ("t1", "fdg", "fdg_dynamic"),
-                "image_id": f"I{im.image_id}",
-                "series_id": f"S{im.series_id}",
-                "modality": "MRI" if im.modality == "MR" else "PET",
-                "description": im.description,
-                "type": im.type,
-                "visit": im.visit,
-                "viscode": im.viscode,
-                "acq_date": im.acq.date().isoformat(),
-                "format": im.fmt,
-                "n_files": n_files,
-                "path": str(path.relative_to(root)),
-            }
-        )
 
-    # Pose: A maps T1 world -> MNI (rotation, mild anisotropic scaling, translation).
+@dataclass
+class T1Pose:
+    """Where a subject's head sits in its T1 scan: the true T1 -> MNI mapping and the T1 grid.
+
+    Attributes
+    ----------
+    t1_to_mni : (4, 4) array
+        ``A``: T1 world mm -> MNI mm (rotation, scaling, translation).
+    t1_affine : (4, 4) array
+        Voxel-to-world affine of the T1 grid.
+    shape : 3 ints
+        Shape of the T1 grid.
+    displacement : SmoothDisplacement
+        ``d`` as a function of T1 world mm (used to render the PET).
+    field : float32 array, ``shape + (3,)``
+        ``d`` on the T1 grid, quantised to :data:`DISP_STEP_MM` (what the T1 is
+        rendered with and what the truth stores).
+    """
+
+    t1_to_mni: np.ndarray
+    t1_affine: np.ndarray
+    shape: tuple[int, int, int]
+    displacement: SmoothDisplacement
+    field: np.ndarray
+
+
+def _draw_t1_pose(rng: np.random.Generator, grid: T1Grid) -> T1Pose:
+    """Draw the subject's head pose, head size/shape scaling and smooth displacement."""
     rot = rotation_matrix(rng.uniform(-12.0, 12.0, 3))
     scale = np.diag(1.0 + rng.uniform(-0.07, 0.07, 3))
     head_world = rng.uniform(-15.0, 15.0, 3)
@@ -446,130 +466,193 @@ def _render_subject(plan: SubjectPlan, seed: int, root: Path, grid: T1Grid) -> l
         grid.axes, grid.zooms, grid.shape, head_world + rng.uniform(-3.0, 3.0, 3)
     )
     disp = SmoothDisplacement.random(rng)
-    # Quantised to DISP_STEP_MM (what is stored, and what the T1 is rendered with).
     dfield = disp.on_grid(t1_affine, grid.shape)
     np.multiply(np.rint(dfield / np.float32(DISP_STEP_MM)), np.float32(DISP_STEP_MM), out=dfield)
-    clean, brainmask = render_t1(space, t1_to_mni, dfield, t1_affine, grid.shape)
+    return T1Pose(t1_to_mni, t1_affine, tuple(grid.shape), disp, dfield)
 
+
+def _write_t1_images(
+    plan: SubjectPlan, clean: np.ndarray, pose: T1Pose, rng: np.random.Generator, root: Path
+) -> list[dict]:
+    """Write the processed T1 and any original (raw) MPRAGEs of one subject; return their rows."""
+    download = root / "download"
     t1_plan = plan.image("t1")
     gain = float(rng.uniform(900.0, 1300.0))
-    t1 = bias_and_noise(clean, t1_affine, rng, gain=gain, bias_strength=0.05, noise_fraction=0.022)
-    folder = download / _image_folder(plan, t1_plan)
-    path = folder / _file_name(plan, t1_plan, None, "nii")
-    save_nifti(t1, t1_affine, path, dtype=np.int16, header=_t1_header(T1_DESCRIPTION))
-    row(t1_plan, path, 1)
+    t1 = bias_and_noise(
+        clean, pose.t1_affine, rng, gain=gain, bias_strength=0.05, noise_fraction=0.022
+    )
+    path = download / _image_folder(plan, t1_plan) / _file_name(plan, t1_plan, None, "nii")
+    save_nifti(t1, pose.t1_affine, path, dtype=np.int16, header=_t1_header(T1_DESCRIPTION))
+    rows = [_summary_row(plan, t1_plan, path, 1, root)]
     del t1
     for im in plan.images:
         if im.role.startswith("t1_original"):
             raw = bias_and_noise(
                 clean,
-                t1_affine,
+                pose.t1_affine,
                 rng,
                 gain=float(rng.uniform(300.0, 700.0)),
                 bias_strength=0.22,
                 noise_fraction=0.03,
             )
             path = download / _image_folder(plan, im) / _file_name(plan, im, None, "nii")
-            save_nifti(raw, t1_affine, path, dtype=np.int16, header=_t1_header(im.description))
-            row(im, path, 1)
-    del clean
-    if not plan.in_cohort:
-        return rows
+            save_nifti(
+                raw, pose.t1_affine, path, dtype=np.int16, header=_t1_header(im.description)
+            )
+            rows.append(_summary_row(plan, im, path, 1, root))
+    return rows
 
-    # PET sessions: each has its own rigid pose B (PET world -> T1 world), near the
-    # anatomical (AC-PC-like) orientation as ADNI's "Std Img" step makes it.
-    rot_anat = rigid_part(t1_to_mni)
-    maps = pet_maps()
-    truth: dict[str, object] = {
+
+def _pet_volume(
+    plan: SubjectPlan, im: ImagePlan, pose: T1Pose, pet_to_t1, pet_affine, fwhm, rng
+) -> tuple[np.ndarray, float, float, float]:
+    """Render one PET image (uptake, PSF, noise, activity); return (volume, hypo, frame, start).
+
+    ``volume`` is 3D, or 4D with 6 frames for the dynamic FDG; ``hypo`` is the
+    applied hypometabolism scale; frame length and start are in minutes.
+    """
+    space, maps = template_space(), pet_maps()
+    hypo = plan.hypo_scale
+    if im.role == "av45":
+        load = {"CN": 0.15, "MCI": 0.6, "AD": 1.0}[plan.group] * float(rng.uniform(0.7, 1.0))
+        uptake = amyloid_uptake(maps, load)
+    else:
+        if im.role == "fdg_m12" and plan.group != "CN":
+            hypo = min(hypo + 0.04, 0.5)
+        uptake = fdg_uptake(maps, hypo)
+    clean_pet = render_pet(
+        uptake, space, pose.t1_to_mni, pose.displacement, pet_to_t1, pet_affine, PET_SHAPE, fwhm
+    )
+    del uptake
+    activity = float(rng.uniform(7000.0, 11000.0))
+    if im.role == "fdg_dynamic":
+        frames = [
+            add_pet_noise(clean_pet * np.float32(1.0 + 0.02 * rng.standard_normal()), rng, 0.05)
+            * np.float32(activity)
+            for _ in range(6)
+        ]
+        return np.stack(frames, axis=-1), hypo, 5.0, 30.0
+    volume = add_pet_noise(clean_pet, rng, 0.02) * np.float32(activity)
+    return volume, hypo, 30.0, (50.0 if im.role == "av45" else 30.0)
+
+
+def _write_pet_image(
+    plan: SubjectPlan,
+    im: ImagePlan,
+    pose: T1Pose,
+    seed: int,
+    series_number: int,
+    rng: np.random.Generator,
+    root: Path,
+) -> tuple[dict, dict]:
+    """Draw one PET session's pose, render and write its DICOM series; return (row, truth entry).
+
+    Each session has its own rigid pose ``B`` (PET world -> T1 world), near the
+    anatomical (AC-PC-like) orientation as ADNI's "Std Img" step makes it.
+    """
+    residual = rotation_matrix(rng.uniform(-6.0, 6.0, 3))
+    pet_to_t1 = homogeneous(rigid_part(pose.t1_to_mni).T @ residual, rng.uniform(-15.0, 15.0, 3))
+    brain_center = np.append(BRAIN_CENTER_MNI, 1.0)
+    center = np.linalg.inv(pet_to_t1) @ np.linalg.inv(pose.t1_to_mni) @ brain_center
+    pet_affine = grid_affine(
+        PET_AXES, (PET_VOXEL_MM,) * 3, PET_SHAPE, center[:3] + rng.uniform(-2.0, 2.0, 3)
+    )
+    fwhm = float(rng.uniform(6.0, 8.0))
+    volume, hypo, frame_minutes, start = _pet_volume(
+        plan, im, pose, pet_to_t1, pet_affine, fwhm, rng
+    )
+    info = PetSeriesInfo(
+        ptid=plan.ptid,
+        sex=plan.sex,
+        age_years=int(_age_at(plan, im.acq)),
+        acq_datetime=f"{im.acq:%Y%m%d%H%M%S}",
+        description=im.description,
+        series_number=series_number,
+        uid_seed=(seed, plan.ptid, im.image_id, im.series_id),
+        tracer="AV45" if im.role == "av45" else "FDG",
+        frame_minutes=frame_minutes,
+        start_minutes=start,
+    )
+    folder = root / "download" / _image_folder(plan, im)
+    files = write_pet_series(
+        volume, pet_affine, folder, info, lambda n, im=im: _file_name(plan, im, n, "dcm")
+    )
+    entry = {
+        "role": im.role,
+        "image_id": f"I{im.image_id}",
+        "description": im.description,
+        "pet_to_t1_affine": pet_to_t1.tolist(),
+        "pet_vox2world": pet_affine.tolist(),
+        "psf_fwhm_mm": round(fwhm, 4),
+        "hypometabolism_scale": hypo if im.role != "av45" else None,
+    }
+    return _summary_row(plan, im, folder, len(files), root), entry
+
+
+def _truth_record(plan: SubjectPlan, seed: int, pose: T1Pose) -> dict:
+    """The subject's ``truth.json`` before its PET sessions are added."""
+    return {
         "ptid": plan.ptid,
         "group": plan.group,
         "group_raw": plan.group_raw,
-        "t1_image_id": f"I{t1_plan.image_id}",
+        "t1_image_id": f"I{plan.image('t1').image_id}",
         "pet_image_id": None,
         "seed": int(seed),
-        "t1_to_mni_affine": t1_to_mni.tolist(),
+        "t1_to_mni_affine": pose.t1_to_mni.tolist(),
         "pet_to_t1_affine": None,
         "hypometabolism_scale": plan.hypo_scale,
         "displacement_file": "t1_to_mni_displacement.nii.gz",
         "brainmask_file": "t1_brainmask.nii.gz",
         "other_pet": [],
     }
+
+
+def _add_pet_truth(truth: dict, entry: dict) -> None:
+    """Record a PET session in ``truth``: the baseline FDG at the top level, others in a list."""
+    if entry["role"] in ("fdg", "fdg_dynamic"):
+        truth["pet_image_id"] = entry["image_id"]
+        truth["pet_to_t1_affine"] = entry["pet_to_t1_affine"]
+        truth["pet_vox2world"] = entry["pet_vox2world"]
+        truth["pet_description"] = entry["description"]
+        truth["pet_psf_fwhm_mm"] = entry["psf_fwhm_mm"]
+    else:
+        truth["other_pet"].append(entry)
+
+
+def _write_truth(truth: dict, brainmask: np.ndarray, pose: T1Pose, tdir: Path) -> None:
+    """Write the true brain mask, the quantised displacement and ``truth.json`` into ``tdir``."""
+    save_nifti(brainmask, pose.t1_affine, tdir / "t1_brainmask.nii.gz", dtype=np.uint8)
+    _save_displacement(pose.field, pose.t1_affine, tdir / "t1_to_mni_displacement.nii.gz")
+    with atomic_path(tdir / "truth.json") as tmp:
+        tmp.write_text(json.dumps(truth, indent=2) + "\n")
+
+
+def _render_subject(plan: SubjectPlan, seed: int, root: Path, grid: T1Grid) -> list[dict]:
+    """Render and write every image of one subject (and its truth); return summary rows.
+
+    Steps: draw the T1 pose -> render the head on the T1 grid -> write the T1
+    images -> for each PET session: draw its pose, render and write it -> write
+    the truth. Every random draw comes from one stream seeded by ``(seed, 2,
+    plan.index)``, in this order, so a subject's bytes do not depend on the others.
+    """
+    rng = np.random.default_rng([seed, 2, plan.index])
+    pose = _draw_t1_pose(rng, grid)
+    clean, brainmask = render_t1(
+        template_space(), pose.t1_to_mni, pose.field, pose.t1_affine, pose.shape
+    )
+    rows = _write_t1_images(plan, clean, pose, rng, root)
+    del clean
+    if not plan.in_cohort:
+        return rows
+    truth = _truth_record(plan, seed, pose)
     for im in plan.images:
         if im.modality != "PT":
             continue
-        residual = rotation_matrix(rng.uniform(-6.0, 6.0, 3))
-        pet_to_t1 = homogeneous(rot_anat.T @ residual, rng.uniform(-15.0, 15.0, 3))
-        center = (
-            np.linalg.inv(pet_to_t1) @ np.linalg.inv(t1_to_mni) @ np.append(BRAIN_CENTER_MNI, 1.0)
-        )
-        pet_affine = grid_affine(
-            PET_AXES, (PET_VOXEL_MM,) * 3, PET_SHAPE, center[:3] + rng.uniform(-2.0, 2.0, 3)
-        )
-        fwhm = float(rng.uniform(6.0, 8.0))
-        hypo = plan.hypo_scale
-        if im.role == "av45":
-            load = {"CN": 0.15, "MCI": 0.6, "AD": 1.0}[plan.group] * float(rng.uniform(0.7, 1.0))
-            uptake = amyloid_uptake(maps, load)
-        else:
-            if im.role == "fdg_m12" and plan.group != "CN":
-                hypo = min(hypo + 0.04, 0.5)
-            uptake = fdg_uptake(maps, hypo)
-        clean_pet = render_pet(
-            uptake, space, t1_to_mni, disp, pet_to_t1, pet_affine, PET_SHAPE, fwhm
-        )
-        del uptake
-        activity = float(rng.uniform(7000.0, 11000.0))
-        if im.role == "fdg_dynamic":
-            frames = [
-                add_pet_noise(clean_pet * np.float32(1.0 + 0.02 * rng.standard_normal()), rng, 0.05)
-                * np.float32(activity)
-                for _ in range(6)
-            ]
-            volume = np.stack(frames, axis=-1)
-            frame_minutes, start = 5.0, 30.0
-        else:
-            volume = add_pet_noise(clean_pet, rng, 0.02) * np.float32(activity)
-            frame_minutes, start = 30.0, (50.0 if im.role == "av45" else 30.0)
-        info = PetSeriesInfo(
-            ptid=plan.ptid,
-            sex=plan.sex,
-            age_years=int(_age_at(plan, im.acq)),
-            acq_datetime=f"{im.acq:%Y%m%d%H%M%S}",
-            description=im.description,
-            series_number=3 + len(truth["other_pet"]),
-            uid_seed=(seed, plan.ptid, im.image_id, im.series_id),
-            tracer="AV45" if im.role == "av45" else "FDG",
-            frame_minutes=frame_minutes,
-            start_minutes=start,
-        )
-        folder = download / _image_folder(plan, im)
-        files = write_pet_series(
-            volume, pet_affine, folder, info, lambda n, im=im: _file_name(plan, im, n, "dcm")
-        )
-        row(im, folder, len(files))
-        entry = {
-            "role": im.role,
-            "image_id": f"I{im.image_id}",
-            "description": im.description,
-            "pet_to_t1_affine": pet_to_t1.tolist(),
-            "pet_vox2world": pet_affine.tolist(),
-            "psf_fwhm_mm": round(fwhm, 4),
-            "hypometabolism_scale": hypo if im.role != "av45" else None,
-        }
-        if im.role in ("fdg", "fdg_dynamic"):
-            truth["pet_image_id"] = entry["image_id"]
-            truth["pet_to_t1_affine"] = entry["pet_to_t1_affine"]
-            truth["pet_vox2world"] = entry["pet_vox2world"]
-            truth["pet_description"] = im.description
-            truth["pet_psf_fwhm_mm"] = entry["psf_fwhm_mm"]
-        else:
-            truth["other_pet"].append(entry)
-
-    tdir = root / "truth" / plan.ptid
-    save_nifti(brainmask, t1_affine, tdir / "t1_brainmask.nii.gz", dtype=np.uint8)
-    _save_displacement(dfield, t1_affine, tdir / "t1_to_mni_displacement.nii.gz")
-    with atomic_path(tdir / "truth.json") as tmp:
-        tmp.write_text(json.dumps(truth, indent=2) + "\n")
+        series_number = 3 + len(truth["other_pet"])
+        row, entry = _write_pet_image(plan, im, pose, seed, series_number, rng, root)
+        rows.append(row)
+        _add_pet_truth(truth, entry)
+    _write_truth(truth, brainmask, pose, root / "truth" / plan.ptid)
     return rows
 
 
