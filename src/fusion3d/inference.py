@@ -57,7 +57,21 @@ def autocast_context(device: torch.device, amp: str | bool = "auto"):
 
 
 def load_model(model_path: str | os.PathLike, device: torch.device | str = "cpu") -> DC2Fusion:
-    """Rebuild a model from a self-describing checkpoint (``weights_only=True``)."""
+    """Rebuild a model from a self-describing checkpoint alone (``weights_only=True``).
+
+    The network is built from the checkpoint's ``init_args`` (the fully resolved
+    constructor arguments that training writes), so a later change of a default in
+    :class:`~fusion3d.models.DC2Fusion` cannot change a loaded model. A checkpoint with
+    only ``config`` (written before ``init_args`` existed) is built from that.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``model_path`` does not exist.
+    ValueError
+        When the file is not a checkpoint, lacks ``model_state`` or the constructor
+        arguments, or its weights do not fit them (naming the file).
+    """
     path = Path(model_path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: model file not found")
@@ -65,11 +79,18 @@ def load_model(model_path: str | os.PathLike, device: torch.device | str = "cpu"
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"{path}: cannot load checkpoint ({exc})") from exc
-    for key in ("config", "model_state"):
-        if not isinstance(ckpt, dict) or key not in ckpt:
-            raise ValueError(f"{path}: checkpoint lacks the key {key!r}")
-    model = DC2Fusion(**ckpt["config"])
-    model.load_state_dict(ckpt["model_state"])
+    if not isinstance(ckpt, dict) or "model_state" not in ckpt:
+        raise ValueError(f"{path}: checkpoint lacks the key 'model_state'")
+    init_args = ckpt.get("init_args", ckpt.get("config"))
+    if not isinstance(init_args, dict):
+        raise ValueError(
+            f"{path}: checkpoint lacks the constructor arguments ('init_args' or 'config')"
+        )
+    try:
+        model = DC2Fusion(**init_args)
+        model.load_state_dict(ckpt["model_state"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path}: cannot rebuild the network from the checkpoint ({exc})") from exc
     return model.to(device).eval()
 
 

@@ -20,12 +20,18 @@ from torch import Tensor
 from fusion3d.io import load_nifti
 
 __all__ = [
+    "ROTATION_INTERVALS",
     "AugmentConfig",
     "VolumePair",
+    "adjust_contrast",
+    "augment_mri_intensity",
     "augment_pair",
+    "draw_rotations",
     "foreground_slices",
     "load_items",
-    "random_rotation_matrix",
+    "rescale_unit",
+    "rotate",
+    "rotation_matrix",
 ]
 
 Item = tuple[str, str | os.PathLike, str | os.PathLike]
@@ -50,23 +56,44 @@ class VolumePair:
     affine: np.ndarray
 
 
+ROTATION_INTERVALS = ("symmetric", "published")
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
-    """The paper's augmentations (defaults = paper values).
+    """The published augmentations (``train_diff.py`` of DC2Fusion; defaults = its values).
 
-    Rotation about each axis by U(-rot_range, rot_range) rad with probability
-    ``rot_prob`` per axis (both modalities); MRI only: gamma contrast with gamma in
-    ``gamma_range`` (p ``gamma_prob``), additive Gaussian noise N(noise_mean, noise_std)
-    (p ``noise_prob``).
+    Applied per training image, in the published order:
+
+    1. rotation about the x, then y, then z array axis (MONAI's ``RandRotated`` naming),
+       each with probability ``rot_prob``, both modalities, bilinear, border padding
+       (in 2D only the in-plane rotation, ``z``); the angle is drawn by
+       ``rot_interval``: ``"symmetric"`` U(-rot_range, rot_range) (ours) or
+       ``"published"`` exactly +rot_range (MONAI reads the published
+       ``range_x=[0.2, 0.2]`` as the interval [0.2, 0.2]);
+    2. MRI only, with probability ``gamma_prob``: gamma contrast,
+       ``x = ((x - min) / (range + 1e-7)) ** gamma * range + min``, gamma ~ U(gamma_range);
+    3. MRI only, with probability ``noise_prob``: additive Gaussian noise
+       N(noise_mean, sigma) with sigma ~ U(0, noise_std) (see :func:`augment_pair`);
+    4. both images min-max rescaled to [0, 1] (``ScaleIntensityd``; a constant image -> 0).
     """
 
     rot_range: float = 0.2
     rot_prob: float = 0.1
+    rot_interval: str = "symmetric"
     gamma_range: tuple[float, float] = (0.1, 2.0)
     gamma_prob: float = 0.5
     noise_mean: float = 0.5
     noise_std: float = 0.1
     noise_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        """Check ``rot_interval``."""
+        if self.rot_interval not in ROTATION_INTERVALS:
+            raise ValueError(
+                f"AugmentConfig.rot_interval must be one of {ROTATION_INTERVALS}, "
+                f"got {self.rot_interval!r}"
+            )
 
 
 def load_items(items: Sequence[Item], *, what: str = "items") -> list[VolumePair]:
@@ -111,40 +138,113 @@ def load_item(item: Item, *, what: str = "items") -> VolumePair:
     return VolumePair(str(sid), mri, pet, affine)
 
 
-def random_rotation_matrix(
-    spatial_dims: int, gen: torch.Generator, rot_range: float, rot_prob: float
-) -> Tensor | None:
-    """Draw the paper's random rotation.
+ROTATION_AXES = {3: ("x", "y", "z"), 2: ("z",)}
 
-    Returns
-    -------
-    Tensor or None
-        ``(nd, nd)`` rotation acting on normalised (x, y[, z]) coordinates, or ``None``
-        when no axis was picked. In 2D only the in-plane rotation exists.
+
+def rotation_matrix(spatial_dims: int, axis: str, angle: float) -> Tensor:
+    """MONAI's rotation about one axis (``monai.transforms.utils.create_rotate``).
+
+    ``x`` turns the plane of array axes 1 and 2, ``y`` that of axes 0 and 2, ``z`` that of
+    axes 0 and 1 (in 2D the only rotation). The matrix maps an output voxel's offset from
+    the image centre to the input offset it samples, in array-axis order.
     """
-    n_axes = 3 if spatial_dims == 3 else 1
-    draws = torch.rand(n_axes, generator=gen)
-    angles = (torch.rand(n_axes, generator=gen) * 2 - 1) * rot_range
-    angles = torch.where(draws < rot_prob, angles, torch.zeros_like(angles))
-    if not bool((angles != 0).any()):
-        return None
+    c, s = math.cos(angle), math.sin(angle)
     if spatial_dims == 2:
-        c, s = math.cos(angles[0]), math.sin(angles[0])
-        return torch.tensor([[c, -s], [s, c]], dtype=torch.float32)
-    rot = torch.eye(3)
-    for axis in range(3):
-        c, s = math.cos(angles[axis]), math.sin(angles[axis])
-        i, j = [a for a in range(3) if a != axis]
-        r = torch.eye(3)
-        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-        rot = r @ rot
+        if axis != "z":
+            raise ValueError(f"2D images rotate about 'z' only, got axis {axis!r}")
+        return torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    rot = torch.eye(3, dtype=torch.float64)
+    i, j, sign = {"x": (1, 2, 1.0), "y": (0, 2, -1.0), "z": (0, 1, 1.0)}[axis]
+    rot[i, i], rot[j, j] = c, c
+    rot[i, j], rot[j, i] = -sign * s, sign * s
     return rot
+
+
+def draw_rotations(
+    spatial_dims: int, gen: torch.Generator, cfg: AugmentConfig
+) -> list[tuple[str, float]]:
+    """Draw the random rotations of one image: ``[(axis, angle), ...]`` in the order applied.
+
+    Each axis of :data:`ROTATION_AXES` rotates with probability ``cfg.rot_prob``; its angle
+    is U(-rot_range, rot_range) (``rot_interval="symmetric"``) or exactly ``+rot_range``
+    (``"published"``). An angle is drawn only for an axis that rotates.
+    """
+    out = []
+    for axis in ROTATION_AXES[spatial_dims]:
+        if float(torch.rand(1, generator=gen)) < cfg.rot_prob:
+            if cfg.rot_interval == "published":
+                angle = cfg.rot_range
+            else:
+                angle = (2 * float(torch.rand(1, generator=gen)) - 1) * cfg.rot_range
+            out.append((axis, angle))
+    return out
+
+
+def rotate(images: Tensor, rot: Tensor) -> Tensor:
+    """Rotate ``(1, C, *S)`` about the image centre as MONAI's ``Rotate`` does.
+
+    The output voxel ``v`` takes the input at ``c + rot @ (v - c)`` with ``c = (S - 1) / 2``
+    (voxel units, array-axis order), bilinear interpolation, border padding, the same
+    size as the input.
+    """
+    nd = images.ndim - 2
+    half = torch.diag(torch.tensor(images.shape[2:], dtype=torch.float64) / 2)
+    # grid_sample's normalised coordinates (align_corners=False): offset = u * S / 2
+    norm = torch.linalg.inv(half) @ rot @ half
+    theta = norm.flip(0).flip(1)  # affine_grid orders coordinates (x, y[, z]) = last axis first
+    theta = torch.cat([theta, torch.zeros(nd, 1, dtype=theta.dtype)], dim=1)[None]
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def adjust_contrast(image: Tensor, gamma: float) -> Tensor:
+    """MONAI's ``AdjustContrast``: ``((x - min) / (range + 1e-7)) ** gamma * range + min``."""
+    mn = image.min()
+    rng = image.max() - mn
+    return ((image - mn) / (rng + 1e-7)) ** gamma * rng + mn
+
+
+def rescale_unit(image: Tensor) -> Tensor:
+    """Min-max rescale to [0, 1] (MONAI's ``ScaleIntensity``); a constant image becomes 0."""
+    mn, mx = image.min(), image.max()
+    if bool(mx == mn):
+        return torch.zeros_like(image)
+    return (image - mn) / (mx - mn)
+
+
+def augment_mri_intensity(mri: Tensor, gen: torch.Generator, cfg: AugmentConfig) -> Tensor:
+    """The MRI-only steps of the published augmentation, before the final rescale.
+
+    With probability ``cfg.gamma_prob`` the gamma contrast (:func:`adjust_contrast`,
+    gamma ~ U(``gamma_range``)); then with probability ``cfg.noise_prob`` additive noise
+    N(``noise_mean``, sigma) with sigma ~ U(0, ``noise_std``) drawn per image.
+    """
+    if float(torch.rand(1, generator=gen)) < cfg.gamma_prob:
+        lo, hi = cfg.gamma_range
+        mri = adjust_contrast(mri, lo + float(torch.rand(1, generator=gen)) * (hi - lo))
+    if float(torch.rand(1, generator=gen)) < cfg.noise_prob:
+        # sigma ~ U(0, noise_std): what MONAI's RandGaussianNoise has always done (its
+        # sample_std argument, added in 2024, defaults to True), so the published run did it
+        sigma = float(torch.rand(1, generator=gen)) * cfg.noise_std
+        noise = torch.randn(mri.shape, generator=gen) * sigma + cfg.noise_mean
+        mri = mri + noise.to(mri)
+    return mri
 
 
 def augment_pair(
     mri: Tensor, pet: Tensor, gen: torch.Generator, cfg: AugmentConfig = AugmentConfig()
 ) -> tuple[Tensor, Tensor]:
-    """Augment one batch of pairs in place of the originals (new tensors returned).
+    """Augment a batch of pairs as the published training pipeline does (new tensors).
+
+    Per pair, in this order (see :class:`AugmentConfig`): the random rotations (both
+    images, one resampling per rotation, as the three published ``RandRotated``), the
+    MRI's gamma contrast and Gaussian noise, then the min-max rescale of both images to
+    [0, 1], so every augmented image spans exactly [0, 1] (unless constant).
+
+    The noise's standard deviation is drawn from U(0, ``noise_std``) for every noisy
+    image: MONAI's ``RandGaussianNoise`` has always drawn it so (its ``sample_std``
+    argument, added in 2024, defaults to ``True`` for backward compatibility), so it is
+    what the published run did with any MONAI version.
 
     Parameters
     ----------
@@ -160,30 +260,18 @@ def augment_pair(
         ``(mri, pet)``, ``(B, 1, *S)``.
     """
     nd = mri.ndim - 2
-    b = mri.shape[0]
     outs_m, outs_p = [], []
-    for i in range(b):
+    for i in range(mri.shape[0]):
         m, p = mri[i : i + 1], pet[i : i + 1]  # (1, 1, *S)
-        rot = random_rotation_matrix(nd, gen, cfg.rot_range, cfg.rot_prob)
-        if rot is not None:
-            theta = torch.cat([rot, torch.zeros(nd, 1)], dim=1)[None].to(m)  # (1, nd, nd+1)
-            grid = F.affine_grid(theta, list(m.shape), align_corners=True)  # (1, *S, nd)
+        rotations = draw_rotations(nd, gen, cfg)
+        if rotations:
             both = torch.cat([m, p], dim=1)  # (1, 2, *S)
-            both = F.grid_sample(
-                both, grid, mode="bilinear", padding_mode="zeros", align_corners=True
-            )
+            for axis, angle in rotations:
+                both = rotate(both, rotation_matrix(nd, axis, angle))
             m, p = both[:, :1], both[:, 1:]
-        if float(torch.rand(1, generator=gen)) < cfg.gamma_prob:
-            lo, hi = cfg.gamma_range
-            gamma = lo + float(torch.rand(1, generator=gen)) * (hi - lo)
-            mn, mx = m.min(), m.max()
-            rng = (mx - mn).clamp_min(1e-7)
-            m = ((m - mn) / rng).clamp_min(0).pow(gamma) * rng + mn
-        if float(torch.rand(1, generator=gen)) < cfg.noise_prob:
-            noise = torch.randn(m.shape, generator=gen) * cfg.noise_std + cfg.noise_mean
-            m = m + noise.to(m)
-        outs_m.append(m)
-        outs_p.append(p)
+        m = augment_mri_intensity(m, gen, cfg)
+        outs_m.append(rescale_unit(m))
+        outs_p.append(rescale_unit(p))
     return torch.cat(outs_m), torch.cat(outs_p)
 
 
