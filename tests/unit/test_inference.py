@@ -118,3 +118,35 @@ def test_fuse_items_shape_mismatch(tmp_path):
         fuse_items(
             path, [("x", items[0][1], tmp_path / "big.nii.gz")], tmp_path / "f", device="cpu"
         )
+
+
+def test_load_model_rebuilds_from_the_checkpoint_alone(tmp_path, monkeypatch):
+    """A later change of a constructor default cannot change a loaded model."""
+    items = make_items(tmp_path, n=2)
+    path = train_model(
+        items[:1],
+        items[1:],
+        tmp_path / "train",
+        model_config=MODEL,  # mlp_ratio, qkv_bias, drop_path_rate... left to the defaults
+        train_config={"epochs": 1, "augment": False},
+    )
+    saved = torch.load(path, weights_only=True)
+    assert saved["init_args"]["mlp_ratio"] == 4.0 and saved["variant"] == "fixed"
+    before = load_model(path)
+    defaults = dict(DC2Fusion.__init__.__kwdefaults__)
+    monkeypatch.setattr(
+        DC2Fusion.__init__,
+        "__kwdefaults__",
+        {**defaults, "mlp_ratio": 2.0, "qkv_bias": False, "drop_path_rate": 0.5},
+    )
+    with pytest.raises(RuntimeError):  # the plain config would now build another network
+        DC2Fusion(**MODEL).load_state_dict(saved["model_state"])
+    after = load_model(path)
+    assert getattr(after, "init_args", None) == getattr(before, "init_args", None)
+    state_a, state_b = before.state_dict(), after.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), key
+    mri, pet = torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(before(mri, pet), after(mri, pet))
