@@ -1,7 +1,10 @@
 # Stage 4: train each network (the 3D DC2Fusion and its 2D slice-wise counterpart).
 # Resumable: the state lives in train/<network>/state/ (checkpoint every epoch); a killed job
-# resumes from its last checkpoint when the rule runs again. Training is the longest job of a
-# study, so with few cores it starts before the baselines when both are ready (priority).
+# resumes from its last checkpoint when the rule runs again, but only when the checkpoint's
+# fingerprint (split rows, resolved model and training configs) is this run's; another run's
+# state is moved to state/stale-<UTC time>/ (never deleted) and training starts fresh.
+# Training is the longest job of a study, so with few cores it starts before the baselines
+# when both are ready (priority).
 
 
 rule train:
