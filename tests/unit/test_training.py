@@ -429,3 +429,41 @@ def test_noise_follows_monai_random_gaussian_noise():
     # the std of each noisy image is uniform on (0, 0.1), not fixed at 0.1
     assert stats.kstest(stds, stats.uniform(0.0, 0.1).cdf).pvalue > 0.01
     assert abs(np.mean(stds) - 0.05) < 0.006
+
+
+def test_learning_benchmark_runs_on_a_split(cohort, tmp_path, capsys):
+    """benchmarks/bench_learning.py: every network, one row per epoch, TSV and figure."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_learning.py"
+    spec = importlib.util.spec_from_file_location("bench_learning", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = [
+        {"subject_id": s, "split": part, "group": "CN", "model_mri": m, "model_pet": p}
+        for (s, m, p), part in zip(cohort, ("train", "train", "val", "test"), strict=True)
+    ]
+    pd.DataFrame(rows).assign(model_mask="-").to_csv(tmp_path / "split.tsv", sep="\t", index=False)
+    config = {
+        "models": {"a3d": MODEL, "b2d": {**MODEL, "spatial_dims": 2}},
+        "train": {"epochs": 5, "slices_per_volume": 2},
+    }
+    (tmp_path / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    out = tmp_path / "out"
+    bench.main(
+        [
+            *(
+                "--configfile",
+                str(tmp_path / "config.yaml"),
+                "--split",
+                str(tmp_path / "split.tsv"),
+            ),
+            *("--budget-s", "0", "--lr", "0.002", "--threads", "1", "--out", str(out)),
+        ]
+    )
+    table = pd.read_csv(out / "learning_curves.tsv", sep="\t")
+    assert table["network"].tolist() == ["a3d", "a3d", "b2d", "b2d"]  # init + 1 epoch each
+    assert table["lr"].iloc[1] == 0.002 and np.isfinite(table["val_ssim"]).all()
+    assert (out / "learning_curves.png").stat().st_size > 0
+    assert "best validation scores" in capsys.readouterr().out
