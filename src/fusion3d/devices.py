@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 AMP_CHOICES = ("auto", "bf16", "off")
 
 CPU_ON_PURPOSE = (
-    "To run on the CPU on purpose, set `resources: {gpu: false}` in the study config "
-    "(e.g. `snakemake --config resources='{gpu: false}'`); to use a GPU, install the CUDA "
-    "build of torch that fits the driver (see README) and run where `nvidia-smi` lists a GPU."
+    "To run on the CPU on purpose, set `resources: {gpu: false}` in the study config (or "
+    "add a second --configfile holding that line); to use a GPU, install the CUDA build of "
+    "torch that fits the driver (see README) and run where `nvidia-smi` lists a GPU."
 )
 
 
