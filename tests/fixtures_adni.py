@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,10 +41,17 @@ def image_folder(
 
 
 def file_name(
-    ptid: str, modality: str, description: str, series: int, image: int, ext: str, n: int | None
+    ptid: str,
+    modality: str,
+    description: str,
+    series: int,
+    image: int,
+    ext: str,
+    n: int | None,
+    pet_token: str = "PT",
 ) -> str:
-    """The IDA file name of one file of an image."""
-    mod = "MR" if modality.upper().startswith("MR") else "PT"
+    """The IDA file name of one file of an image (``pet_token`` "PET" for the newer IDA names)."""
+    mod = "MR" if modality.upper().startswith("MR") else pet_token
     extra = f"_{n}" if n is not None else ""
     return (
         f"ADNI_{ptid}_{mod}_{folder_description(description)}_Br_20120203154609620{extra}"
@@ -257,3 +265,149 @@ def add_subject(
         manifest_row(t1_id, ptid, t1_desc, t1_date, group=group),
         manifest_row(pet_id, ptid, pet_desc, pet_date, modality="PET", group=group, fmt="DCM"),
     ]
+
+
+# ----------------------------------------------------------------------------- ECAT 7
+# nibabel reads ECAT 7 but cannot create one from an array (``EcatImage.from_image`` raises
+# NotImplementedError; ``to_filename`` only rewrites an image loaded from a file), so the test
+# files are built here byte by byte from the ECAT 7.2 layout (CTI "ECAT Software Operating
+# Instructions 7.2", Appendix B; the same byte offsets as minc-tools' ECAT header table):
+# big-endian, 512-byte blocks numbered from 1; block 1 the main header, block 2 the matrix
+# list, then per frame one subheader block followed by the voxels (x fastest, then y, planes).
+ECAT_BLOCK = 512
+#: ECAT 7.2 main header: (offset, struct format) of the fields written.
+ECAT_MAIN = {
+    "magic_number": (0, "14s"),
+    "sw_version": (46, ">h"),
+    "system_type": (48, ">h"),
+    "file_type": (50, ">h"),
+    "ecat_calibration_factor": (144, ">f"),
+    "calibration_units": (148, ">h"),
+    "study_description": (296, "32s"),
+    "patient_orientation": (330, ">h"),
+    "num_planes": (352, ">h"),
+    "num_frames": (354, ">h"),
+    "data_units": (466, "32s"),
+}
+#: ECAT 7.2 image subheader: (offset, struct format) of the fields written.
+ECAT_SUB = {
+    "data_type": (0, ">h"),
+    "num_dimensions": (2, ">h"),
+    "x_dimension": (4, ">h"),
+    "y_dimension": (6, ">h"),
+    "z_dimension": (8, ">h"),
+    "x_offset": (10, ">f"),
+    "y_offset": (14, ">f"),
+    "z_offset": (18, ">f"),
+    "scale_factor": (26, ">f"),
+    "x_pixel_size": (34, ">f"),
+    "y_pixel_size": (38, ">f"),
+    "z_pixel_size": (42, ">f"),
+    "frame_duration": (46, ">i"),
+    "frame_start_time": (50, ">i"),
+}
+
+
+def _pack_block(fields: dict, values: dict) -> bytearray:
+    """One 512-byte block with ``values`` written at the offsets of ``fields``."""
+    block = bytearray(ECAT_BLOCK)
+    for name, value in values.items():
+        offset, fmt = fields[name]
+        struct.pack_into(fmt, block, offset, value)
+    return block
+
+
+def ecat7_bytes(
+    frames: Sequence[np.ndarray],
+    *,
+    voxel_mm: tuple[float, float, float] = (2.0, 2.0, 2.5),
+    scale_factors: Sequence[float] | None = None,
+    calibration: float = 1.0,
+    orientation: int = 3,
+    file_type: int = 7,
+    offsets_cm: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    frame_duration_ms: int = 300_000,
+) -> bytes:
+    """An ECAT 7 image file (Volume16, Sun int16) holding ``frames`` (each (x, y, planes)).
+
+    ``frames`` are the stored integers; a reader should give ``stored x scale_factor x
+    calibration`` per frame. ``orientation`` is the main header's ``patient_orientation``
+    (3 = head-first supine, 8 = unknown), ``file_type`` its file type (7 = Volume16).
+    """
+    n = len(frames)
+    assert 1 <= n <= 31, "one matrix-list block holds 31 frames"
+    scale_factors = list(scale_factors or [1.0] * n)
+    shape = frames[0].shape
+    main = _pack_block(
+        ECAT_MAIN,
+        {
+            "magic_number": b"MATRIX72",
+            "sw_version": 72,
+            "system_type": 962,
+            "file_type": file_type,
+            "ecat_calibration_factor": calibration,
+            "calibration_units": 1,
+            "study_description": b"FDG BRAIN",
+            "patient_orientation": orientation,
+            "num_planes": shape[2],
+            "num_frames": n,
+            "data_units": b"Bq/ml",
+        },
+    )
+    directory = np.zeros((32, 4), dtype=">i4")
+    directory[0] = (31 - n, 2, 0, n)
+    body = bytearray()
+    block = 3
+    for k, (frame, scale) in enumerate(zip(frames, scale_factors, strict=True)):
+        voxels = np.asarray(frame, dtype=">i2").tobytes(order="F")
+        voxels += bytes(-len(voxels) % ECAT_BLOCK)
+        n_blocks = len(voxels) // ECAT_BLOCK
+        matrix_id = (k + 1) | (1 << 16) | (1 << 24)  # frame k+1, plane 1, gate 1
+        directory[k + 1] = (matrix_id, block, block + n_blocks, 1)
+        sub = {
+            "data_type": 6,
+            "num_dimensions": 3,
+            "x_dimension": shape[0],
+            "y_dimension": shape[1],
+            "z_dimension": shape[2],
+            "x_offset": offsets_cm[0],
+            "y_offset": offsets_cm[1],
+            "z_offset": offsets_cm[2],
+            "scale_factor": scale,
+            "x_pixel_size": voxel_mm[0] / 10.0,
+            "y_pixel_size": voxel_mm[1] / 10.0,
+            "z_pixel_size": voxel_mm[2] / 10.0,
+            "frame_duration": frame_duration_ms,
+            "frame_start_time": k * frame_duration_ms,
+        }
+        body += _pack_block(ECAT_SUB, sub) + voxels
+        block += 1 + n_blocks
+    return bytes(main) + directory.tobytes() + bytes(body)
+
+
+def write_ecat_image(
+    download: Path,
+    *,
+    ptid: str,
+    image_id: int,
+    description: str = "ADNI Brain PET: Raw FDG",
+    date: str = "2012-01-31",
+    series_id: int | None = None,
+    frames: Sequence[np.ndarray] | None = None,
+    pet_token: str = "PET",
+    **ecat_kw,
+) -> list[Path]:
+    """Write one raw FDG as an ECAT 7 ``.v`` file in the IDA layout (``br_raw``, leaf ``I<id>``).
+
+    ``frames`` default to three 6x5x4 frames of seeded integers; ``ecat_kw`` go to
+    :func:`ecat7_bytes`.
+    """
+    series_id = series_id if series_id is not None else image_id + 1000
+    if frames is None:
+        rng = np.random.default_rng(image_id)
+        frames = [rng.integers(10, 1000, size=(6, 5, 4)) for _ in range(3)]
+    folder = image_folder(download, ptid, description, date, f"I{image_id}")
+    name = file_name(ptid, "PET", description, series_id, image_id, "v", None, pet_token)
+    path = folder / name.replace("_Br_", "_br_raw_")
+    path.write_bytes(ecat7_bytes(frames, **ecat_kw))
+    return [path]

@@ -62,20 +62,60 @@ def test_link_inside_download_is_followed(tmp_path):
 @pytest.mark.parametrize(
     ("names", "expected"),
     [
-        (["a_I1.v"], "unsupported format ECAT (.v)"),
         (["a_I1.i.hdr", "a_I1.i"], "unsupported format Interfile (.i.hdr/.i)"),
         (["a_I1.mnc"], "unsupported format .mnc"),
         (["a_I1.dcm", "b_I1.nii"], "mixed DICOM and NIfTI files for one image"),
+        (["a_I1.v", "b_I1.nii.gz"], "mixed NIfTI and ECAT files for one image"),
     ],
 )
 def test_unsupported_formats(names, expected):
     assert file_format([Path(n) for n in names]) == (None, expected)
 
 
-def test_ecat_located_as_unsupported(tmp_path):
-    folder = fx.image_folder(tmp_path, PTID, "ADNI Brain PET: Raw FDG", "2012-01-01", "I3")
-    (folder / fx.file_name(PTID, "PET", "ADNI Brain PET: Raw FDG", 2, 3, "v", None)).write_bytes(
-        b"1"
+@pytest.mark.parametrize("token", ["PT", "PET"])
+def test_ecat_found_under_old_and_new_ida_names(tmp_path, token):
+    # new IDA: ADNI_109_S_1343_PET_FDG_Brain_..._br_raw_<stamp>_S41947_I78559.v
+    files = fx.write_ecat_image(tmp_path, ptid=PTID, image_id=78559, pet_token=token)
+    assert f"_{token}_" in files[0].name and "_br_raw_" in files[0].name
+    assert locate_image(scan_download(tmp_path), "I78559", PTID) == (files, "ecat", "")
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["IM-0001-0001.dcm", "IM-0001-0002.dcm"], ["1.dcm", "2.dcm", "3.dcm"], ["IM000001"]],
+    ids=["IM-numbered", "instance-numbered", "no-extension"],
+)
+def test_files_without_image_id_found_by_their_i_folder(tmp_path, names):
+    series = fx.write_dicom_series(
+        tmp_path, ptid=PTID, description=fx.FDG_DESC, image_id=282615, shape=(4, 4, len(names))
     )
-    why = locate_image(scan_download(tmp_path), "I3", PTID)[2]
-    assert why == "unsupported format ECAT (.v)"
+    renamed = [path.rename(path.with_name(name)) for path, name in zip(series, names, strict=True)]
+    (renamed[0].parent / "metadata.xml").write_text("<x/>")  # metadata is not an image file
+    (renamed[0].parent / "DICOMDIR").write_bytes(renamed[0].read_bytes())
+    index = scan_download(tmp_path)
+    files, fmt, why = locate_image(index, "I282615", PTID)
+    assert (fmt, why) == ("dicom", "") and sorted(files) == sorted(renamed)
+    assert index.n_by_folder == len(names) == index.n_files
+
+
+def test_name_wins_over_folder_and_unnamed_files_under_s_folders_are_reported(tmp_path):
+    # a file named for I5 inside the folder of I4 belongs to I5
+    folder = fx.image_folder(tmp_path, PTID, "MPRAGE", "2012-01-01", "I4")
+    named = folder / fx.file_name(PTID, "MRI", "MPRAGE", 9, 5, "nii", None)
+    named.write_bytes(b"x")
+    unnamed = fx.image_folder(tmp_path, PTID, "MPRAGE", "2013-01-01", "S77") / "1.dcm"
+    unnamed.write_bytes(b"x")
+    index = scan_download(tmp_path)
+    assert locate_image(index, "I5", PTID)[0] == [named]
+    why = locate_image(index, "I4", PTID)[2]
+    assert why.startswith("file not found under download_dir")
+    assert "1 file(s) of this subject have no image ID in their name and no I<id> folder" in why
+
+
+def test_unknown_extension_sniffed_for_dicom_signature(tmp_path):
+    good = tmp_path / "a_I1.ima"
+    good.write_bytes(bytes(128) + b"DICM" + bytes(10))
+    other = tmp_path / "b_I2.ima"
+    other.write_bytes(bytes(200))
+    assert file_format([good]) == ("dicom", "")
+    assert file_format([other]) == (None, "unsupported format .ima")

@@ -1,10 +1,11 @@
-"""Turn the files of one image into a checked 3D volume: DICOM via dcm2niix, NIfTI via nibabel.
+"""Turn the files of one image into a checked 3D volume: DICOM via dcm2niix, NIfTI and ECAT 7
+via nibabel (ECAT in :mod:`fusion3d.ingest.ecat`).
 
 dcm2niix silently interpolates over a missing slice (it writes an ``_Eq_`` volume and exits 0),
 so :func:`check_dicom_series` checks completeness first: contiguous InstanceNumbers, equal
 spacing of the slice positions along the normal, one matrix size, complete pixel data.
-Dynamic series (several frames) and raw PET stored as one NIfTI per frame are averaged into one
-static image.
+Dynamic series (several frames), raw PET stored as one NIfTI per frame and the frames of ECAT
+files are averaged into one static image by one function, :func:`average_frames`.
 """
 
 from __future__ import annotations
@@ -170,13 +171,48 @@ def check_dicom_series(files: list[Path]) -> dict:
     }
 
 
+def average_frames(data: np.ndarray) -> tuple[np.ndarray, int]:
+    """Average the frames of a dynamic image (4th axis) into one static volume.
+
+    One function serves every source format: a dynamic DICOM series (dcm2niix writes 4D), raw
+    PET stored as one NIfTI per frame, and the frames of an ECAT 7 file. The frames are averaged
+    with equal weights (ADNI's dynamic FDG frames are 6 x 5 min), in float64, and returned as
+    float32 with the number of frames; a 3D ``data`` comes back unchanged with 1.
+    """
+    if data.ndim != 4:
+        return data, 1
+    return data.mean(axis=3, dtype=np.float64).astype(np.float32), int(data.shape[3])
+
+
+def stack_frames(frames: list[tuple[str, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack 3D frames ``(label, data, affine)`` that share one grid into a 4D array.
+
+    Returns the 4D array and the common affine. A trailing singleton 4th axis is dropped.
+
+    Raises
+    ------
+    ConversionError
+        Naming the frame whose shape or affine differs from the first one.
+    """
+    ref_label, ref_data, ref_affine = frames[0]
+    ref_shape = ref_data.shape[:3]
+    stacked = []
+    for label, data, affine in frames:
+        if data.ndim == 4 and data.shape[3] == 1:
+            data = data[..., 0]
+        if data.ndim != 3 or data.shape != ref_shape:
+            raise ConversionError(f"frame {label} has shape {data.shape}, expected {ref_shape}")
+        if not np.allclose(affine, ref_affine, atol=1e-4):
+            raise ConversionError(f"frame {label} is on another grid than {ref_label}")
+        stacked.append(data)
+    return np.stack(stacked, axis=3), np.asarray(ref_affine, float)
+
+
 def _finish(
     data: np.ndarray, affine: np.ndarray, sidecar: dict, source_dtype, scaled
 ) -> ConvertedImage:
-    n_frames = 1
-    if data.ndim == 4:
-        n_frames = int(data.shape[3])
-        data = data.mean(axis=3, dtype=np.float64).astype(np.float32)
+    """Average frames, check the values (finite, not all zero) and choose the dtype to write."""
+    data, n_frames = average_frames(data)
     if data.ndim != 3:
         raise ConversionError(f"expected a 3D or 4D image, got shape {data.shape}")
     finite = np.isfinite(data)
@@ -217,17 +253,9 @@ def load_nifti_image(files: list[Path]) -> ConvertedImage:
     if len(loaded) == 1:
         data, affine, dtype, scaled = loaded[0]
         return _finish(data, affine, {}, dtype, scaled)
-    frames = []
-    ref_shape, ref_affine = loaded[0][0].shape[:3], loaded[0][1]
-    for path, (data, affine, _, _) in zip(files, loaded, strict=True):
-        if data.ndim == 4 and data.shape[3] == 1:
-            data = data[..., 0]
-        if data.ndim != 3 or data.shape != ref_shape:
-            raise ConversionError(f"frame {path.name} has shape {data.shape}, expected {ref_shape}")
-        if not np.allclose(affine, ref_affine, atol=1e-4):
-            raise ConversionError(f"frame {path.name} is on another grid than {files[0].name}")
-        frames.append(data)
-    return _finish(np.stack(frames, axis=3), ref_affine, {}, None, True)
+    frames = [(p.name, data, aff) for p, (data, aff, _, _) in zip(files, loaded, strict=True)]
+    data, affine = stack_frames(frames)
+    return _finish(data, affine, {}, None, True)
 
 
 def dicom_to_nifti(files: list[Path], workdir: str | os.PathLike) -> tuple[Path, Path | None]:
@@ -275,7 +303,10 @@ def dicom_to_nifti(files: list[Path], workdir: str | os.PathLike) -> tuple[Path,
 
 
 def convert_image(files: list[Path], fmt: str, workdir: str | os.PathLike) -> ConvertedImage:
-    """Turn the files of one image (``fmt`` ``"dicom"`` or ``"nifti"``) into a checked volume.
+    """Turn the files of one image (``fmt`` ``"dicom"``, ``"nifti"`` or ``"ecat"``) into a volume.
+
+    Frames (a dynamic DICOM series, one NIfTI per frame, the frames of ECAT 7 files) are
+    averaged into one static image by :func:`average_frames`.
 
     Raises
     ------
@@ -286,6 +317,11 @@ def convert_image(files: list[Path], fmt: str, workdir: str | os.PathLike) -> Co
 
     if fmt == "nifti":
         return load_nifti_image(files)
+    if fmt == "ecat":
+        from fusion3d.ingest.ecat import read_ecat_image
+
+        data, affine, sidecar = read_ecat_image(files)
+        return _finish(data, affine, sidecar, None, True)
     if fmt != "dicom":
         raise ConversionError(f"unsupported format {fmt!r}")
     info = check_dicom_series(files)
