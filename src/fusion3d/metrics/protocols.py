@@ -12,9 +12,12 @@
   histograms of the mask voxels, and ``fsim`` as the mean over the axial slices
   (last axis) that contain mask voxels, each slice scored whole. Same
   mean-over-sources convention.
-- ``suite2d``: the 2D field's suite (:mod:`fusion3d.metrics.suite`) on 8-bit slices
-  (each image min-max scaled to 0..255 per slice, rounded), averaged over the axial
-  slices that contain mask voxels; a 2D input is scored as one slice.
+- ``suite2d``: the 2D field's suite as MMIF-CDDFuse's evaluator computes it
+  (:mod:`fusion3d.metrics.suite`, which states every convention), on 0..255 grey
+  values: 8-bit inputs as they are, floats in [0, 1] by one scale shared by the three
+  images and every slice, ``round(255 x)`` (:func:`~fusion3d.metrics.suite.shared_8bit`;
+  never a per-image min-max). Averaged over the axial slices that contain mask
+  voxels; a 2D input is scored as one slice.
 
 PSNR of identical images is reported as :data:`fusion3d.metrics.core.PSNR_MAX_DB`
 (100 dB) instead of ``inf``.
@@ -32,11 +35,10 @@ from fusion3d.metrics.core import (
     psnr,
     psnr_from_mse,
     ssim_slices,
-    to_8bit,
 )
 from fusion3d.metrics.fmi import fmi_haghighat
 from fusion3d.metrics.fsim import fsim_from_parts, fsim_parts
-from fusion3d.metrics.suite import suite_slices
+from fusion3d.metrics.suite import shared_8bit, suite_slices
 
 PROTOCOLS = ("paper", "volume", "suite2d")
 PAPER_NAMES = ("psnr", "ssim", "nmi", "fsim", "fmi_haghighat")
@@ -115,13 +117,14 @@ def _volume(f, m, p, mask) -> dict[str, float]:
 
 
 def _suite2d(f, m, p, mask) -> dict[str, float]:
+    """Mean suite metric over the brain's axial slices, on one shared 0..255 scale."""
+    eight = shared_8bit(f, m, p)
     if f.ndim == 2:
-        stacks = [x[None] for x in (f, m, p)]
+        stacks = [x[None] for x in eight]
     else:
         index = _brain_slices(m, mask)
-        stacks = [np.moveaxis(x, -1, 0)[index] for x in (f, m, p)]
-    f8, m8, p8 = (to_8bit(s) for s in stacks)
-    values = suite_slices(f8, m8, p8)
+        stacks = [np.moveaxis(x, -1, 0)[index] for x in eight]
+    values = suite_slices(*stacks)
     return {name: float(v.mean()) for name, v in values.items()}
 
 
