@@ -1,17 +1,19 @@
-"""Tests of fusion3d.metrics core metrics, FSIM, FMI and the three protocols."""
+"""Tests of fusion3d.metrics core metrics, FSIM, FMI, the published metrics and the protocols."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
-from scipy import ndimage
+from scipy import ndimage, signal
+from scipy.stats import entropy
 from skimage.metrics import (
     normalized_mutual_information,
     peak_signal_noise_ratio,
     structural_similarity,
 )
 
-from fusion3d.metrics import PSNR_MAX_DB, SUITE_NAMES, compute_metrics, paper_slice_index
+from fusion3d.metrics import PSNR_MAX_DB, SUITE_NAMES, compute_metrics, paper_slice_index, published
 from fusion3d.metrics.core import (
     masked_ssim_3d,
     mutual_information,
@@ -230,30 +232,180 @@ def test_fmi_closed_forms_and_errors(trio):
     assert flat == pytest.approx(np.full((1, 9), 1 / 9))
 
 
-# ----------------------------------------------------------------- protocols
-def test_paper_protocol_means_skimage_over_sources(trio):
-    fused, mri, pet = trio
-    out = compute_metrics(fused, mri, pet, protocol="paper")
-    assert set(out) == {"psnr", "ssim", "nmi", "fsim", "fmi_haghighat"}
-    exp_psnr = np.mean([peak_signal_noise_ratio(s, fused, data_range=1) for s in (mri, pet)])
-    exp_nmi = np.mean([normalized_mutual_information(fused, s, bins=100) for s in (mri, pet)])
-    exp_ssim = np.mean(
-        [
-            structural_similarity(
-                fused,
-                s,
-                gaussian_weights=True,
-                sigma=1.5,
-                use_sample_covariance=False,
-                data_range=1,
-            )
-            for s in (mri, pet)
-        ]
+# ----------------------------------------------------------------- published DC2Fusion metrics
+phasecong = published.phasecong  # phasepack's own function (imported there without its warning)
+
+
+# Each expected value below is computed from the recipe of the published
+# evaluation_metrics.py (louelin/DC2Fusion) written out with the libraries it names,
+# on float32 slices as its infer_singleImage.py passes them.
+def _recipe_fsim(fused: np.ndarray, source: np.ndarray) -> float:
+    """Published fsim: phasepack PC summed over 6 orientations, cv2.Scharr CV_16U, T1/T2."""
+
+    def pc_sum(x):
+        maps = phasecong(x, nscale=4, minWaveLength=6, mult=2, sigmaOnf=0.5978)[4]
+        assert len(maps) == 6
+        return sum(m.astype(np.float64) for m in maps)
+
+    def gm(x):
+        gx = cv2.Scharr(x, cv2.CV_16U, 1, 0).astype(np.float64)
+        gy = cv2.Scharr(x, cv2.CV_16U, 0, 1).astype(np.float64)
+        return np.hypot(gx, gy)
+
+    pc1, pc2 = pc_sum(source), pc_sum(fused)
+    g1, g2 = gm(source), gm(fused)
+    s_l = (
+        (2 * pc1 * pc2 + 0.85)
+        / (pc1**2 + pc2**2 + 0.85)
+        * (2 * g1 * g2 + 160)
+        / (g1**2 + g2**2 + 160)
     )
-    assert out["psnr"] == pytest.approx(exp_psnr, rel=1e-9)
-    assert out["ssim"] == pytest.approx(exp_ssim, rel=1e-9)
-    assert out["nmi"] == pytest.approx(exp_nmi, rel=1e-9)
-    assert out["fsim"] == pytest.approx(np.mean([fsim(fused, s) for s in (mri, pet)]), rel=1e-9)
+    pc_m = np.maximum(pc1, pc2)
+    return float((s_l * pc_m).sum() / pc_m.sum())
+
+
+def _recipe_mi(fused: np.ndarray, source: np.ndarray) -> float:
+    """Published mutual_information: np.histogramdd (default 10 bins, density), scipy entropy."""
+    hist, _ = np.histogramdd([fused.ravel(), source.ravel()], density=True)
+    return float(entropy(hist.sum(axis=0)) + entropy(hist.sum(axis=1)) - entropy(hist.ravel()))
+
+
+def _recipe_ssim(fused: np.ndarray, source: np.ndarray) -> float:
+    """torchmetrics <= 1.4.1 SSIM: 2D Gaussian 11/1.5 window, valid region only, var >= 0."""
+    x = np.arange(-5, 6)
+    g = np.exp(-((x / 1.5) ** 2) / 2)
+    kernel = np.outer(g, g) / np.outer(g, g).sum()
+    a, b = fused.astype(np.float64), source.astype(np.float64)
+
+    def filt(z):
+        return signal.convolve2d(z, kernel, mode="valid")
+
+    mu_a, mu_b = filt(a), filt(b)
+    var_a = np.clip(filt(a * a) - mu_a**2, 0, None)
+    var_b = np.clip(filt(b * b) - mu_b**2, 0, None)
+    cov = filt(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    smap = (
+        (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    )
+    assert smap.shape == (a.shape[0] - 10, a.shape[1] - 10)
+    return float(smap.mean())
+
+
+@pytest.fixture(scope="module")
+def trio32(trio) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The trio as float32 slices, as the published code receives them."""
+    return tuple(x.astype(np.float32) for x in trio)
+
+
+def test_published_fsim_matches_phasepack_and_opencv_recipe(trio32):
+    fused, mri, pet = trio32
+    for src in (mri, pet):
+        assert published.fsim(fused, src) == pytest.approx(_recipe_fsim(fused, src), rel=1e-7)
+    assert published.fsim(mri, mri) == pytest.approx(1.0)
+    # Not the textbook FSIM (4 orientations, PC in [0, 1], float Scharr on x255 images).
+    assert abs(published.fsim(fused, mri) - fsim(fused, mri)) > 1e-3
+
+
+def test_published_phase_congruency_is_a_sum_over_six_orientations():
+    yy, xx = np.mgrid[:64, :64]
+    disk = (((yy - 30) ** 2 + (xx - 34) ** 2) < 15**2).astype(np.float32) * np.float32(0.8)
+    pc = published.phase_congruency_sum(disk)
+    maps = phasecong(disk, nscale=4, minWaveLength=6, mult=2, sigmaOnf=0.5978)[4]
+    np.testing.assert_allclose(pc, np.sum(np.stack(maps).astype(np.float64), axis=0), rtol=1e-12)
+    assert pc.max() > 1.0  # a sum of six [0, 1] maps, not a [0, 1] phase congruency
+    # A bar constant along one axis: phasepack gives 0/0 = NaN there; we give 0.
+    bar = np.zeros((64, 64), np.float32)
+    bar[:, 24:40] = 0.8
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw = phasecong(bar, nscale=4, minWaveLength=6, mult=2, sigmaOnf=0.5978)[4]
+    assert np.isnan(np.stack(raw)).any()
+    pc_bar = published.phase_congruency_sum(bar)
+    assert np.isfinite(pc_bar).all() and pc_bar[32, 24] > 0.5
+    assert published.fsim(bar, bar) == pytest.approx(1.0)
+
+
+def test_scharr_cv16u_semantics_written_out():
+    """cv2.Scharr(CV_16U) = unnormalised (3, 10, 3) kernel, reflect-101, rint, clip at 0."""
+    image = np.random.default_rng(3).random((9, 12)).astype(np.float32)
+    padded = np.pad(image.astype(np.float64), 1, mode="reflect")  # numpy 'reflect' = 101
+    smooth, deriv = np.array([3.0, 10.0, 3.0]), np.array([-1.0, 0.0, 1.0])
+    gx = sum(
+        smooth[i] * deriv[j] * padded[i : i + 9, j : j + 12] for i in range(3) for j in range(3)
+    )
+    gy = sum(
+        deriv[i] * smooth[j] * padded[i : i + 9, j : j + 12] for i in range(3) for j in range(3)
+    )
+    as_u16 = [np.clip(np.rint(g), 0, 65535) for g in (gx, gy)]
+    assert (as_u16[0] == 0).any() and (gx < 0).any()  # negative derivatives saturate to 0
+    np.testing.assert_array_equal(cv2.Scharr(image, cv2.CV_16U, 1, 0), as_u16[0])
+    np.testing.assert_array_equal(cv2.Scharr(image, cv2.CV_16U, 0, 1), as_u16[1])
+    np.testing.assert_allclose(published.scharr_magnitude(image), np.hypot(*as_u16), rtol=1e-6)
+
+
+def test_published_mi_nmi_psnr_match_their_recipes(trio32):
+    fused, mri, pet = trio32
+    for src in (mri, pet):
+        assert published.mutual_information(fused, src) == pytest.approx(
+            _recipe_mi(fused, src), rel=1e-12
+        )
+        assert published.nmi(fused, src) == pytest.approx(
+            normalized_mutual_information(fused, src), rel=1e-12
+        )
+        mse = np.mean((fused.astype(np.float64) - src) ** 2)
+        assert published.psnr(fused, src) == pytest.approx(10 * np.log10(1 / mse), rel=1e-12)
+    # 10 bins, not 100: two images that differ only within one of 10 bins have MI = H.
+    a = np.tile(np.float32([0.0, 1.0]), (8, 4))
+    assert published.mutual_information(a, a + np.float32(0.01) * a) == pytest.approx(np.log(2))
+
+
+def test_published_ssim_crops_the_border(trio32):
+    fused, mri, pet = trio32
+    for src in (mri, pet):
+        got = published.ssim(fused, src)
+        assert got == pytest.approx(_recipe_ssim(fused, src), rel=1e-9)
+        ref = structural_similarity(
+            fused.astype(np.float64),
+            src.astype(np.float64),
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+        )
+        assert got == pytest.approx(ref, rel=1e-7)  # the same crop (scikit-image's)
+    # The whole reflect-padded map (torchmetrics >= 1.4.2) is another number.
+    whole = ssim_map(fused.astype(np.float64), mri.astype(np.float64), 1.0).mean()
+    assert abs(published.ssim(fused, mri) - whole) > 1e-3
+
+
+def test_published_inputs_are_float32(trio):
+    fused, mri, _ = trio
+    as32 = fused.astype(np.float32)
+    assert published.fsim(fused, mri) == published.fsim(as32, mri.astype(np.float32))
+    with pytest.raises(ValueError, match="fused: expected a 2D slice"):
+        published.ssim(fused[None], mri)
+    with pytest.raises(ValueError, match="source: .* NaN"):
+        published.nmi(fused, np.where(mri == mri.max(), np.nan, mri))
+
+
+# ----------------------------------------------------------------- protocols
+def test_paper_protocol_is_the_published_recipe_over_sources(trio, trio32):
+    fused, mri, pet = trio
+    f32, m32, p32 = trio32
+    out = compute_metrics(fused, mri, pet, protocol="paper")
+    assert tuple(out) == ("psnr", "ssim", "nmi", "mi", "fsim", "fsim_zhang", "fmi_haghighat")
+    expected = {
+        "psnr": [peak_signal_noise_ratio(s, f32, data_range=1) for s in (m32, p32)],
+        "ssim": [_recipe_ssim(f32, s) for s in (m32, p32)],
+        "nmi": [normalized_mutual_information(f32, s, bins=100) for s in (m32, p32)],
+        "mi": [_recipe_mi(f32, s) for s in (m32, p32)],
+        "fsim": [_recipe_fsim(f32, s) for s in (m32, p32)],
+        "fsim_zhang": [fsim(fused, s) for s in (mri, pet)],
+        "fmi_haghighat": [fmi_haghighat(fused, s) for s in (mri, pet)],
+    }
+    for name, values in expected.items():
+        # fsim: the recipe's float64 gradient magnitude vs. the published float32 one
+        assert out[name] == pytest.approx(np.mean(values), rel=1e-7), name
 
 
 def test_paper_protocol_uses_middle_slice(trio):
@@ -275,7 +427,9 @@ def test_paper_identical_inputs(trio):
     assert out["psnr"] == PSNR_MAX_DB
     assert out["ssim"] == pytest.approx(1.0)
     assert out["nmi"] == pytest.approx(2.0)
+    assert out["mi"] == pytest.approx(_recipe_mi(mri, mri))
     assert out["fsim"] == pytest.approx(1.0)
+    assert out["fsim_zhang"] == pytest.approx(1.0)
     assert out["fmi_haghighat"] == pytest.approx(1.0)
 
 
@@ -284,7 +438,7 @@ def test_volume_protocol(mni):
     pet = ndimage.gaussian_filter(mri, 2.0)
     fused = 0.5 * (mri + pet)
     out = compute_metrics(fused, mri, pet, protocol="volume")
-    assert set(out) == {"psnr", "ssim", "nmi", "mi", "fsim"}
+    assert set(out) == {"psnr", "ssim", "nmi", "mi", "fsim_zhang"}
     region = mri > 0
     exp = np.mean([10 * np.log10(1 / np.mean((fused - s)[region] ** 2)) for s in (mri, pet)])
     assert out["psnr"] == pytest.approx(exp, rel=1e-9)
@@ -292,7 +446,7 @@ def test_volume_protocol(mni):
     same = compute_metrics(mri, mri, mri, protocol="volume")
     assert same["ssim"] == pytest.approx(1.0, abs=1e-6)
     assert same["nmi"] == pytest.approx(2.0)
-    assert same["fsim"] == pytest.approx(1.0)
+    assert same["fsim_zhang"] == pytest.approx(1.0)
     assert same["mi"] > out["mi"] > 0
 
 

@@ -1,17 +1,23 @@
 """The three evaluation protocols behind :func:`compute_metrics`.
 
-- ``paper``: the DC2Fusion protocol. One axial slice, ``vol[..., shape[-1] // 2]``
-  (index 64 of a 128^3 grid, the middle slice of any other grid); a 2D input is used
-  as the slice. Each metric is ``mean(metric(F, MRI), metric(F, PET))`` on the whole
-  slice (the mask is not used): ``psnr`` (data range 1), ``ssim`` (Gaussian 11/1.5,
-  as scikit-image), ``nmi`` (100 bins, as scikit-image), ``fsim`` (see
-  :mod:`fusion3d.metrics.fsim`) and ``fmi_haghighat`` (see :mod:`fusion3d.metrics.fmi`).
+- ``paper``: what the published DC2Fusion evaluation code computes
+  (:mod:`fusion3d.metrics.published`: its ``evaluation_metrics.py`` as its
+  ``infer_singleImage.py`` calls it). One axial slice, ``vol[..., shape[-1] // 2]``
+  (index 64 of a 128^3 grid, the middle slice of any other grid), cast to float32; a
+  2D input is used as the slice. Each metric is ``mean(metric(F, MRI), metric(F, PET))``
+  on the whole slice (the mask is not used): ``psnr`` (data range 1), ``ssim``
+  (torchmetrics <= 1.4.1: Gaussian 11/1.5, 5-px border cropped), ``nmi`` (100 bins),
+  ``mi`` (10-bin density histogram, nats) and ``fsim`` (phasepack phase congruency
+  summed over 6 orientations, OpenCV ``CV_16U`` Scharr gradients). Two other readings
+  of the paper's "FMI" column, on the same slice and never under the paper's names:
+  ``fsim_zhang`` (the textbook FSIM, :mod:`fusion3d.metrics.fsim`) and
+  ``fmi_haghighat`` (:mod:`fusion3d.metrics.fmi`).
 - ``volume``: 3D, within the brain mask (``mask=None`` -> ``MRI > 0``): ``psnr`` from
   the MSE over mask voxels, ``ssim`` as the mask mean of the 3D Gaussian SSIM map
   (sigma 1.5 on all axes, reflect borders), ``nmi`` and ``mi`` (nats) from 100-bin
-  histograms of the mask voxels, and ``fsim`` as the mean over the axial slices
-  (last axis) that contain mask voxels, each slice scored whole. Same
-  mean-over-sources convention.
+  histograms of the mask voxels, and ``fsim_zhang`` (the textbook FSIM) as the mean
+  over the axial slices (last axis) that contain mask voxels, each slice scored whole.
+  Same mean-over-sources convention.
 - ``suite2d``: the 2D field's suite as MMIF-CDDFuse's evaluator computes it
   (:mod:`fusion3d.metrics.suite`, which states every convention), on 0..255 grey
   values: 8-bit inputs as they are, floats in [0, 1] by one scale shared by the three
@@ -27,22 +33,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from fusion3d.metrics import published
 from fusion3d.metrics.core import (
     as_image,
     masked_ssim_3d,
     mutual_information,
     nmi,
-    psnr,
     psnr_from_mse,
-    ssim_slices,
 )
 from fusion3d.metrics.fmi import fmi_haghighat
 from fusion3d.metrics.fsim import fsim_from_parts, fsim_parts
 from fusion3d.metrics.suite import shared_8bit, suite_slices
 
 PROTOCOLS = ("paper", "volume", "suite2d")
-PAPER_NAMES = ("psnr", "ssim", "nmi", "fsim", "fmi_haghighat")
-VOLUME_NAMES = ("psnr", "ssim", "nmi", "mi", "fsim")
+#: The published code's five metrics, then the two other readings of the paper's "FMI".
+PAPER_NAMES = ("psnr", "ssim", "nmi", "mi", "fsim", "fsim_zhang", "fmi_haghighat")
+VOLUME_NAMES = ("psnr", "ssim", "nmi", "mi", "fsim_zhang")
 HIST_BINS = 100
 
 
@@ -82,19 +88,33 @@ def _brain_slices(m: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return index
 
 
+def _paper_pair(fused: np.ndarray, source: np.ndarray, parts: dict) -> dict[str, float]:
+    """Every paper-protocol metric of one (fused, source) slice pair.
+
+    ``parts`` holds the fused slice's reusable FSIM parts: ``"published"`` (float32
+    phase congruency sum and Scharr magnitude) and ``"zhang"`` (textbook FSIM parts).
+    """
+    f32 = published.as_slice32("fused", fused)
+    s32 = published.as_slice32("source", source)
+    return {
+        "psnr": published.psnr(f32, s32),
+        "ssim": published.ssim(f32, s32),
+        "nmi": published.nmi(f32, s32),
+        "mi": published.mutual_information(f32, s32),
+        "fsim": published.fsim_from_parts(parts["published"], published.fsim_parts(s32)),
+        "fsim_zhang": float(fsim_from_parts(parts["zhang"], fsim_parts(source[None]))[0]),
+        "fmi_haghighat": fmi_haghighat(fused, source),
+    }
+
+
 def _paper(f, m, p) -> dict[str, float]:
+    """The paper protocol (see the module docstring) on the slice of ``f``, ``m``, ``p``."""
     if f.ndim == 3:
         k = paper_slice_index(f.shape)
         f, m, p = f[..., k], m[..., k], p[..., k]
-    parts_f, parts_m, parts_p = (fsim_parts(x[None]) for x in (f, m, p))
-    pairs = {
-        "psnr": (psnr(f, m), psnr(f, p)),
-        "ssim": tuple(float(ssim_slices(f[None], x[None])[0]) for x in (m, p)),
-        "nmi": (nmi(f, m, HIST_BINS), nmi(f, p, HIST_BINS)),
-        "fsim": tuple(float(fsim_from_parts(parts_f, x)[0]) for x in (parts_m, parts_p)),
-        "fmi_haghighat": (fmi_haghighat(f, m), fmi_haghighat(f, p)),
-    }
-    return {name: float(np.mean(pairs[name])) for name in PAPER_NAMES}
+    parts = {"published": published.fsim_parts(f), "zhang": fsim_parts(f[None])}
+    per_source = [_paper_pair(f, src, parts) for src in (m, p)]
+    return {name: float(np.mean([v[name] for v in per_source])) for name in PAPER_NAMES}
 
 
 def _volume(f, m, p, mask) -> dict[str, float]:
@@ -112,7 +132,7 @@ def _volume(f, m, p, mask) -> dict[str, float]:
     index = _brain_slices(m, mask)
     stacks = [np.moveaxis(x, -1, 0)[index] for x in (f, m, p)]
     parts_f, parts_m, parts_p = (fsim_parts(s) for s in stacks)
-    out["fsim"] = [float(fsim_from_parts(parts_f, x).mean()) for x in (parts_m, parts_p)]
+    out["fsim_zhang"] = [float(fsim_from_parts(parts_f, x).mean()) for x in (parts_m, parts_p)]
     return {name: float(np.mean(out[name])) for name in VOLUME_NAMES}
 
 
