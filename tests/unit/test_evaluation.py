@@ -10,6 +10,8 @@ from scipy import stats
 from fusion3d.evaluation import (
     LONG_COLUMNS,
     PAIRED_COLUMNS,
+    PAPER_FMI_NOTE,
+    PAPER_METRICS,
     evaluate_method,
     group_breakdown,
     holm,
@@ -162,6 +164,36 @@ def test_write_table1(tmp_path) -> None:
     assert "FMI\\_Haghighat" in tex and "FMI_Haghighat" not in tex
     assert "\\textbf{0.550 $\\pm$ 0.071}" in tex
     assert not [p for p in (tmp_path / "tables").iterdir() if ".part" in p.name]
+
+
+def test_table1_says_which_column_is_the_papers_fmi(tmp_path) -> None:
+    metrics = ("psnr", "ssim", "nmi", "fsim", "mi", "fsim_zhang", "fmi_haghighat")
+    assert PAPER_METRICS == metrics
+    long = pd.concat(
+        [make_long({"dcfb3d": [0.8, 0.9], "average": [0.7, 0.6]}, metric=m) for m in metrics]
+    )
+    t = table1(long)
+    assert list(t.columns)[2:] == [
+        "PSNR",
+        "SSIM",
+        "NMI",
+        "FSIM",
+        "MI",
+        "FSIM_Zhang",
+        "FMI_Haghighat",
+    ]
+    paths = write_table1(long, tmp_path / "table1")
+    md = paths["md"].read_text()
+    assert md.rstrip().endswith(PAPER_FMI_NOTE)
+    assert "FMI column is FSIM" in md and "0.795-0.817" in md
+    tex = paths["tex"].read_text()
+    caption = next(line for line in tex.splitlines() if line.startswith("\\caption"))
+    assert "FMI column is FSIM" in caption and "FSIM\\_Zhang" in caption
+    # Other protocols, or a paper table without fsim, carry no such note.
+    other = write_table1(long.assign(protocol="volume"), tmp_path / "vol", protocol="volume")
+    assert "FMI column" not in other["md"].read_text() + other["tex"].read_text()
+    no_fsim = write_table1(long, tmp_path / "nofsim", metrics=("psnr",))
+    assert "FMI column" not in no_fsim["md"].read_text()
 
 
 def test_latex_escape() -> None:

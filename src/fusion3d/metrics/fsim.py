@@ -1,5 +1,9 @@
 """FSIM (Zhang, Zhang, Mou & Zhang, IEEE TIP 2011), grayscale variant, on slice stacks.
 
+This is the textbook FSIM, reported as ``fsim_zhang``. The published DC2Fusion code's
+``fsim`` (phasepack's phasecong3 summed over 6 orientations, OpenCV ``CV_16U`` Scharr
+gradients) is another number, in :mod:`fusion3d.metrics.published`.
+
 Phase congruency follows Zhang's ``phasecong2`` (Kovesi's PC_2 measure with log-Gabor
 filters): 4 scales, 4 orientations, minimum wavelength 6, scale factor 2, angular
 spread ratio 1.2, noise threshold k = 2 with the empirical 1/1.7 rescaling, low-pass
