@@ -308,6 +308,29 @@ def test_subject_with_only_a_t1_is_excluded(tmp_path):
     assert "fdg" in reason_of(excluded, "201") or "pet" in reason_of(excluded, "201")
 
 
+
+def test_truncated_ecat_is_excluded(tmp_path):
+    def truncated_ecat(download, rows):
+        for path in pet_files(download, 202):  # the FDG comes as raw ECAT instead of DICOM
+            path.unlink()
+        path = fx.write_ecat_image(download, ptid=BAD, image_id=202, description=fx.FDG_DESC)[0]
+        path.write_bytes(path.read_bytes()[:-600])
+
+    _, excluded = ingest_with(tmp_path, truncated_ecat)
+    assert "corrupt ecat" in reason_of(excluded, "202")
+
+
+def test_image_files_without_an_image_id_are_reported(tmp_path):
+    def unnamed(download, rows):
+        for path in pet_files(download, 202):  # no image ID in the name, outside I<id> folders
+            target = path.parent.parent / "S1202"
+            target.mkdir(exist_ok=True)
+            path.rename(target / path.name.split("_")[-3])
+        path.parent.rmdir()
+
+    _, excluded = ingest_with(tmp_path, unnamed)
+    assert "have no image id in their name and no i<id> folder" in reason_of(excluded, "202")
+
 def test_all_zero_pet_reaching_preprocessing_is_a_clear_error(tmp_path):
     from fusion3d.preprocess import preprocess_pair
     from fusion3d.preprocess.testing import make_pair  # small synthetic pair with known truth

@@ -14,7 +14,12 @@ import fixtures_adni as fx  # noqa: E402
 
 from fusion3d.cohort import IncompleteCohortError  # noqa: E402
 from fusion3d.ingest import ManifestError, plan_ingest, run_ingest  # noqa: E402
-from fusion3d.ingest.run import PAIRS_COLUMNS, resolve_options  # noqa: E402
+from fusion3d.ingest.run import (  # noqa: E402
+    PAIRS_COLUMNS,
+    NoPairsError,
+    resolve_options,
+    summarise_reasons,
+)
 from fusion3d.io import read_tsv  # noqa: E402
 
 S1, S2, S3 = "002_S_0295", "011_S_0002", "022_S_0003"
@@ -210,3 +215,64 @@ def test_cohort_allow_incomplete_restricts_to_cohort(tmp_path):
     assert excluded["I201"].startswith("not in cohort list")
     assert (tmp_path / "missing.tsv").exists()
     np.testing.assert_equal(len(excluded) + 2, 11)
+
+
+def test_no_pair_keeps_reasons_beside_the_log_and_counts_them(tmp_path):
+    dl = tmp_path / "download"
+    rows = []
+    for k, ptid in enumerate((S1, S2, S3)):  # three subjects with a T1 and no FDG
+        fx.write_nifti_image(dl, ptid=ptid, description=fx.T1_DESC, image_id=10 + k)
+        rows.append(fx.manifest_row(10 + k, ptid, fx.T1_DESC, "2012-01-31"))
+    fx.write_dicom_series(dl, ptid=S1, description=fx.FDG_DESC, image_id=20, shape=(4, 4, 3))
+    for path in dl.rglob("*_I20.dcm"):
+        path.write_bytes(b"")  # S1's only FDG is broken
+    rows.append(fx.manifest_row(20, S1, fx.FDG_DESC, "2012-01-31", modality="PET"))
+    rows.append(fx.manifest_row(21, S2, "AV45 Coreg, Avg", "2012-01-31", modality="PET"))
+    manifest = fx.write_manifest(dl / "COLLECTION_1_1_2024.csv", rows)
+    out, logs = tmp_path / "results" / "ingest", tmp_path / "results" / "logs" / "ingest"
+    with pytest.raises(NoPairsError) as err:
+        run_ingest(
+            download_dir=dl,
+            manifests=[manifest],
+            bids_dir=tmp_path / "results" / "bids",
+            pairs_tsv=out / "pairs.tsv",
+            excluded_tsv=out / "excluded.tsv",
+            keep_dir=logs,
+            require_pairs=True,
+        )
+    message = str(err.value)
+    assert message.startswith("no T1 + FDG pair found among 5 images")
+    # counts per reason kind: S2's and S3's T1 have no FDG; S1's T1 loses its only FDG
+    assert "3 no FDG PET for this subject; 1 amyloid/tau tracer; 1 unusable image" in message
+    assert message.endswith(f"every image and its reason: {logs / 'excluded.tsv'}")
+    kept = read_tsv(logs / "excluded.tsv", dtype=str)
+    assert kept.equals(read_tsv(out / "excluded.tsv", dtype=str))
+    assert kept.set_index("image_id")["reason"]["I20"].startswith("unusable image: zero-byte")
+    assert len(kept) == 5  # every image accounted for
+
+
+def test_reason_summary_names_the_most_frequent_kinds():
+    excluded = pd.DataFrame(
+        {"reason": ["b (x)", "a: y", "b (z)", "c", "d", "a: w", "b"], "image_id": range(7)}
+    )
+    assert summarise_reasons(excluded) == "3 b; 2 a; 1 c; 1 d"
+    assert summarise_reasons(excluded, limit=2) == "3 b; 2 a; 2 for 2 other reason(s)"
+
+
+def test_dicom_named_by_instance_number_ingested_through_its_folder(tmp_path):
+    dl, manifest, adnimerge = _download(tmp_path)
+    for k, path in enumerate(sorted(dl.rglob("*_I202.dcm"))):  # S2's FDG, leaf folder I202
+        path.rename(path.with_name(f"{k + 1}.dcm"))
+    out = tmp_path / "results"
+    pairs = run_ingest(
+        download_dir=dl,
+        manifests=[manifest],
+        adnimerge=adnimerge,
+        bids_dir=out / "bids",
+        pairs_tsv=out / "pairs.tsv",
+        excluded_tsv=out / "excluded.tsv",
+    )
+    s2 = pairs[pairs["ptid"] == S2]
+    assert s2[["mri_image_id", "pet_image_id"]].values.tolist() == [["I201", "I202"]]
+    sidecar = Path(s2["pet_path"].iloc[0].replace(".nii.gz", ".json"))
+    assert json.loads(sidecar.read_text())["SourceFileCount"] == len(list(dl.rglob("*/I202/*")))

@@ -16,7 +16,7 @@ checkpoint ingest:
         f"{R}/benchmarks/ingest/ingest.tsv"
     conda:
         conda_env("ingest")
-    threads: 1
+    threads: THREADS["ingest"]
     resources:
         mem_mb=2000,
         runtime=120,

@@ -37,9 +37,11 @@ with script_logging(snakemake.log[0]) as log:
         cohort_ids=spec.get("image_ids"),
         missing_tsv=snakemake.output.missing,
         threads=snakemake.threads,
+        # Snakemake deletes the outputs of a failed job: copies of excluded.tsv and missing.tsv
+        # stay beside the log, and the errors point there.
+        keep_dir=Path(snakemake.log[0]).parent,
+        require_pairs=True,
     )
     if not Path(snakemake.output.missing).exists():  # no cohort list: nothing can be missing
         write_tsv(pd.DataFrame(columns=["image_id", "reason"]), snakemake.output.missing)
     log.info("ingest: %d pairs", len(pairs))
-    if len(pairs) == 0:
-        raise RuntimeError(f"no T1 + FDG pair found; see {snakemake.output.excluded}")

@@ -71,6 +71,97 @@ def find_dcm2niix() -> str:
     return found
 
 
+def _read_header(path: Path):
+    """One DICOM file's header, checked: not empty, readable, required tags, full pixel data.
+
+    Returns ``(dataset, frames in the file)``.
+    """
+    if path.stat().st_size == 0:
+        raise ConversionError(f"zero-byte file {path.name}")
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:  # pydicom raises many types for broken files
+        raise ConversionError(f"unreadable DICOM {path.name} ({exc})") from exc
+    missing = [t for t in _REQUIRED_TAGS if t not in ds]
+    if missing:
+        raise ConversionError(f"DICOM {path.name} lacks {', '.join(missing)}")
+    if "PixelData" not in ds:
+        raise ConversionError(f"DICOM {path.name} has no pixel data")
+    n_frames_file = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    expected = (
+        int(ds.Rows)
+        * int(ds.Columns)
+        * (int(ds.BitsAllocated) // 8)
+        * int(getattr(ds, "SamplesPerPixel", 1))
+        * n_frames_file
+    )
+    syntax = getattr(ds.file_meta, "TransferSyntaxUID", None)
+    compressed = bool(syntax is not None and syntax.is_compressed)
+    try:
+        n_bytes = len(ds.PixelData)
+    except Exception as exc:
+        raise ConversionError(f"truncated pixel data in {path.name} ({exc})") from exc
+    if (not compressed and n_bytes < expected) or n_bytes == 0:
+        raise ConversionError(
+            f"truncated pixel data in {path.name} ({n_bytes} of {expected} bytes)"
+        )
+    return ds, n_frames_file
+
+
+def _check_one_series(datasets: list) -> np.ndarray:
+    """One series, one matrix size, one orientation, contiguous unique InstanceNumbers.
+
+    Returns the orientation rows (one per file).
+    """
+    series = {str(getattr(ds, "SeriesInstanceUID", "")) for ds in datasets}
+    if len(series) > 1:
+        raise ConversionError(f"{len(series)} DICOM series under one image ID")
+    sizes = {(int(ds.Rows), int(ds.Columns)) for ds in datasets}
+    if len(sizes) > 1:
+        raise ConversionError(f"inconsistent Rows/Columns in the series: {sorted(sizes)}")
+    orient = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in datasets])
+    if not np.allclose(orient, orient[0], atol=1e-4):
+        raise ConversionError("inconsistent ImageOrientationPatient in the series")
+    instances = sorted(int(ds.InstanceNumber) for ds in datasets)
+    if len(set(instances)) != len(instances):
+        raise ConversionError("duplicate InstanceNumber in the series")
+    gaps = sorted(set(range(instances[0], instances[-1] + 1)) - set(instances))
+    if gaps:
+        shown = ", ".join(str(g) for g in gaps[:5])
+        raise ConversionError(f"missing slice(s): InstanceNumber {shown} absent")
+    return orient
+
+
+def _check_slice_positions(datasets: list, orient: np.ndarray) -> tuple[int, int, float]:
+    """Every slice position in every frame, equally spaced along the normal.
+
+    Returns ``(n_slices, n_frames, slice_spacing)``.
+    """
+    normal = np.cross(orient[0, :3], orient[0, 3:])
+    proj = np.array(
+        [float(np.dot([float(v) for v in ds.ImagePositionPatient], normal)) for ds in datasets]
+    )
+    positions, counts = np.unique(np.round(proj, 3), return_counts=True)
+    if len(set(counts.tolist())) > 1:
+        raise ConversionError(
+            "missing slice(s): slice positions appear in unequal numbers of frames"
+        )
+    spacing = 0.0
+    if len(positions) > 1:
+        steps = np.diff(positions)
+        spacing = float(np.median(steps))
+        if spacing <= 1e-3:
+            raise ConversionError("slice positions do not advance along the normal")
+        bad = np.abs(steps - spacing) > max(0.01 * spacing, 1e-3)
+        if bad.any():
+            worst = float(steps[bad].max())
+            raise ConversionError(
+                f"missing slice(s) or unequal slice spacing: gap of {worst:.3f} mm "
+                f"(expected {spacing:.3f} mm)"
+            )
+    return len(positions), int(counts[0]), spacing
+
+
 def check_dicom_series(files: list[Path]) -> dict:
     """Check that ``files`` form one complete DICOM series before conversion.
 
@@ -87,86 +178,18 @@ def check_dicom_series(files: list[Path]) -> dict:
     """
     if not files:
         raise ConversionError("no DICOM files")
-    headers = []
-    for path in files:
-        if path.stat().st_size == 0:
-            raise ConversionError(f"zero-byte file {path.name}")
-        try:
-            ds = pydicom.dcmread(path)
-        except Exception as exc:  # pydicom raises many types for broken files
-            raise ConversionError(f"unreadable DICOM {path.name} ({exc})") from exc
-        missing = [t for t in _REQUIRED_TAGS if t not in ds]
-        if missing:
-            raise ConversionError(f"DICOM {path.name} lacks {', '.join(missing)}")
-        if "PixelData" not in ds:
-            raise ConversionError(f"DICOM {path.name} has no pixel data")
-        n_frames_file = int(getattr(ds, "NumberOfFrames", 1) or 1)
-        expected = (
-            int(ds.Rows)
-            * int(ds.Columns)
-            * (int(ds.BitsAllocated) // 8)
-            * int(getattr(ds, "SamplesPerPixel", 1))
-            * n_frames_file
-        )
-        syntax = getattr(ds.file_meta, "TransferSyntaxUID", None)
-        compressed = bool(syntax is not None and syntax.is_compressed)
-        try:
-            n_bytes = len(ds.PixelData)
-        except Exception as exc:
-            raise ConversionError(f"truncated pixel data in {path.name} ({exc})") from exc
-        if (not compressed and n_bytes < expected) or n_bytes == 0:
-            raise ConversionError(
-                f"truncated pixel data in {path.name} ({n_bytes} of {expected} bytes)"
-            )
-        headers.append((path, ds, n_frames_file))
-    if any(n > 1 for _, _, n in headers):  # enhanced multi-frame: geometry is per frame
+    headers = [_read_header(path) for path in files]
+    if any(n > 1 for _, n in headers):  # enhanced multi-frame: geometry is per frame
         return {"n_files": len(files), "n_slices": None, "n_frames": None}
-    series = {str(getattr(ds, "SeriesInstanceUID", "")) for _, ds, _ in headers}
-    if len(series) > 1:
-        raise ConversionError(f"{len(series)} DICOM series under one image ID")
-    sizes = {(int(ds.Rows), int(ds.Columns)) for _, ds, _ in headers}
-    if len(sizes) > 1:
-        raise ConversionError(f"inconsistent Rows/Columns in the series: {sorted(sizes)}")
-    orient = np.array([[float(v) for v in ds.ImageOrientationPatient] for _, ds, _ in headers])
-    if not np.allclose(orient, orient[0], atol=1e-4):
-        raise ConversionError("inconsistent ImageOrientationPatient in the series")
-    instances = sorted(int(ds.InstanceNumber) for _, ds, _ in headers)
-    if len(set(instances)) != len(instances):
-        raise ConversionError("duplicate InstanceNumber in the series")
-    gaps = sorted(set(range(instances[0], instances[-1] + 1)) - set(instances))
-    if gaps:
-        shown = ", ".join(str(g) for g in gaps[:5])
-        raise ConversionError(f"missing slice(s): InstanceNumber {shown} absent")
-    normal = np.cross(orient[0, :3], orient[0, 3:])
-    proj = np.array(
-        [float(np.dot([float(v) for v in ds.ImagePositionPatient], normal)) for _, ds, _ in headers]
-    )
-    positions, counts = np.unique(np.round(proj, 3), return_counts=True)
-    if len(set(counts.tolist())) > 1:
-        raise ConversionError(
-            "missing slice(s): slice positions appear in unequal numbers of frames"
-        )
-    n_frames = int(counts[0])
-    spacing = 0.0
-    if len(positions) > 1:
-        steps = np.diff(positions)
-        spacing = float(np.median(steps))
-        if spacing <= 1e-3:
-            raise ConversionError("slice positions do not advance along the normal")
-        bad = np.abs(steps - spacing) > max(0.01 * spacing, 1e-3)
-        if bad.any():
-            worst = float(steps[bad].max())
-            raise ConversionError(
-                f"missing slice(s) or unequal slice spacing: gap of {worst:.3f} mm "
-                f"(expected {spacing:.3f} mm)"
-            )
-    rows, cols = sizes.pop()
+    datasets = [ds for ds, _ in headers]
+    orient = _check_one_series(datasets)
+    n_slices, n_frames, spacing = _check_slice_positions(datasets, orient)
     return {
         "n_files": len(files),
-        "n_slices": len(positions),
+        "n_slices": n_slices,
         "n_frames": n_frames,
-        "rows": rows,
-        "columns": cols,
+        "rows": int(datasets[0].Rows),
+        "columns": int(datasets[0].Columns),
         "slice_spacing": spacing,
     }
 

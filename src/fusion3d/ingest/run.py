@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ from fusion3d.cohort import (
     read_cohort,
 )
 from fusion3d.ingest import bids, clinical
-from fusion3d.ingest.convert import ConversionError, convert_image
+from fusion3d.ingest.convert import ConversionError, ConvertedImage, convert_image
 from fusion3d.ingest.locate import DownloadIndex, locate_image, scan_download
 from fusion3d.ingest.manifest import read_manifests
 from fusion3d.ingest.select import (
@@ -137,7 +138,62 @@ class IngestPlan:
 
 
 def _excl(ptid: str, image_id: str, description: str, reason: str) -> dict:
+    """One row of excluded.tsv."""
     return {"ptid": ptid, "image_id": image_id, "description": description, "reason": reason}
+
+
+def _classify(plan: IngestPlan, row: tuple, cohort: set[str] | None) -> None:
+    """Classify one manifest row: exclude it with the reason, or add it as a T1/FDG candidate.
+
+    ``row`` is ``(image_id, ptid, modality, description, date, visit, problem)``.
+    """
+    image_id, ptid, modality, desc, date, visit, problem = row
+    opts = plan.options
+    if cohort is not None and image_id not in cohort:
+        what = "amyloid/tau tracer" if is_tracer(desc) else "not used by the study"
+        plan.excluded.append(_excl(ptid, image_id, desc, f"not in cohort list ({what})"))
+        return
+    if problem:
+        plan.excluded.append(_excl(ptid, image_id, desc, problem))
+        return
+    mod = modality.strip().upper()
+    kind, rank = None, None
+    if mod.startswith("MR"):
+        found = t1_rank(desc, opts["t1_preference"])
+        kind, rank = ("t1", found) if found is not None else (None, None)
+    elif mod.startswith("PT") or mod == "PET":
+        if is_tracer(desc):
+            plan.excluded.append(_excl(ptid, image_id, desc, "amyloid/tau tracer"))
+            return
+        found = preference_rank(desc, opts["fdg_preference"])
+        kind, rank = ("fdg", (found,)) if found is not None else (None, None)
+    if kind is None:
+        reason = f"{modality or 'unknown modality'} series not in t1_preference/fdg_preference"
+        plan.excluded.append(_excl(ptid, image_id, desc, reason))
+        return
+    files, fmt, why = locate_image(plan.index, image_id, ptid)
+    if fmt is None:
+        plan.excluded.append(_excl(ptid, image_id, desc, why))
+        return
+    plan.located[image_id] = (files, fmt)
+    plan.candidates.setdefault(ptid, []).append(
+        Candidate(image_id, ptid, kind, desc, date, tuple(rank), str(visit).strip())
+    )
+
+
+def _explain_cohort_exclusions(plan: IngestPlan) -> None:
+    """Say what the study uses instead of an image left out of the cohort list."""
+    for row in plan.excluded:
+        if not row["reason"].startswith("not in cohort list (not used"):
+            continue
+        used = [f"{p.mri.image_id} + {p.pet.image_id}" for p in plan.pairs.get(row["ptid"], [])]
+        row["reason"] = (
+            f"not in cohort list (subject paired as {'; '.join(used)})"
+            if used
+            else "not in cohort list (subject not in the cohort)"
+            if row["ptid"] not in plan.candidates
+            else "not in cohort list"
+        )
 
 
 def plan_ingest(
@@ -175,48 +231,9 @@ def plan_ingest(
         index = scan_download(download_dir)
     plan = IngestPlan(manifest=manifest, index=index, options=opts)
     cohort = set(cohort_ids) if cohort_ids is not None else None
-    columns = [
-        "Image Data ID",
-        "Subject",
-        "Modality",
-        "Description",
-        "Acq Date",
-        "Visit",
-        "problem",
-    ]
-    for image_id, ptid, modality, desc, date, visit, problem in manifest[columns].itertuples(
-        index=False, name=None
-    ):
-        if cohort is not None and image_id not in cohort:
-            what = "amyloid/tau tracer" if is_tracer(desc) else "not used by the study"
-            plan.excluded.append(_excl(ptid, image_id, desc, f"not in cohort list ({what})"))
-            continue
-        if problem:
-            plan.excluded.append(_excl(ptid, image_id, desc, problem))
-            continue
-        mod = modality.strip().upper()
-        kind, rank = None, None
-        if mod.startswith("MR"):
-            found = t1_rank(desc, opts["t1_preference"])
-            kind, rank = ("t1", found) if found is not None else (None, None)
-        elif mod.startswith("PT") or mod == "PET":
-            if is_tracer(desc):
-                plan.excluded.append(_excl(ptid, image_id, desc, "amyloid/tau tracer"))
-                continue
-            found = preference_rank(desc, opts["fdg_preference"])
-            kind, rank = ("fdg", (found,)) if found is not None else (None, None)
-        if kind is None:
-            reason = f"{modality or 'unknown modality'} series not in t1_preference/fdg_preference"
-            plan.excluded.append(_excl(ptid, image_id, desc, reason))
-            continue
-        files, fmt, why = locate_image(index, image_id, ptid)
-        if fmt is None:
-            plan.excluded.append(_excl(ptid, image_id, desc, why))
-            continue
-        plan.located[image_id] = (files, fmt)
-        plan.candidates.setdefault(ptid, []).append(
-            Candidate(image_id, ptid, kind, desc, date, tuple(rank), str(visit).strip())
-        )
+    columns = ["Image Data ID", "Subject", "Modality", "Description", "Acq Date", "Visit"]
+    for row in manifest[columns + ["problem"]].itertuples(index=False, name=None):
+        _classify(plan, row, cohort)
     for ptid, cands in plan.candidates.items():
         pairs, excluded = select_subject(
             cands, max_days_apart=opts["max_days_apart"], visits=opts["visits"]
@@ -224,126 +241,324 @@ def plan_ingest(
         plan.pairs[ptid] = pairs
         plan.selection_excluded[ptid] = excluded
     if cohort is not None:
-        # Say what the study uses instead, so a reader sees why an image is not in the list.
-        for row in plan.excluded:
-            if not row["reason"].startswith("not in cohort list (not used"):
-                continue
-            used = [f"{p.mri.image_id} + {p.pet.image_id}" for p in plan.pairs.get(row["ptid"], [])]
-            row["reason"] = (
-                f"not in cohort list (subject paired as {'; '.join(used)})"
-                if used
-                else "not in cohort list (subject not in the cohort)"
-                if row["ptid"] not in plan.candidates
-                else "not in cohort list"
-            )
+        _explain_cohort_exclusions(plan)
     return plan
 
 
 @dataclass
 class _SubjectResult:
+    """One subject's rows of pairs.tsv and excluded.tsv."""
+
     pairs: list[dict] = field(default_factory=list)
     excluded: list[dict] = field(default_factory=list)
 
 
-def _process_subject(
-    ptid: str,
-    plan: IngestPlan,
-    bids_dir: Path,
-    workdir: Path,
-    adnimerge: dict[str, pd.DataFrame],
-    first_date: pd.Timestamp,
-    csv_rows: dict[str, dict],
-) -> _SubjectResult:
-    """Convert, fall back on failures, and write one subject's BIDS files."""
-    result = _SubjectResult()
-    cands = plan.candidates[ptid]
-    desc_of = {c.image_id: c.description for c in cands}
+@dataclass
+class _Study:
+    """What every subject's ingest shares: the plan, the clinical tables, the output folders."""
+
+    plan: IngestPlan
+    bids_dir: Path
+    workdir: Path
+    adnimerge: dict[str, pd.DataFrame]
+    first_dates: dict[str, pd.Timestamp]
+    csv_rows: dict[str, dict]
+
+
+@dataclass
+class _Visit:
+    """The BIDS session and the clinical facts of one pair."""
+
+    session: str
+    group: str
+    group_raw: str
+    sex: str
+    age: object
+
+
+def _convert_pairs(
+    ptid: str, pairs: list[Pair], plan: IngestPlan, workdir: Path, converted: dict
+) -> tuple[str, str] | None:
+    """Convert the images of ``pairs`` not converted yet (into ``converted``).
+
+    Returns ``(image_id, reason)`` of the first image that fails, or None when all convert.
+    """
+    for pair in pairs:
+        for cand in (pair.mri, pair.pet):
+            if cand.image_id in converted:
+                continue
+            files, fmt = plan.located[cand.image_id]
+            try:
+                converted[cand.image_id] = convert_image(files, fmt, workdir)
+            except (ConversionError, OSError) as exc:
+                log.warning("%s %s: %s", ptid, cand.image_id, exc)
+                return cand.image_id, f"unusable image: {exc}"
+    return None
+
+
+def _choose_and_convert(
+    ptid: str, plan: IngestPlan, workdir: Path
+) -> tuple[list[Pair], dict[str, str], dict[str, ConvertedImage]]:
+    """Step 1: choose the subject's pairs and convert their images, falling back on failures.
+
+    An image that fails its checks is excluded with the reason and the choice is made again
+    without it, until every chosen image converts (or nothing is left to choose).
+
+    Returns
+    -------
+    (pairs, reasons, converted)
+        The final pairs, ``image_id -> reason`` for every candidate left out, and the converted
+        images by ID.
+    """
     opts = plan.options
     bad: dict[str, str] = {}
-    converted = {}
+    converted: dict[str, ConvertedImage] = {}
     while True:
-        usable = [c for c in cands if c.image_id not in bad]
-        pairs, sel_excluded = select_subject(
+        usable = [c for c in plan.candidates[ptid] if c.image_id not in bad]
+        pairs, excluded = select_subject(
             usable, max_days_apart=opts["max_days_apart"], visits=opts["visits"]
         )
-        failed = False
-        for pair in pairs:
-            for cand in (pair.mri, pair.pet):
-                if cand.image_id in converted:
-                    continue
-                files, fmt = plan.located[cand.image_id]
-                try:
-                    converted[cand.image_id] = convert_image(files, fmt, workdir)
-                except (ConversionError, OSError) as exc:
-                    bad[cand.image_id] = f"unusable image: {exc}"
-                    log.warning("%s %s: %s", ptid, cand.image_id, exc)
-                    failed = True
-                    break
-            if failed:
-                break
-        if not failed:
-            break
-    reasons = {**sel_excluded, **bad}
+        failure = _convert_pairs(ptid, pairs, plan, workdir, converted)
+        if failure is None:
+            return pairs, {**excluded, **bad}, converted
+        bad[failure[0]] = failure[1]
+
+
+def _participant(ptid: str, pairs: list[Pair], reasons: dict[str, str]) -> str | None:
+    """Step 2: the BIDS participant label, or None (every paired image excluded with why)."""
     try:
-        participant = bids.participant_label(ptid)
+        return bids.participant_label(ptid)
     except ValueError as exc:
         reasons.update({i: str(exc) for p in pairs for i in (p.mri.image_id, p.pet.image_id)})
-        pairs = []
-    rows = adnimerge.get(ptid)
+        return None
+
+
+def _visit_of(
+    pair: Pair, study: _Study, used_sessions: dict[str, str]
+) -> tuple[_Visit | None, str]:
+    """Step 3: session label, diagnosis, sex and age of one pair, or (None, reason).
+
+    The session comes from ADNIMERGE's VISCODE at the visit, else from the months since the
+    subject's first acquisition; a diagnosis outside CN/MCI/AD or a session already used by
+    another pair of the subject excludes the pair. ``used_sessions`` is updated.
+    """
+    ptid = pair.mri.ptid
+    rows = study.adnimerge.get(ptid)
+    ids = (pair.mri.image_id, pair.pet.image_id)
+    row = clinical.visit_row(rows, pair.mri.date, ids, study.plan.options["max_days_apart"])
+    mri_row = study.csv_rows[pair.mri.image_id]
+    group, group_raw = clinical.diagnosis(row, mri_row.get("Group", ""))
+    if group is None:
+        return None, f"no CN/MCI/AD diagnosis (group {group_raw or 'empty'!r})"
+    session = clinical.viscode_session(row["VISCODE"]) if row is not None else None
+    if session is None or session in used_sessions:
+        session = clinical.months_session(pair.mri.date, study.first_dates[ptid])
+    if session in used_sessions:
+        return None, f"session {session} already used by {used_sessions[session]}"
+    used_sessions[session] = pair.mri.image_id
+    sex, age = clinical.sex_and_age(mri_row.get("Sex", ""), mri_row.get("Age", ""), row, rows)
+    return _Visit(session, group, group_raw, sex, age), ""
+
+
+def _write_pair(
+    pair: Pair, participant: str, session: str, converted: dict, study: _Study
+) -> tuple[Path, Path]:
+    """Step 4: write the pair's T1 and FDG as BIDS images with their JSON sidecars."""
+    t1_out = bids.t1_path(study.bids_dir, participant, session)
+    rec = pet_rec_label(pair.pet.description)
+    pet_out = bids.pet_path(study.bids_dir, participant, session, rec)
+    for cand, out in ((pair.mri, t1_out), (pair.pet, pet_out)):
+        img = converted[cand.image_id]
+        files, fmt = study.plan.located[cand.image_id]
+        sidecar = {
+            **img.sidecar,
+            "SourceImageID": cand.image_id,
+            "SourceDescription": cand.description,
+            "AcquisitionDate": cand.date.date().isoformat(),
+            "SourceFormat": fmt,
+            "SourceFileCount": len(files),
+        }
+        bids.write_image(img.data, img.affine, out, sidecar, dtype=img.dtype)
+    return t1_out, pet_out
+
+
+def _pair_row(pair: Pair, participant: str, visit: _Visit, t1_out: Path, pet_out: Path) -> dict:
+    """Step 5: the pair's row of pairs.tsv."""
+    return {
+        "participant_id": participant,
+        "session_id": visit.session,
+        "ptid": pair.mri.ptid,
+        "group": visit.group,
+        "group_raw": visit.group_raw,
+        "sex": visit.sex,
+        "age": visit.age,
+        "mri_image_id": pair.mri.image_id,
+        "pet_image_id": pair.pet.image_id,
+        "mri_date": pair.mri.date.date().isoformat(),
+        "pet_date": pair.pet.date.date().isoformat(),
+        "days_apart": pair.days_apart,
+        "mri_path": t1_out,
+        "pet_path": pet_out,
+    }
+
+
+def _process_subject(ptid: str, study: _Study) -> _SubjectResult:
+    """Ingest one subject: choose and convert (with fallback), label, write BIDS, record.
+
+    Every candidate image of the subject ends as a pair's image or an exclusion row.
+    """
+    result = _SubjectResult()
+    pairs, reasons, converted = _choose_and_convert(ptid, study.plan, study.workdir)
+    participant = _participant(ptid, pairs, reasons)
     used_sessions: dict[str, str] = {}
-    for pair in pairs:
-        ids = (pair.mri.image_id, pair.pet.image_id)
-        row = clinical.visit_row(rows, pair.mri.date, ids, opts["max_days_apart"])
-        mri_row = csv_rows[pair.mri.image_id]
-        group, group_raw = clinical.diagnosis(row, mri_row.get("Group", ""))
-        if group is None:
-            why = f"no CN/MCI/AD diagnosis (group {group_raw or 'empty'!r})"
-            reasons.update(dict.fromkeys(ids, why))
+    for pair in pairs if participant is not None else []:
+        visit, why = _visit_of(pair, study, used_sessions)
+        if visit is None:
+            reasons.update(dict.fromkeys((pair.mri.image_id, pair.pet.image_id), why))
             continue
-        session = clinical.viscode_session(row["VISCODE"]) if row is not None else None
-        if session is None or session in used_sessions:
-            session = clinical.months_session(pair.mri.date, first_date)
-        if session in used_sessions:
-            why = f"session {session} already used by {used_sessions[session]}"
-            reasons.update(dict.fromkeys(ids, why))
-            continue
-        used_sessions[session] = pair.mri.image_id
-        sex, age = clinical.sex_and_age(mri_row.get("Sex", ""), mri_row.get("Age", ""), row, rows)
-        mri_img, pet_img = converted[ids[0]], converted[ids[1]]
-        t1_out = bids.t1_path(bids_dir, participant, session)
-        pet_out = bids.pet_path(bids_dir, participant, session, pet_rec_label(pair.pet.description))
-        for cand, img, out in ((pair.mri, mri_img, t1_out), (pair.pet, pet_img, pet_out)):
-            files, fmt = plan.located[cand.image_id]
-            sidecar = {
-                **img.sidecar,
-                "SourceImageID": cand.image_id,
-                "SourceDescription": cand.description,
-                "AcquisitionDate": cand.date.date().isoformat(),
-                "SourceFormat": fmt,
-                "SourceFileCount": len(files),
-            }
-            bids.write_image(img.data, img.affine, out, sidecar, dtype=img.dtype)
-        result.pairs.append(
-            {
-                "participant_id": participant,
-                "session_id": session,
-                "ptid": ptid,
-                "group": group,
-                "group_raw": group_raw,
-                "sex": sex,
-                "age": age,
-                "mri_image_id": ids[0],
-                "pet_image_id": ids[1],
-                "mri_date": pair.mri.date.date().isoformat(),
-                "pet_date": pair.pet.date.date().isoformat(),
-                "days_apart": pair.days_apart,
-                "mri_path": t1_out,
-                "pet_path": pet_out,
-            }
-        )
+        t1_out, pet_out = _write_pair(pair, participant, visit.session, converted, study)
+        result.pairs.append(_pair_row(pair, participant, visit, t1_out, pet_out))
+    desc_of = {c.image_id: c.description for c in study.plan.candidates[ptid]}
     for image_id, reason in reasons.items():
         result.excluded.append(_excl(ptid, image_id, desc_of[image_id], reason))
     return result
+
+
+def _process_or_exclude(ptid: str, study: _Study) -> _SubjectResult:
+    """:func:`_process_subject`, turning an unexpected error into exclusion rows."""
+    try:
+        return _process_subject(ptid, study)
+    except Exception as exc:  # one bad subject never stops the cohort
+        log.exception("%s: ingest failed", ptid)
+        res = _SubjectResult()
+        for c in study.plan.candidates[ptid]:
+            res.excluded.append(_excl(ptid, c.image_id, c.description, f"ingest error: {exc}"))
+        return res
+
+
+class NoPairsError(RuntimeError):
+    """Ingest found no T1 + FDG pair at all; ``excluded`` holds every image and its reason."""
+
+    def __init__(self, message: str, excluded: pd.DataFrame):
+        super().__init__(message)
+        self.excluded = excluded
+
+    @classmethod
+    def from_exclusions(cls, n_images: int, excluded: pd.DataFrame, where: Path) -> NoPairsError:
+        """The error for ``n_images`` manifest images, all excluded, the table kept at ``where``."""
+        return cls(
+            f"no T1 + FDG pair found among {n_images} images of the collection CSV(s); "
+            f"excluded images by reason: {summarise_reasons(excluded)}; every image and its "
+            f"reason: {where}",
+            excluded,
+        )
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of an exclusion reason: its text before any detail (``": ..."``, ``" (...)"``).
+
+    ``"unusable image: missing slice(s): ..."`` -> ``"unusable image"``; ``"lower-preference T1
+    at the same visit (chose I101)"`` -> ``"lower-preference T1 at the same visit"``.
+    """
+    return re.split(r": | \(", str(reason), maxsplit=1)[0].strip() or str(reason)
+
+
+def summarise_reasons(excluded: pd.DataFrame, limit: int = 8) -> str:
+    """``"3 no FDG PET for this subject; 2 amyloid/tau tracer; ..."``: images per reason kind.
+
+    The most frequent ``limit`` kinds are named (ties in alphabetical order), the rest counted.
+    """
+    if excluded.empty:
+        return "no image in the download"
+    counts = excluded["reason"].map(reason_kind).value_counts()
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    parts = [f"{n} {kind}" for kind, n in ordered[:limit]]
+    if len(ordered) > limit:
+        rest = sum(n for _, n in ordered[limit:])
+        parts.append(f"{rest} for {len(ordered) - limit} other reason(s)")
+    return "; ".join(parts)
+
+
+def _write_kept(table: pd.DataFrame, path: Path, keep_dir: Path | None) -> Path:
+    """Write ``table`` to ``path`` and, with ``keep_dir``, a copy of the same name there.
+
+    Returns where a reader should look: the copy (it outlives a failed Snakemake job, which
+    deletes the job's outputs), else ``path``.
+    """
+    write_tsv(table, path)
+    if keep_dir is None:
+        return path
+    return write_tsv(table, Path(keep_dir) / Path(path).name)
+
+
+def _check_cohort(cohort_ids, manifest, download_dir, index, opts, missing_tsv, keep_dir):
+    """Completeness of the cohort list: write missing.tsv; raise unless allowed incomplete.
+
+    Returns the cohort's image IDs.
+    """
+    ids = read_cohort(cohort_ids)
+    missing, summary = check_completeness(
+        ids, manifest, download_dir, allow_incomplete=True, index=index
+    )
+    table = missing.reindex(columns=list(MISSING_COLUMNS))
+    where = _write_kept(table, Path(missing_tsv), keep_dir)
+    log.info("cohort: %s", describe_summary(summary))
+    if len(missing) and not opts["allow_incomplete_cohort"]:
+        raise IncompleteCohortError(
+            f"cohort incomplete: {describe_summary(summary)}; see {where}", missing, summary
+        )
+    return ids
+
+
+def _run_subjects(study: _Study, threads: int) -> tuple[list[dict], list[dict]]:
+    """Ingest every subject with candidates on ``threads`` threads; pairs and exclusion rows."""
+    pair_rows: list[dict] = []
+    excluded_rows = list(study.plan.excluded)
+    subjects = sorted(study.plan.candidates)
+    with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
+        for res in pool.map(lambda ptid: _process_or_exclude(ptid, study), subjects):
+            pair_rows.extend(res.pairs)
+            excluded_rows.extend(res.excluded)
+    return pair_rows, excluded_rows
+
+
+def _tables(pair_rows: list[dict], excluded_rows: list[dict], relative_to) -> tuple:
+    """pairs.tsv (paths relative to ``relative_to``, else absolute), excluded.tsv, participants."""
+    pairs = pd.DataFrame(pair_rows, columns=list(PAIRS_COLUMNS))
+    for col in ("mri_path", "pet_path"):
+        pairs[col] = [
+            os.path.relpath(p, relative_to) if relative_to else str(Path(p).resolve())
+            for p in pairs[col]
+        ]
+    pairs = pairs.sort_values(["participant_id", "session_id"]).reset_index(drop=True)
+    excluded = pd.DataFrame(excluded_rows, columns=list(EXCLUDED_COLUMNS))
+    excluded = excluded.sort_values(["ptid", "image_id"]).reset_index(drop=True)
+    participants = (
+        pairs.groupby("participant_id", sort=True)
+        .agg(
+            ptid=("ptid", "first"),
+            sex=("sex", "first"),
+            age=("age", "first"),
+            group=("group", "first"),
+            n_sessions=("session_id", "count"),
+        )
+        .reset_index()
+    )
+    return pairs, excluded, participants
+
+
+def _new_study(plan: IngestPlan, manifest: pd.DataFrame, adnimerge: dict, bids_dir: Path) -> _Study:
+    """The shared state of one ingest run (creates ``bids_dir`` and a private work folder)."""
+    bids_dir.mkdir(parents=True, exist_ok=True)
+    valid = manifest[manifest["problem"] == ""]
+    return _Study(
+        plan=plan,
+        bids_dir=bids_dir,
+        workdir=Path(tempfile.mkdtemp(prefix="fusion3d_ingest_")),
+        adnimerge=adnimerge,
+        first_dates=valid.groupby("Subject")["Acq Date"].min().to_dict(),
+        csv_rows={r["Image Data ID"]: r for r in manifest.to_dict("records")},
+    )
 
 
 def run_ingest(
@@ -358,6 +573,8 @@ def run_ingest(
     cohort_ids: str | os.PathLike | None = None,
     missing_tsv: str | os.PathLike | None = None,
     threads: int = 1,
+    keep_dir: str | os.PathLike | None = None,
+    require_pairs: bool = False,
 ) -> pd.DataFrame:
     """Ingest a LONI IDA download into a BIDS tree, ``pairs.tsv`` and ``excluded.tsv``.
 
@@ -370,7 +587,7 @@ def run_ingest(
     adnimerge
         ADNIMERGE.csv (diagnosis, visit codes); optional.
     bids_dir, pairs_tsv, excluded_tsv
-        Outputs.
+        Outputs (pairs.tsv: :data:`PAIRS_COLUMNS`; excluded.tsv: :data:`EXCLUDED_COLUMNS`).
     options
         ``t1_preference``, ``fdg_preference`` (lists of descriptions, wildcards allowed),
         ``max_days_apart`` (180), ``visits`` ("baseline" or "all"), ``relative_to`` (write
@@ -381,97 +598,42 @@ def run_ingest(
         Where the missing cohort images go (default: ``missing.tsv`` beside ``excluded_tsv``).
     threads
         Subjects converted in parallel.
+    keep_dir
+        A folder (e.g. the job's log folder) that also receives a copy of ``excluded.tsv`` and
+        ``missing.tsv``; the errors point to these copies, which outlive a failed job.
+    require_pairs
+        Raise :class:`NoPairsError` when no pair is found (after writing every table).
 
-    Returns
-    -------
-    pandas.DataFrame
-        The pairs table as written.
-
-    Raises
-    ------
-    ManifestError
-        For a missing, empty or malformed collection CSV.
-    IncompleteCohortError
-        When cohort images are missing and ``allow_incomplete_cohort`` is false (``missing_tsv``
-        is written first).
+    Returns the pairs table as written. Raises :class:`ManifestError` for a missing, empty or
+    malformed collection CSV; :class:`IncompleteCohortError` when cohort images are missing and
+    ``allow_incomplete_cohort`` is false (missing.tsv written first); :class:`NoPairsError` with
+    ``require_pairs`` when no pair is found (every table written first; the message counts the
+    excluded images per reason and names the excluded.tsv to read, the copy if ``keep_dir``).
     """
     opts = resolve_options(options)
     manifest = read_manifests(manifests)
     index = scan_download(download_dir)
     ids = None
     if cohort_ids is not None:
-        ids = read_cohort(cohort_ids)
-        missing, summary = check_completeness(
-            ids, manifest, download_dir, allow_incomplete=True, index=index
-        )
         missing_tsv = Path(missing_tsv or Path(excluded_tsv).with_name("missing.tsv"))
-        write_tsv(missing.reindex(columns=list(MISSING_COLUMNS)), missing_tsv)
-        log.info("cohort: %s", describe_summary(summary))
-        if len(missing) and not opts["allow_incomplete_cohort"]:
-            raise IncompleteCohortError(
-                f"cohort incomplete: {describe_summary(summary)}; see {missing_tsv}",
-                missing,
-                summary,
-            )
+        ids = _check_cohort(cohort_ids, manifest, download_dir, index, opts, missing_tsv, keep_dir)
     adnimerge_rows = clinical.index_adnimerge(
         clinical.read_adnimerge(adnimerge) if adnimerge else None
     )
     plan = plan_ingest(
         download_dir=download_dir, manifest=manifest, options=opts, cohort_ids=ids, index=index
     )
-    valid = manifest[manifest["problem"] == ""]
-    first_dates = valid.groupby("Subject")["Acq Date"].min().to_dict()
-    csv_rows = {r["Image Data ID"]: r for r in manifest.to_dict("records")}
-    bids_dir = Path(bids_dir)
-    bids_dir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="fusion3d_ingest_"))
-    pair_rows: list[dict] = []
-    excluded_rows = list(plan.excluded)
-
-    def work(ptid: str) -> _SubjectResult:
-        try:
-            return _process_subject(
-                ptid, plan, bids_dir, workdir, adnimerge_rows, first_dates[ptid], csv_rows
-            )
-        except Exception as exc:  # one bad subject never stops the cohort
-            log.exception("%s: ingest failed", ptid)
-            res = _SubjectResult()
-            for c in plan.candidates[ptid]:
-                res.excluded.append(_excl(ptid, c.image_id, c.description, f"ingest error: {exc}"))
-            return res
-
+    study = _new_study(plan, manifest, adnimerge_rows, Path(bids_dir))
     try:
-        subjects = sorted(plan.candidates)
-        with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
-            for res in pool.map(work, subjects):
-                pair_rows.extend(res.pairs)
-                excluded_rows.extend(res.excluded)
+        pair_rows, excluded_rows = _run_subjects(study, threads)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    pairs = pd.DataFrame(pair_rows, columns=list(PAIRS_COLUMNS))
-    relative_to = opts["relative_to"]
-    for col in ("mri_path", "pet_path"):
-        pairs[col] = [
-            os.path.relpath(p, relative_to) if relative_to else str(Path(p).resolve())
-            for p in pairs[col]
-        ]
-    pairs = pairs.sort_values(["participant_id", "session_id"]).reset_index(drop=True)
-    excluded = pd.DataFrame(excluded_rows, columns=list(EXCLUDED_COLUMNS))
-    excluded = excluded.sort_values(["ptid", "image_id"]).reset_index(drop=True)
-    bids.write_dataset_description(bids_dir)
-    participants = (
-        pairs.groupby("participant_id", sort=True)
-        .agg(
-            ptid=("ptid", "first"),
-            sex=("sex", "first"),
-            age=("age", "first"),
-            group=("group", "first"),
-            n_sessions=("session_id", "count"),
-        )
-        .reset_index()
-    )
-    write_tsv(participants, bids_dir / "participants.tsv")
-    write_tsv(excluded, excluded_tsv)
+        shutil.rmtree(study.workdir, ignore_errors=True)
+    pairs, excluded, participants = _tables(pair_rows, excluded_rows, opts["relative_to"])
+    bids.write_dataset_description(study.bids_dir)
+    write_tsv(participants, study.bids_dir / "participants.tsv")
+    where = _write_kept(excluded, Path(excluded_tsv), keep_dir)
     write_tsv(pairs, pairs_tsv)
     log.info("ingest: %d pairs, %d images excluded", len(pairs), len(excluded))
+    if require_pairs and pairs.empty:
+        raise NoPairsError.from_exclusions(len(manifest), excluded, where)
     return pairs
