@@ -173,4 +173,3 @@ def read_ecat_image(files: list[Path]) -> tuple[np.ndarray, np.ndarray, dict]:
     if infos[0]["units"]:
         sidecar["Units"] = infos[0]["units"]
     return data, affine, sidecar
-
