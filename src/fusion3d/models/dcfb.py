@@ -8,6 +8,7 @@ learning): ``x = blk(x, y); y = blk(y, x)``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -15,7 +16,66 @@ from torch import Tensor, nn
 
 from fusion3d.models.layers import DCFBBlock, conv_nd, conv_transpose_nd
 
-__all__ = ["DC2Fusion", "build_model", "l1nw_fusion"]
+__all__ = ["DC2Fusion", "SWITCHES", "VARIANTS", "build_model", "l1nw_fusion"]
+
+#: Every divergence from the published code as a switch: name -> (allowed values, what it
+#: controls). Each is a constructor argument of :class:`DC2Fusion` (see the DCFB block).
+SWITCHES: dict[str, tuple[tuple, str]] = {
+    "attention_softmax": ((True, False), "softmax on the attention scores (published: none)"),
+    "attention_proj": ((True, False), "apply cross_attn.proj (published: computed, discarded)"),
+    "sampled_layout": (("permute", "reshape"), "resampled map to channels-last"),
+    "conv_pairing": (("interleaved", "concatenated"), "channel pairs of the grouped k7 conv"),
+    "batchnorm_eps": (("default", "dim"), "BatchNorm eps 1e-5 or eps = channels"),
+    "shared_norm": ((False, True), "one LayerNorm (norm1) for input, attention output and MLP"),
+    "reference_grid": (("aligned", "published"), "zero-offset sampling grid"),
+    "offset_scale": (("voxel", "published"), "largest offset 1 voxel or (n-1)/n voxel"),
+    "sampling_padding": (("border", "zeros"), "grid_sample padding of the deformable sampling"),
+}
+
+#: The switch values of each variant: ``fixed`` (the intended behaviour, the default) and
+#: ``published`` (the published DC2Fusion code as it runs).
+VARIANTS: dict[str, dict[str, bool | str]] = {
+    "fixed": {
+        "attention_softmax": True,
+        "attention_proj": True,
+        "sampled_layout": "permute",
+        "conv_pairing": "interleaved",
+        "batchnorm_eps": "default",
+        "shared_norm": False,
+        "reference_grid": "aligned",
+        "offset_scale": "voxel",
+        "sampling_padding": "border",
+    },
+    "published": {
+        "attention_softmax": False,
+        "attention_proj": False,
+        "sampled_layout": "reshape",
+        "conv_pairing": "concatenated",
+        "batchnorm_eps": "dim",
+        "shared_norm": True,
+        "reference_grid": "published",
+        "offset_scale": "published",
+        "sampling_padding": "zeros",
+    },
+}
+
+
+def resolve_switches(variant: str, overrides: dict) -> dict[str, bool | str]:
+    """Expand ``variant`` into every switch; explicit (non-``None``) ``overrides`` win.
+
+    Raises ``ValueError`` naming an unknown variant or a switch with a value it does not take.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    out = dict(VARIANTS[variant])
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        allowed = SWITCHES[name][0]
+        if not any(value == a and type(value) is type(a) for a in allowed):
+            raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+        out[name] = value
+    return out
 
 
 def l1nw_fusion(f1: Tensor, f2: Tensor) -> Tensor:
@@ -80,6 +140,43 @@ def _as_int_tuple(name: str, value: Sequence[int]) -> tuple[int, ...]:
     return out
 
 
+def _check_sizes(
+    spatial_dims: int,
+    in_channels: int,
+    patch_size: int,
+    embed_dim: int,
+    depths: Sequence[int],
+    num_heads: Sequence[int],
+    window_size: int,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Check the sizes of :class:`DC2Fusion`; return ``depths`` and ``num_heads`` as tuples."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    for name, val in (
+        ("in_channels", in_channels),
+        ("patch_size", patch_size),
+        ("embed_dim", embed_dim),
+        ("window_size", window_size),
+    ):
+        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+            raise ValueError(f"{name} must be a positive integer, got {val!r}")
+    if embed_dim % 2:
+        raise ValueError(f"embed_dim must be even (the head halves it), got {embed_dim}")
+    depths = _as_int_tuple("depths", depths)
+    num_heads = _as_int_tuple("num_heads", num_heads)
+    if len(depths) != len(num_heads):
+        raise ValueError(
+            f"depths {depths} and num_heads {num_heads} must have the same length (stages)"
+        )
+    for i, h in enumerate(num_heads):
+        ch = embed_dim * 2**i
+        if ch % h:
+            raise ValueError(
+                f"stage {i}: {ch} channels (embed_dim * 2**{i}) not divisible by num_heads[{i}]={h}"
+            )
+    return depths, num_heads
+
+
 class DC2Fusion(nn.Module):
     """The DC2Fusion network (DCFB blocks, feature mutual learning, L1NW fusion).
 
@@ -106,8 +203,20 @@ class DC2Fusion(nn.Module):
         decoder stage reuses the rates of its encoder stage.
     qkv_bias : bool
         Bias in the Q, K, V projections.
-    attention_softmax : bool
-        ``False`` reproduces the published attention without softmax.
+    variant : {"fixed", "published"}
+        ``fixed`` (default): the intended behaviour where the published code is defective.
+        ``published``: every divergence set to the published code's behaviour (:data:`VARIANTS`).
+    attention_softmax, attention_proj, sampled_layout, conv_pairing, batchnorm_eps, ...
+        The single switches of :data:`SWITCHES` (also ``shared_norm``, ``reference_grid``,
+        ``offset_scale``, ``sampling_padding``; documented in :class:`DCFBBlock`).
+        ``None`` (default) takes the value of ``variant``; a value given here overrides it
+        (ablations).
+
+    Attributes
+    ----------
+    init_args : dict
+        Every constructor argument, fully resolved (plain str/int/float/bool/list):
+        ``DC2Fusion(**model.init_args)`` rebuilds the same network.
 
     Notes
     -----
@@ -129,39 +238,56 @@ class DC2Fusion(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.2,
         qkv_bias: bool = True,
-        attention_softmax: bool = True,
+        variant: str = "fixed",
+        attention_softmax: bool | None = None,
+        attention_proj: bool | None = None,
+        sampled_layout: str | None = None,
+        conv_pairing: str | None = None,
+        batchnorm_eps: str | None = None,
+        shared_norm: bool | None = None,
+        reference_grid: str | None = None,
+        offset_scale: str | None = None,
+        sampling_padding: str | None = None,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        for name, val in (
-            ("in_channels", in_channels),
-            ("patch_size", patch_size),
-            ("embed_dim", embed_dim),
-            ("window_size", window_size),
-        ):
-            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-                raise ValueError(f"{name} must be a positive integer, got {val!r}")
-        if embed_dim % 2:
-            raise ValueError(f"embed_dim must be even (the head halves it), got {embed_dim}")
-        depths = _as_int_tuple("depths", depths)
-        num_heads = _as_int_tuple("num_heads", num_heads)
-        if len(depths) != len(num_heads):
-            raise ValueError(
-                f"depths {depths} and num_heads {num_heads} must have the same length (stages)"
-            )
-        for i, h in enumerate(num_heads):
-            ch = embed_dim * 2**i
-            if ch % h:
-                raise ValueError(
-                    f"stage {i}: {ch} channels (embed_dim * 2**{i}) not divisible by num_heads[{i}]={h}"
-                )
+        switches = resolve_switches(
+            variant,
+            {
+                "attention_softmax": attention_softmax,
+                "attention_proj": attention_proj,
+                "sampled_layout": sampled_layout,
+                "conv_pairing": conv_pairing,
+                "batchnorm_eps": batchnorm_eps,
+                "shared_norm": shared_norm,
+                "reference_grid": reference_grid,
+                "offset_scale": offset_scale,
+                "sampling_padding": sampling_padding,
+            },
+        )
+        depths, num_heads = _check_sizes(
+            spatial_dims, in_channels, patch_size, embed_dim, depths, num_heads, window_size
+        )
         if not mlp_ratio > 0:
             raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
-
-        self.spatial_dims = spatial_dims
+        self._init_args = {
+            "spatial_dims": int(spatial_dims),
+            "in_channels": in_channels,
+            "patch_size": patch_size,
+            "embed_dim": embed_dim,
+            "depths": list(depths),
+            "num_heads": list(num_heads),
+            "window_size": window_size,
+            "mlp_ratio": float(mlp_ratio),
+            "drop_path_rate": float(drop_path_rate),
+            "qkv_bias": bool(qkv_bias),
+            "variant": variant,
+            **switches,
+        }
+        self.variant = variant
+        self.switches = switches
+        self.spatial_dims = int(spatial_dims)
         self.in_channels = in_channels
         self.patch_size = patch_size
         self.embed_dim = embed_dim
@@ -170,9 +296,17 @@ class DC2Fusion(nn.Module):
         self.window_size = window_size
         self.n_stages = len(depths)
         self.size_divisor = patch_size * 2 ** (self.n_stages - 1) * window_size
+        self._build(float(mlp_ratio), float(drop_path_rate), bool(qkv_bias), switches)
 
-        conv = conv_nd(spatial_dims)
-        self.patch_embed = conv(in_channels, embed_dim, patch_size, stride=patch_size)
+    def _build(
+        self, mlp_ratio: float, drop_path_rate: float, qkv_bias: bool, switches: dict
+    ) -> None:
+        """Create the modules (in a fixed order: a seeded init gives the same weights)."""
+        sd, embed_dim, depths = self.spatial_dims, self.embed_dim, self.depths
+        conv = conv_nd(sd)
+        self.patch_embed = conv(
+            self.in_channels, embed_dim, self.patch_size, stride=self.patch_size
+        )
 
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         stage_rates = [rates[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(self.n_stages)]
@@ -183,13 +317,13 @@ class DC2Fusion(nn.Module):
                 [
                     DCFBBlock(
                         dims[i],
-                        num_heads[i],
-                        window_size,
-                        spatial_dims=spatial_dims,
+                        self.num_heads[i],
+                        self.window_size,
+                        spatial_dims=sd,
                         mlp_ratio=mlp_ratio,
                         qkv_bias=qkv_bias,
                         drop_path=stage_rates[i][j],
-                        attention_softmax=attention_softmax,
+                        **switches,
                     )
                     for j in range(depths[i])
                 ]
@@ -198,20 +332,25 @@ class DC2Fusion(nn.Module):
         last = self.n_stages - 1
         self.encoder = nn.ModuleList([make_stage(i) for i in range(self.n_stages)])
         self.downsample = nn.ModuleList(
-            [_Resample(dims[i], dims[i + 1], spatial_dims, up=False) for i in range(last)]
+            [_Resample(dims[i], dims[i + 1], sd, up=False) for i in range(last)]
         )
         self.bottleneck_norm = nn.LayerNorm(dims[last])
         # decoder modules indexed by stage i (0 = finest); stage `last` has no skip.
         self.skip_proj = nn.ModuleList([nn.Linear(2 * dims[i], dims[i]) for i in range(last)])
         self.decoder = nn.ModuleList([make_stage(i) for i in range(self.n_stages)])
         self.upsample = nn.ModuleList(
-            [_Resample(dims[i + 1], dims[i], spatial_dims, up=True) for i in range(last)]
+            [_Resample(dims[i + 1], dims[i], sd, up=True) for i in range(last)]
         )
         self.head_norm = nn.LayerNorm(2 * embed_dim)
-        self.head_up = conv_transpose_nd(spatial_dims)(
-            2 * embed_dim, embed_dim // 2, patch_size, stride=patch_size
+        self.head_up = conv_transpose_nd(sd)(
+            2 * embed_dim, embed_dim // 2, self.patch_size, stride=self.patch_size
         )
         self.head_out = conv(embed_dim // 2, 2, 3, padding=1)
+
+    @property
+    def init_args(self) -> dict:
+        """Every constructor argument, resolved; a fresh copy (lists, not tuples)."""
+        return {k: list(v) if isinstance(v, list) else v for k, v in self._init_args.items()}
 
     def check_input(self, mri: Tensor, pet: Tensor) -> None:
         """Raise ``ValueError`` when the inputs cannot go through the network."""
@@ -277,22 +416,13 @@ class DC2Fusion(nn.Module):
 
 
 def build_model(config: dict) -> DC2Fusion:
-    """Build :class:`DC2Fusion` from its init kwargs, naming unknown keys."""
+    """Build :class:`DC2Fusion` from its init kwargs (``variant`` and switches included).
+
+    Raises ``ValueError`` naming unknown keys and the allowed ones.
+    """
     if not isinstance(config, dict):
         raise ValueError(f"model config must be a dict, got {type(config).__name__}")
-    allowed = {
-        "spatial_dims",
-        "in_channels",
-        "patch_size",
-        "embed_dim",
-        "depths",
-        "num_heads",
-        "window_size",
-        "mlp_ratio",
-        "drop_path_rate",
-        "qkv_bias",
-        "attention_softmax",
-    }
+    allowed = set(inspect.signature(DC2Fusion.__init__).parameters) - {"self"}
     unknown = sorted(set(config) - allowed)
     if unknown:
         raise ValueError(f"model config: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
