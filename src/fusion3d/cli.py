@@ -6,6 +6,8 @@ Sub-commands:
 - ``fusion3d metrics FUSED MRI PET --protocol NAME``: fusion metrics as JSON;
 - ``fusion3d cohort-search IMAGE_IDS``: LONI IDA advanced-search strings for a cohort list;
 - ``fusion3d check-cohort IMAGE_IDS DOWNLOAD_DIR CSV...``: is every cohort image in the download?
+- ``fusion3d import-weights PUBLISHED.pth OUT.pt``: weights trained with the published DC2Fusion
+  code as our checkpoint for ``variant: published``;
 - ``fusion3d version``.
 
 The study itself runs through Snakemake (see the README); these commands are the pieces a
@@ -59,6 +61,26 @@ def _check_cohort(args: argparse.Namespace) -> int:
     return 1 if len(missing) else 0
 
 
+def _import_weights(args: argparse.Namespace) -> int:
+    import logging
+
+    from fusion3d.models.published import import_published_weights
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sizes = {
+        "spatial_dims": args.spatial_dims,
+        "patch_size": args.patch_size,
+        "embed_dim": args.embed_dim,
+        "depths": args.depths,
+        "num_heads": args.num_heads,
+        "window_size": args.window_size,
+        "drop_path_rate": args.drop_path_rate,
+    }
+    init_args = import_published_weights(args.published, args.out, **sizes)
+    print(json.dumps(init_args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusion3d", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("download_dir")
     p.add_argument("manifests", nargs="+", help="collection CSV(s)")
     p.set_defaults(func=_check_cohort)
+
+    p = sub.add_parser(
+        "import-weights",
+        help="convert a state_dict saved by the published DC2Fusion code into our checkpoint",
+        description="Convert a state_dict saved by the published DC2Fusion code into a checkpoint "
+        "of DC2Fusion(variant='published') that fusion3d's inference reads. Sizes are read from "
+        "the weights; heads and window size (not in the weights) default to the published "
+        "[3, 6, 12, 24] and 2.",
+    )
+    p.add_argument("published", help="the published model's state_dict (.pth)")
+    p.add_argument("out", help="our checkpoint to write (.pt)")
+    p.add_argument("--num-heads", type=int, nargs="+", help="heads per stage (default 3 6 12 24)")
+    p.add_argument("--window-size", type=int, help="attention window edge (default 2)")
+    p.add_argument("--drop-path-rate", type=float, help="stochastic depth (default 0.2)")
+    for name in ("spatial-dims", "patch-size", "embed-dim"):
+        p.add_argument(f"--{name}", type=int, help="check against the weights (read from them)")
+    p.add_argument("--depths", type=int, nargs="+", help="check against the weights")
+    p.set_defaults(func=_import_weights)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=lambda args: print(__version__) or 0)
