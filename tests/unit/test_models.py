@@ -430,3 +430,22 @@ def test_offsets_fp32_under_bf16_autocast():
     assert off.dtype == torch.float32
     assert torch.allclose(off, ref, atol=0.05)  # bf16 features, fp32 last layer
     assert torch.isfinite(fused).all()
+
+
+def test_config_schema_names_every_constructor_argument():
+    """The models: part of the workflow schema lists exactly DC2Fusion's arguments and values."""
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    schema_path = Path(__file__).parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+    schema = yaml.safe_load(schema_path.read_text())
+    props = schema["properties"]["models"]["additionalProperties"]["properties"]
+    assert set(props) == set(inspect.signature(DC2Fusion.__init__).parameters) - {"self"}
+    assert props["variant"]["enum"] == list(VARIANTS)
+    for name, (allowed, _) in SWITCHES.items():
+        if "enum" in props[name]:
+            assert props[name]["enum"] == list(allowed), name
+        else:
+            assert props[name]["type"] == "boolean" and set(allowed) == {True, False}, name
