@@ -22,6 +22,11 @@ same code on the CPU with a tiny network (a check of the code path, not a figure
     .venv/bin/python benchmarks/bench_gpu.py                      # on a GPU machine
     .venv/bin/python benchmarks/bench_gpu.py --gpus 4 --no-compile
     .venv/bin/python benchmarks/bench_gpu.py --smoke              # anywhere
+
+``--cpu`` measures the switches that mean something on a CPU (channels-last; fused Adam
+against ``--no-fused-adam``) for the network of ``--configfile`` at ``--grid``::
+
+    .venv/bin/python benchmarks/bench_gpu.py --cpu --configfile config/config.yaml --grid 64
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -77,6 +83,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--train-subjects", type=int, default=594)
     ap.add_argument("--infer-subjects", type=int, default=660)
     ap.add_argument("--smoke", action="store_true", help="without CUDA: tiny CPU run")
+    ap.add_argument(
+        "--cpu", action="store_true", help="measure channels-last (and Adam) on the CPU instead"
+    )
+    ap.add_argument("--threads", type=int, default=2, help="torch threads with --cpu")
     return ap.parse_args(argv)
 
 
@@ -252,27 +262,36 @@ def variants(args) -> list[tuple[str, bool, bool]]:
     """``(amp, compile, channels_last)`` to measure."""
     if args.smoke:  # each code path once: fp32, and bf16 with channels-last
         return [("off", False, False), ("bf16", False, True)]
+    if args.cpu:  # the switches that mean something on a CPU
+        return [("off", False, False), ("off", False, True)]
     compiles = (False,) if args.no_compile else (False, True)
     return [(amp, c, cl) for amp in ("off", "bf16") for c in compiles for cl in (False, True)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark (or say why not) and print one line per figure."""
-    args = parse_args(argv)
+def pick_device(args) -> torch.device | None:
+    """CUDA when usable (unless ``--cpu``); else the CPU for ``--smoke``/``--cpu``; else None."""
     info = cuda_report()
-    if info["available"]:
+    if info["available"] and not args.cpu:
         device = torch.device("cuda")
         print(f"device: {torch.cuda.get_device_name(device)}; torch {torch.__version__}")
-    else:
+        return device
+    if not args.cpu:
         print(f"no usable CUDA device: {info}; the GPU figures are not measured here")
-        if not args.smoke:
-            return 0
-        device = torch.device("cpu")
+    if args.smoke:
         args.grid, args.steps, args.warmup = 16, 1, 1
         args.workers, args.data_subjects = min(args.workers, 2), 2
         torch.set_num_threads(1)
         print("--smoke: a tiny network on the CPU (checks the code path; not a figure)")
-    mcfg = model_config(args)
+        return torch.device("cpu")
+    if args.cpu:
+        torch.set_num_threads(args.threads)
+        print(f"--cpu: the CPU with {args.threads} threads; torch {torch.__version__}")
+        return torch.device("cpu")
+    return None
+
+
+def run_variants(args, mcfg: dict, device: torch.device) -> list[dict]:
+    """Measure every variant (a failing compiled variant is reported and skipped)."""
     results = []
     for amp, compiled, channels_last in variants(args):
         try:
@@ -281,14 +300,29 @@ def main(argv: list[str] | None = None) -> int:
             if not compiled:
                 raise
             print(f"{amp} +compile{' +channels_last' if channels_last else ''}: failed ({exc!r})")
+    adam = "Adam" if args.no_fused_adam else "fused Adam"
     print(f"network: {mcfg} ({results[0]['params'] / 1e6:.2f} M parameters), grid {args.grid}")
     for r in results:
         peak = "n/a (CPU)" if math.isnan(r["peak_gib"]) else f"{r['peak_gib']:.2f} GiB"
         print(
-            f"{r['variant']:<26} train step {r['step_s']:.3f} s (first {args.warmup}: "
+            f"{r['variant']:<26} train step ({adam}) {r['step_s']:.3f} s (first {args.warmup}: "
             f"{r['first_steps_s']:.1f} s), peak GPU memory {peak}, "
             f"inference {r['infer_s']:.3f} s/subject"
         )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (or say why not) and print one line per figure."""
+    args = parse_args(argv)
+    device = pick_device(args)
+    if device is None:
+        return 0
+    mcfg = model_config(args)
+    results = run_variants(args, mcfg, device)
+    if args.cpu:
+        print(f"load average (1, 5, 15 min): {os.getloadavg()} on {os.cpu_count()} CPUs")
+        return 0
     best = min((r for r in results if r["amp"] == "bf16"), key=lambda r: r["step_s"])
     data = bench_data_wait(args, mcfg, device, best)
     print(
