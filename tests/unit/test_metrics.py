@@ -21,7 +21,6 @@ from fusion3d.metrics.core import (
     psnr,
     ssim_map,
     ssim_slices,
-    to_8bit,
 )
 from fusion3d.metrics.fmi import _window_pdfs, fmi_haghighat, gradient_feature
 from fusion3d.metrics.fsim import _filters, fsim, fsim_slices, phase_congruency
@@ -101,14 +100,6 @@ def test_masked_ssim_3d_crop_is_exact(mni):
     mask[12:25, 4:30, 9:21] = True
     full = ssim_map(vol, other, 1.0)[mask].mean()
     assert masked_ssim_3d(vol, other, mask) == pytest.approx(full, rel=1e-5)
-
-
-def test_to_8bit_per_slice():
-    stack = np.stack([np.linspace(2, 4, 16).reshape(4, 4), np.full((4, 4), 7.0)])
-    out = to_8bit(stack)
-    assert out[0].min() == 0 and out[0].max() == 255
-    assert np.all(out[1] == 0)
-    assert np.all(out == np.round(out))
 
 
 # ----------------------------------------------------------------- FSIM

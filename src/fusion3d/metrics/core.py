@@ -205,15 +205,3 @@ def mutual_information(a: np.ndarray, b: np.ndarray, bins: int = 100) -> float:
     """Mutual information ``H(A) + H(B) - H(A, B)`` in nats from a ``bins``-bin histogram."""
     ha, hb, hab = entropies(joint_histogram(a, b, bins))
     return max(ha + hb - hab, 0.0)
-
-
-def to_8bit(stack: np.ndarray) -> np.ndarray:
-    """Min-max scale every slice of an ``(S, H, W)`` stack to 0..255 and round (float64).
-
-    A constant slice becomes all zeros.
-    """
-    lo = stack.min(axis=(1, 2), keepdims=True)
-    hi = stack.max(axis=(1, 2), keepdims=True)
-    span = hi - lo
-    scaled = np.where(span > 0, (stack - lo) / np.where(span > 0, span, 1.0), 0.0)
-    return np.round(scaled * 255.0)
