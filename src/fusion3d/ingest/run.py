@@ -4,7 +4,16 @@
 pairs T1 with FDG per subject without touching pixel data (fast enough for DAG-build time).
 :func:`run_ingest` converts the chosen images; an image that fails its checks is excluded with
 the reason and the subject falls back to its next candidate. One bad subject never stops the
-cohort.
+cohort. One subject (:func:`_process_subject`) goes through named steps:
+
+1. :func:`_choose_and_convert`: pair its candidates, convert the chosen images, choose again
+   without an image that fails;
+2. :func:`_participant`: its BIDS label;
+3. :func:`_visit_of`: per pair, the session, diagnosis, sex and age (ADNIMERGE, else the CSV);
+4. :func:`_write_pair`: the BIDS images and sidecars;
+5. :func:`_pair_row`: its row of pairs.tsv; every other candidate becomes an excluded.tsv row.
+
+When nothing pairs, :class:`NoPairsError` counts the excluded images per reason.
 """
 
 from __future__ import annotations
