@@ -197,22 +197,131 @@ def test_trimmed_mean_ignores_tails():
 
 
 # ---------------------------------------------------------------- QC
-def test_collect_qc_tables(tmp_path):
-    good = {"subject_id": "a", "mask_volume_ml": 1400, "flags": [], "times_s": {"total": 3}}
-    bad = {"subject_id": "b", "mask_volume_ml": 0, "flags": [qc.flag("empty_brain_mask", "x")]}
+def _qc_record(sid, ml=1500.0, ncc=(0.2, 0.6), mi=(0.1, 0.4), ref=(2000.0, 500)):
+    return {
+        "subject_id": sid,
+        "mask_volume_ml": ml,
+        "registration": {
+            "t1_to_mni": {"metric": "ncc", "similarity_before": ncc[0], "similarity_after": ncc[1]},
+            "pet_to_t1": {"metric": "mi", "similarity_before": mi[0], "similarity_after": mi[1]},
+        },
+        "suvr": {"reference_value": ref[0], "reference_voxels": ref[1]},
+        "flags": [],
+    }
+
+
+def _write_records(tmp_path, records):
     paths = []
-    for rec in (good, bad):
+    for rec in records:
         p = tmp_path / f"{rec['subject_id']}_qc.json"
         qc.write_json(rec, p)
         paths.append(p)
-    table, flags = collect_qc(paths)
+    return paths
+
+
+def test_collect_qc_tables(tmp_path):
+    good = {"subject_id": "a", "mask_volume_ml": 1400, "flags": [], "times_s": {"total": 3}}
+    bad = {"subject_id": "b", "mask_volume_ml": 0, "flags": [qc.flag("empty_brain_mask", "x")]}
+    table, flags = collect_qc(_write_records(tmp_path, [good, bad]))
     assert list(table["subject_id"]) == ["a", "b"] and list(table["flagged"]) == [False, True]
     assert flags.to_dict("records") == [
-        {"subject_id": "b", "flag": "empty_brain_mask", "reason": "x"}
+        {
+            "subject_id": "b",
+            "kind": "absolute",
+            "flag": "empty_brain_mask",
+            "figure": "",
+            "value": "",
+            "bound": "",
+            "reason": "x",
+        }
     ]
     (tmp_path / "broken_qc.json").write_text("{")
     with pytest.raises(ValueError, match="broken_qc.json"):
         collect_qc([tmp_path / "broken_qc.json"])
+
+
+def test_default_bounds_are_real_anatomy_not_the_template():
+    b = qc.DEFAULT_BOUNDS
+    # adult intracranial brain masks are roughly 1,000-1,800 ml; real heads reach a T1->MNI
+    # correlation of 0.53-0.61 after registration (issue 15), the warped template 0.79-0.82
+    assert 800 < b["mask_ml_min"] <= 1000 and 1800 <= b["mask_ml_max"] <= 2200
+    assert b["min_mni_ncc"] < 0.53
+    from fusion3d.preprocess.pipeline import DEFAULT_OPTIONS
+
+    assert DEFAULT_OPTIONS["qc_bounds"] == b
+
+
+@pytest.mark.parametrize(
+    "record, name, figure, value, bound",
+    [
+        (_qc_record("s", ml=2600.0), "mask_volume", "mask_volume_ml", 2600.0, "in [900, 2000]"),
+        (_qc_record("s", ml=0.0), "empty_brain_mask", "mask_volume_ml", 0.0, "> 0"),
+        (_qc_record("s", ncc=(0.2, 0.3)), "t1_to_mni_similarity", "t1_to_mni_after", 0.3, ">= 0.4"),
+        (
+            _qc_record("s", mi=(0.1, 0.12)),
+            "pet_to_t1_similarity",
+            "pet_to_t1_after",
+            0.12,
+            ">= 0.15",
+        ),
+        (_qc_record("s", mi=(0.5, 0.4)), "pet_to_t1_diverged", "pet_to_t1_gain", -0.1, ">= -0.02"),
+        (_qc_record("s", ref=(0.0, 500)), "suvr_reference", "suvr_reference_value", 0.0, "> 0"),
+        (_qc_record("s", ref=(9.0, 5)), "suvr_reference_size", "suvr_reference_voxels", 5, ">= 20"),
+    ],
+)
+def test_absolute_flags_name_figure_value_and_bound(record, name, figure, value, bound):
+    bounds = {**qc.DEFAULT_BOUNDS, "mask_ml_min": 900.0, "mask_ml_max": 2000.0, "min_mni_ncc": 0.4}
+    flags = qc.evaluate_flags(record, bounds)
+    assert [f["flag"] for f in flags] == [name]
+    (f,) = flags
+    assert f["kind"] == "absolute" and f["figure"] == figure and f["bound"] == bound
+    assert f["value"] == pytest.approx(value)
+    assert f["reason"].startswith(figure)
+    assert qc.evaluate_flags(_qc_record("s"), bounds) == []
+
+
+def test_cohort_check_flags_outliers_with_robust_z(tmp_path):
+    volumes = np.array([1420, 1610, 1505, 1480, 2150, 1550, 1395, 1530, 1660, 1460, 1575.0])
+    # s04: far from this cohort (though not from every adult); s07: a low correlation; s02: a
+    # high correlation, never a failure
+    nccs = np.array([0.55, 0.58, 0.70, 0.56, 0.57, 0.59, 0.54, 0.45, 0.57, 0.60, 0.56])
+    records = [
+        _qc_record(f"s{i:02d}", ml=float(v), ncc=(0.2, float(c)))
+        for i, (v, c) in enumerate(zip(volumes, nccs, strict=True))
+    ]
+    table, flags = collect_qc(_write_records(tmp_path, records), cohort_max_z=3.5)
+    figure = "mask_volume_ml"
+    # expected robust z, computed here with numpy: (x - median) / (1.4826 MAD)
+    med = np.median(volumes)
+    spread = max(1.4826 * np.median(np.abs(volumes - med)), qc.COHORT_FIGURES[figure]["min_spread"])
+    z = (volumes - med) / spread
+    np.testing.assert_allclose(table["mask_volume_ml_cohort_z"], np.round(z, 3), atol=1e-3)
+    cohort = flags[flags["kind"] == "cohort"]
+    assert set(zip(cohort["subject_id"], cohort["figure"], strict=True)) == {
+        ("s04", "mask_volume_ml"),
+        ("s07", "t1_to_mni_after"),
+    }
+    row = cohort[cohort["subject_id"] == "s04"].iloc[0]
+    assert row["value"] == pytest.approx(2150.0)
+    assert row["bound"] == f"in [{med - 3.5 * spread:.4g}, {med + 3.5 * spread:.4g}]"
+    assert "outlier in this cohort" in row["reason"] and "2150" in row["reason"]
+    assert list(table.loc[table["flagged"], "subject_id"]) == ["s04", "s07"]
+
+
+def test_cohort_check_needs_enough_subjects_and_a_spread(tmp_path, caplog):
+    records = [_qc_record(f"s{i}", ml=1500.0 + i) for i in range(5)] + [_qc_record("s9", ml=1900.0)]
+    with caplog.at_level("INFO", logger="fusion3d.preprocess.qc"):
+        table, flags = collect_qc(_write_records(tmp_path, records), cohort_min_subjects=8)
+    assert len(flags) == 0 and table["mask_volume_ml_cohort_z"].isna().all()
+    assert "cohort QC of mask_volume_ml skipped: 6 subjects < 8" in caplog.text
+    # a uniform cohort: the spread is at least min_spread (50 ml), so 40 ml is no outlier
+    uniform = [_qc_record(f"u{i}", ml=1500.0) for i in range(9)] + [_qc_record("u9", ml=1540.0)]
+    table, flags = collect_qc(_write_records(tmp_path, uniform), cohort_min_subjects=8)
+    assert len(flags) == 0
+    assert qc.COHORT_FIGURES["mask_volume_ml"]["min_spread"] == 50.0
+    assert table["mask_volume_ml_cohort_z"].max() == pytest.approx(40.0 / 50.0, abs=1e-3)
+    with pytest.raises(ValueError, match="max_z"):
+        qc.cohort_flags(table, max_z=0)
 
 
 # ---------------------------------------------------------------- end to end (tiny)

@@ -34,12 +34,17 @@ rule preprocess:
         runtime=30,
     params:
         out_dir=lambda w: f"{R}/preprocess/{w.subject}",
+        # the preprocess keys, the free-form options, and preprocess.qc.bounds as qc_bounds
         options=lambda w: {
             **config["preprocess"]["options"],
             **{
                 k: v
                 for k, v in config["preprocess"].items()
-                if k not in ("options", "on_flag")
+                if k not in ("options", "on_flag", "qc")
+            },
+            "qc_bounds": {
+                **config["preprocess"]["options"].get("qc_bounds", {}),
+                **config["preprocess"]["qc"]["bounds"],
             },
         },
     script:
@@ -47,6 +52,7 @@ rule preprocess:
 
 
 rule qc_table:
+    """Every QC figure (qc.tsv) and every flag (flags.tsv): absolute, and outliers of the cohort."""
     input:
         qc=get_all_qc,
     output:
@@ -62,6 +68,9 @@ rule qc_table:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        cohort_max_z=config["preprocess"]["qc"]["cohort_max_z"],
+        cohort_min_subjects=config["preprocess"]["qc"]["cohort_min_subjects"],
     script:
         "../scripts/qc_table.py"
 

@@ -10,7 +10,12 @@ from fusion3d.workflow import script_logging
 with script_logging(snakemake.log[0]) as log:
     from fusion3d.preprocess import collect_qc
 
-    qc, flags = collect_qc(list(snakemake.input.qc))
+    qc, flags = collect_qc(
+        list(snakemake.input.qc),
+        cohort_max_z=snakemake.params.cohort_max_z,
+        cohort_min_subjects=snakemake.params.cohort_min_subjects,
+    )
     write_tsv(qc, snakemake.output.qc)
     write_tsv(flags, snakemake.output.flags)
-    log.info("%d subjects, %d flags", len(qc), len(flags))
+    kinds = flags["kind"].value_counts().to_dict() if len(flags) else {}
+    log.info("%d subjects, %d flags %s", len(qc), len(flags), kinds)

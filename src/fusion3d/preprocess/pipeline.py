@@ -38,10 +38,10 @@ Options (:data:`DEFAULT_OPTIONS`, overridden by the ``options`` of :func:`prepro
 - ``suvr_region`` ("pons"): "pons" (eroded 6 mm) or "cerebellum" (grey).
 - ``suvr_trim`` (0.1): fraction cut from each tail for the trimmed mean.
 - ``grid`` (64): model-input cube side (the paper uses 128).
-- ``qc_bounds``: ``mask_ml_min``/``mask_ml_max`` (800/2400 ml),
-  ``min_similarity_gain`` (-0.02: similarity may not fall by more),
-  ``min_pet_mi`` (0.15 nats, PET->T1 MI after), ``min_mni_ncc``
-  (0.75, T1->MNI correlation after), ``min_ref_voxels`` (20).
+- ``qc_bounds``: overrides of the absolute QC bounds, whose defaults
+  (:data:`fusion3d.preprocess.qc.DEFAULT_BOUNDS`) are set from real anatomy:
+  ``mask_ml_min``/``mask_ml_max``, ``min_similarity_gain``, ``min_pet_mi``,
+  ``min_mni_ncc``, ``min_ref_voxels``.
 """
 
 from __future__ import annotations
@@ -74,14 +74,7 @@ DEFAULT_OPTIONS: dict = {
     "suvr_region": "pons",
     "suvr_trim": 0.1,
     "grid": 64,
-    "qc_bounds": {
-        "mask_ml_min": 800.0,
-        "mask_ml_max": 2400.0,
-        "min_similarity_gain": -0.02,
-        "min_pet_mi": 0.15,
-        "min_mni_ncc": 0.75,
-        "min_ref_voxels": 20,
-    },
+    "qc_bounds": dict(qc.DEFAULT_BOUNDS),
 }
 
 
@@ -249,7 +242,15 @@ def extract_brain(t1_n4, t1_affine: np.ndarray, opts: dict, flags: list) -> _Bra
             t1_n4, opts["brain_extraction"], registration_mm=float(opts["registration_mm"])
         )
     except Exception as exc:  # a failed extraction is a flag, not a crash
-        flags.append(qc.flag("brain_extraction_failed", f"{type(exc).__name__}: {exc}"))
+        flags.append(
+            qc.flag(
+                "brain_extraction_failed",
+                f"brain extraction failed: {type(exc).__name__}: {exc}",
+                figure="mask_volume_ml",
+                value=0.0,
+                bound="extraction succeeds",
+            )
+        )
         mask = np.zeros(t1_n4.shape, dtype=bool)
     empty = not mask.any()
     mask_img = t1_n4.new_image_like(mask.astype(np.float32))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,58 +13,164 @@ import pandas as pd
 
 from fusion3d.io import atomic_path
 
+#: Absolute QC bounds (the defaults of the ``qc_bounds`` preprocessing option). They catch
+#: gross failures on any cohort and are set from real anatomy, not from the template (sources
+#: and measurements: README, "Quality control"):
+#:
+#: - ``mask_ml_min``/``mask_ml_max``: brain-mask volume (ml); adult intracranial brain masks
+#:   are roughly 1,000-1,800 ml (real heads: 1,480-1,790 ml), widened by 100-200 ml;
+#: - ``min_mni_ncc``: T1 -> MNI152 correlation after registration: real heads reach
+#:   0.53-0.61 (the warped-template synthetic heads 0.77-0.82); on the real head of the
+#:   tests a 10 mm shift gives 0.24-0.37 and a 15 degree rotation 0.31-0.34;
+#: - ``min_pet_mi``: PET -> T1 mutual information after registration (nats);
+#: - ``min_similarity_gain``: a registration may not lower its similarity by more than this;
+#: - ``min_ref_voxels``: voxels of the SUVR reference region.
+DEFAULT_BOUNDS: dict[str, float] = {
+    "mask_ml_min": 900.0,
+    "mask_ml_max": 2000.0,
+    "min_similarity_gain": -0.02,
+    "min_pet_mi": 0.15,
+    "min_mni_ncc": 0.35,
+    "min_ref_voxels": 20,
+}
 
-def flag(name: str, reason: str) -> dict[str, str]:
-    """One QC flag record."""
-    return {"flag": name, "reason": reason}
+#: QC figures compared with the cohort (columns of ``qc.tsv``): label, the side that is bad
+#: ("both", or "low" for similarities: a higher similarity than the cohort is no failure) and
+#: the smallest spread used for the robust z (so that in a very uniform cohort a difference
+#: too small to matter is not an outlier).
+COHORT_FIGURES: dict[str, dict] = {
+    "mask_volume_ml": {"label": "brain-mask volume (ml)", "side": "both", "min_spread": 50.0},
+    "t1_to_mni_after": {
+        "label": "T1->MNI correlation after registration",
+        "side": "low",
+        "min_spread": 0.02,
+    },
+    "pet_to_t1_after": {
+        "label": "PET->T1 mutual information after registration (nats)",
+        "side": "low",
+        "min_spread": 0.02,
+    },
+}
+
+#: Columns of ``flags.tsv``.
+FLAG_COLUMNS = ("subject_id", "kind", "flag", "figure", "value", "bound", "reason")
+
+log = logging.getLogger(__name__)
 
 
-def evaluate_flags(qc: dict, bounds: dict) -> list[dict[str, str]]:
-    """Apply the QC bounds to the measured ``qc`` values; return the flags raised.
+def flag(
+    name: str,
+    reason: str,
+    *,
+    kind: str = "absolute",
+    figure: str = "",
+    value: float | str = "",
+    bound: str = "",
+) -> dict:
+    """One QC flag record.
 
-    Bounds keys: ``mask_ml_min``, ``mask_ml_max``, ``min_similarity_gain``,
-    ``min_pet_mi``, ``min_mni_ncc``, ``min_ref_voxels``.
+    ``kind`` is "absolute" (a bound that holds for any cohort failed) or "cohort" (an
+    outlier of this cohort); ``figure`` names the QC figure (a column of ``qc.tsv``),
+    ``value`` is its value and ``bound`` the bound it failed, e.g. ``">= 0.4"``.
     """
-    out: list[dict[str, str]] = []
-    ml = qc.get("mask_volume_ml", 0.0)
+    if kind not in ("absolute", "cohort"):
+        raise ValueError(f"flag kind must be 'absolute' or 'cohort', got {kind!r}")
+    return {
+        "flag": name,
+        "kind": kind,
+        "figure": figure,
+        "value": value,
+        "bound": bound,
+        "reason": reason,
+    }
+
+
+def _g(value: float) -> str:
+    """A figure or bound value for a message (4 significant digits)."""
+    return f"{float(value):.4g}"
+
+
+def _mask_flags(ml: float, bounds: dict) -> list[dict]:
+    """Flags of the brain-mask volume: empty, or outside [mask_ml_min, mask_ml_max]."""
     if ml <= 0:
-        out.append(flag("empty_brain_mask", "brain extraction returned an empty mask"))
-    elif not bounds["mask_ml_min"] <= ml <= bounds["mask_ml_max"]:
+        reason = f"mask_volume_ml {ml:g}: brain extraction returned an empty mask"
+        return [flag("empty_brain_mask", reason, figure="mask_volume_ml", value=ml, bound="> 0")]
+    lo, hi = bounds["mask_ml_min"], bounds["mask_ml_max"]
+    if lo <= ml <= hi:
+        return []
+    bound = f"in [{_g(lo)}, {_g(hi)}]"
+    reason = f"mask_volume_ml {ml:.0f} ml outside [{_g(lo)}, {_g(hi)}] ml (absolute bound)"
+    return [flag("mask_volume", reason, figure="mask_volume_ml", value=ml, bound=bound)]
+
+
+def _registration_flags(key: str, label: str, floor: float, reg, min_gain: float) -> list:
+    """Flags of one registration: missing, similarity below ``floor``, similarity fell."""
+    if reg is None:
+        reason = f"{key}_after missing: {label}: registration did not run"
+        return [flag(f"{key}_missing", reason, figure=f"{key}_after", bound="registration ran")]
+    out = []
+    before, after = reg["similarity_before"], reg["similarity_after"]
+    if after < floor:
+        reason = (
+            f"{key}_after ({label} after registration) {after:.3f} < {_g(floor)} (absolute bound)"
+        )
         out.append(
             flag(
-                "mask_volume",
-                f"brain mask {ml:.0f} ml outside [{bounds['mask_ml_min']}, {bounds['mask_ml_max']}] ml",
+                f"{key}_similarity",
+                reason,
+                figure=f"{key}_after",
+                value=after,
+                bound=f">= {_g(floor)}",
             )
         )
+    if after - before < min_gain:
+        gain = after - before
+        reason = (
+            f"{key}_gain {gain:.3f}: {label} fell from {before:.3f} to {after:.3f} "
+            f"(bound >= {_g(min_gain)})"
+        )
+        out.append(
+            flag(
+                f"{key}_diverged",
+                reason,
+                figure=f"{key}_gain",
+                value=gain,
+                bound=f">= {_g(min_gain)}",
+            )
+        )
+    return out
+
+
+def evaluate_flags(qc: dict, bounds: dict) -> list[dict]:
+    """Apply the absolute QC ``bounds`` (keys of :data:`DEFAULT_BOUNDS`) to one subject's ``qc``.
+
+    Returns the flag records (:func:`flag`, kind "absolute") raised; each names the
+    figure, its value and the bound.
+    """
+    out = _mask_flags(qc.get("mask_volume_ml", 0.0), bounds)
     for key, label, floor in (
         ("pet_to_t1", "PET->T1 mutual information", bounds["min_pet_mi"]),
         ("t1_to_mni", "T1->MNI correlation", bounds["min_mni_ncc"]),
     ):
         reg = qc.get("registration", {}).get(key)
-        if reg is None:
-            out.append(flag(f"{key}_missing", f"{label}: registration did not run"))
-            continue
-        before, after = reg["similarity_before"], reg["similarity_after"]
-        if after < floor:
-            out.append(
-                flag(f"{key}_similarity", f"{label} after registration {after:.3f} < {floor}")
-            )
-        if after - before < bounds["min_similarity_gain"]:
-            out.append(
-                flag(
-                    f"{key}_diverged",
-                    f"{label} fell from {before:.3f} to {after:.3f} "
-                    f"(gain < {bounds['min_similarity_gain']})",
-                )
-            )
+        out += _registration_flags(key, label, floor, reg, bounds["min_similarity_gain"])
     ref = qc.get("suvr", {})
-    if not ref.get("reference_value", 0) > 0:
-        out.append(flag("suvr_reference", f"SUVR reference mean {ref.get('reference_value')} <= 0"))
-    if ref.get("reference_voxels", 0) < bounds["min_ref_voxels"]:
+    value = ref.get("reference_value", 0)
+    if not value > 0:
+        reason = f"suvr_reference_value {value} <= 0: the SUVR reference mean is not positive"
+        out.append(
+            flag("suvr_reference", reason, figure="suvr_reference_value", value=value, bound="> 0")
+        )
+    n, floor = ref.get("reference_voxels", 0), bounds["min_ref_voxels"]
+    if n < floor:
+        reason = f"suvr_reference_voxels {n} < {floor}: too few SUVR reference voxels"
         out.append(
             flag(
                 "suvr_reference_size",
-                f"{ref.get('reference_voxels', 0)} reference voxels < {bounds['min_ref_voxels']}",
+                reason,
+                figure="suvr_reference_voxels",
+                value=n,
+                bound=f">= {floor}",
             )
         )
     return out
@@ -137,37 +244,139 @@ def qc_figure(
     return path
 
 
-def collect_qc(qc_json_paths: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Gather per-subject ``*_qc.json`` into (qc table, flags table).
+def _read_qc_json(path: Path) -> dict:
+    """One subject's QC record; a missing, unreadable or incomplete file is an error naming it."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: QC file not found")
+    try:
+        qc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if "subject_id" not in qc:
+        raise ValueError(f"{path}: missing key 'subject_id'")
+    return qc
 
-    qc table: one row per subject (subject_id, mask_volume_ml, similarities,
-    step times, peak RSS, n_flags, flagged). flags table: subject_id, flag, reason.
+
+def _qc_row(qc: dict) -> dict:
+    """The ``qc.tsv`` row of one QC record: every figure, step time and the flag count."""
+    row = {"subject_id": qc["subject_id"], "mask_volume_ml": qc.get("mask_volume_ml")}
+    for key, reg in qc.get("registration", {}).items():
+        row[f"{key}_metric"] = reg.get("metric")
+        row[f"{key}_before"] = reg.get("similarity_before")
+        row[f"{key}_after"] = reg.get("similarity_after")
+    ref = qc.get("suvr", {})
+    row["suvr_reference_value"] = ref.get("reference_value")
+    row["suvr_reference_voxels"] = ref.get("reference_voxels")
+    for step, sec in qc.get("times_s", {}).items():
+        row[f"time_{step}_s"] = sec
+    row["peak_rss_mb"] = qc.get("peak_rss_mb")
+    return row
+
+
+def _flag_row(subject_id: str, record: dict) -> dict:
+    """A ``flags.tsv`` row; records written before flags had kinds count as absolute."""
+    row = {"subject_id": subject_id, "kind": "absolute", "figure": "", "value": "", "bound": ""}
+    row.update({k: v for k, v in record.items() if k in FLAG_COLUMNS})
+    return row
+
+
+def robust_z(values: pd.Series, min_spread: float = 0.0) -> tuple[float, float, pd.Series]:
+    """Robust z of each value: ``(x - median) / max(1.4826 MAD, min_spread)``.
+
+    1.4826 MAD estimates the standard deviation of normal data (Iglewicz & Hoaglin's
+    modified z-score uses the same scale). Returns ``(median, spread, z)``; missing
+    values get a missing z.
+    """
+    x = pd.to_numeric(values, errors="coerce")
+    median = float(x.median())
+    spread = max(1.4826 * float((x - median).abs().median()), float(min_spread))
+    if not spread > 0:
+        return median, spread, pd.Series(np.nan, index=x.index)
+    return median, spread, (x - median) / spread
+
+
+def _cohort_flag(subject_id: str, figure: str, value: float, lo: float, hi: float, stats) -> dict:
+    """The "cohort" flag of one figure of one subject outside ``[lo, hi]``."""
+    median, spread, max_z = stats
+    spec = COHORT_FIGURES[figure]
+    bound = f">= {_g(lo)}" if spec["side"] == "low" else f"in [{_g(lo)}, {_g(hi)}]"
+    reason = (
+        f"{figure} ({spec['label']}) {_g(value)} outlier in this cohort: bound {bound} "
+        f"(cohort median {_g(median)} +- {max_z:g} x robust SD {_g(spread)})"
+    )
+    record = flag(
+        f"{figure}_cohort_outlier", reason, kind="cohort", figure=figure, value=value, bound=bound
+    )
+    return {"subject_id": subject_id, **record}
+
+
+def cohort_flags(
+    table: pd.DataFrame, *, max_z: float = 3.5, min_subjects: int = 8
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Compare each subject's figures (:data:`COHORT_FIGURES`) with the cohort's own.
+
+    A subject is an outlier of a figure when its robust z (:func:`robust_z`) exceeds
+    ``max_z`` on the figure's bad side. Cohorts with fewer than ``min_subjects`` subjects
+    with a value are skipped (a log line says so): a median and a MAD of a handful of
+    subjects mean little. Returns the table with a ``<figure>_cohort_z`` column per figure
+    (missing when skipped) and the flag rows (``FLAG_COLUMNS``, kind "cohort").
+    """
+    if not max_z > 0:
+        raise ValueError(f"cohort max_z must be > 0, got {max_z}")
+    table, rows = table.copy(), []
+    for figure, spec in COHORT_FIGURES.items():
+        column = f"{figure}_cohort_z"
+        table[column] = np.nan
+        values = pd.to_numeric(table.get(figure, pd.Series(dtype=float)), errors="coerce")
+        n = int(values.notna().sum())
+        if n < min_subjects:
+            log.info("cohort QC of %s skipped: %d subjects < %d", figure, n, min_subjects)
+            continue
+        median, spread, z = robust_z(values, spec["min_spread"])
+        table[column] = z.round(3)
+        lo, hi = median - max_z * spread, median + max_z * spread
+        bad = (z < -max_z) | ((z > max_z) & (spec["side"] == "both"))
+        for i in table.index[bad.fillna(False).to_numpy()]:
+            stats = (median, spread, max_z)
+            rows.append(_cohort_flag(table.at[i, "subject_id"], figure, values[i], lo, hi, stats))
+        log.info(
+            "cohort QC of %s: median %s, robust SD %s, %d outliers",
+            figure,
+            _g(median),
+            _g(spread),
+            int(bad.sum()),
+        )
+    return table, rows
+
+
+def collect_qc(
+    qc_json_paths: Iterable[str | os.PathLike],
+    *,
+    cohort_max_z: float = 3.5,
+    cohort_min_subjects: int = 8,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Gather per-subject ``*_qc.json`` into (qc table, flags table), adding the cohort check.
+
+    qc table (``qc.tsv``): one row per subject with every QC figure (mask volume,
+    similarities before/after, SUVR reference value and size), each cohort figure's robust
+    z (:func:`cohort_flags`), step times, peak RSS, ``n_flags`` and ``flagged``. flags table
+    (``flags.tsv``, columns :data:`FLAG_COLUMNS`): the absolute flags of every subject's QC
+    record, then the cohort flags, each with its figure, value and bound.
     """
     rows, flags = [], []
     for p in qc_json_paths:
-        p = Path(p)
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: QC file not found")
-        try:
-            qc = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{p}: not valid JSON ({exc})") from exc
-        if "subject_id" not in qc:
-            raise ValueError(f"{p}: missing key 'subject_id'")
-        row = {"subject_id": qc["subject_id"], "mask_volume_ml": qc.get("mask_volume_ml")}
-        for key, reg in qc.get("registration", {}).items():
-            row[f"{key}_metric"] = reg.get("metric")
-            row[f"{key}_before"] = reg.get("similarity_before")
-            row[f"{key}_after"] = reg.get("similarity_after")
-        row["suvr_reference_value"] = qc.get("suvr", {}).get("reference_value")
-        for step, sec in qc.get("times_s", {}).items():
-            row[f"time_{step}_s"] = sec
-        row["peak_rss_mb"] = qc.get("peak_rss_mb")
-        row["n_flags"] = len(qc.get("flags", []))
-        row["flagged"] = row["n_flags"] > 0
-        rows.append(row)
-        for f in qc.get("flags", []):
-            flags.append({"subject_id": qc["subject_id"], "flag": f["flag"], "reason": f["reason"]})
+        qc = _read_qc_json(Path(p))
+        rows.append(_qc_row(qc))
+        flags += [_flag_row(qc["subject_id"], f) for f in qc.get("flags", [])]
     qc_table = pd.DataFrame(rows)
-    flags_table = pd.DataFrame(flags, columns=["subject_id", "flag", "reason"])
+    if len(qc_table):
+        qc_table, extra = cohort_flags(
+            qc_table, max_z=cohort_max_z, min_subjects=cohort_min_subjects
+        )
+        flags += extra
+    flags_table = pd.DataFrame(flags, columns=list(FLAG_COLUMNS))
+    counts = flags_table["subject_id"].value_counts()
+    if len(qc_table):
+        qc_table["n_flags"] = [int(counts.get(s, 0)) for s in qc_table["subject_id"]]
+        qc_table["flagged"] = qc_table["n_flags"] > 0
     return qc_table, flags_table
