@@ -18,7 +18,14 @@ from scipy import ndimage
 
 from fusion3d.synthetic import cohort as cohort_mod
 from fusion3d.synthetic import default_group_counts, generate_cohort, t1_grid_override
-from fusion3d.synthetic.anatomy import T1Grid, _load_templates, _upsample2, template_space
+from fusion3d.synthetic.anatomy import (
+    LABELS,
+    T1Grid,
+    _load_templates,
+    _upsample2,
+    draw_anatomy,
+    template_space,
+)
 from fusion3d.synthetic.geometry import (
     SmoothDisplacement,
     grid_affine,
@@ -122,6 +129,54 @@ def test_map_grid_closed_form():
     field[..., 0] = 2.0
     coords = map_grid(aff, (4, 5, 6), shift, np.linalg.inv(aff), field)
     np.testing.assert_allclose(coords[:, 2, 3, 4], [2.0 + 2.0, 3.0 - 2.0, 4.0 + 3.0], atol=1e-5)
+
+
+def test_displacement_without_affine_part():
+    rng = np.random.default_rng(1)
+    disp = SmoothDisplacement.random(rng, amplitude_mm=2.0, wavelength_mm=(80.0, 160.0))
+    pts = rng.uniform(-70.0, 70.0, (3000, 3))
+    flat = disp.without_affine_part(pts)
+    design = np.c_[pts, np.ones(len(pts))]
+    # Before: a sizeable affine component; after: none (least squares over the same points).
+    before, *_ = np.linalg.lstsq(design, disp.at_points(pts), rcond=None)
+    after, *_ = np.linalg.lstsq(design, flat.at_points(pts), rcond=None)
+    assert np.abs(before).max() > 0.01
+    np.testing.assert_allclose(after, 0.0, atol=1e-9)
+    # The grid evaluation carries the affine term too.
+    aff = grid_affine(np.eye(3)[:, [2, 0, 1]], (2.0, 3.0, 2.5), (6, 5, 7), [4.0, -8.0, 3.0])
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in (6, 5, 7)], indexing="ij"), -1)
+    world = ijk.reshape(-1, 3) @ aff[:3, :3].T + aff[:3, 3]
+    grid = flat.on_grid(aff, (6, 5, 7)).reshape(-1, 3)
+    np.testing.assert_allclose(grid, flat.at_points(world), atol=1e-3)
+
+
+def test_draw_anatomy_ranges_and_trends():
+    rng = np.random.default_rng(0)
+    draws = {
+        (g, sex, age): [draw_anatomy(rng, g, sex, age) for _ in range(150)]
+        for g in ("CN", "AD")
+        for sex in ("M", "F")
+        for age in (65.0, 85.0)
+    }
+    volumes = [a.brain_volume_ml for v in draws.values() for a in v]
+    assert 1000.0 <= min(volumes) and max(volumes) <= 1800.0  # the real adult range
+    assert np.std(volumes) > 80.0  # subjects differ
+    male = np.mean([a.brain_volume_ml for k, v in draws.items() if k[1] == "M" for a in v])
+    female = np.mean([a.brain_volume_ml for k, v in draws.items() if k[1] == "F" for a in v])
+    assert male > female + 80.0
+
+    def mean(attr, group, age):
+        return np.mean([getattr(a, attr) for s in "MF" for a in draws[(group, s, age)]])
+
+    for attr in ("ventricle_dilation_mm", "cortical_thinning_mm"):
+        assert mean(attr, "AD", 65.0) > mean(attr, "CN", 65.0)  # diagnosis
+        assert mean(attr, "CN", 85.0) > mean(attr, "CN", 65.0)  # age
+    for a in draws[("CN", "M", 65.0)][:20]:
+        assert np.prod(a.shape) == pytest.approx(1.0)
+        # The T1 -> MNI scaling brings the target volume to the template's.
+        assert np.linalg.det(a.mni_scale(1883.0)) == pytest.approx(1883.0 / a.brain_volume_ml)
+    with pytest.raises(ValueError):
+        draw_anatomy(rng, "XX", "M", 70.0)
 
 
 def test_upsample2_is_linear_on_a_ramp():
@@ -258,7 +313,10 @@ def test_cohort_ids_truth_and_group_counts(cohort):
         b = np.array(t["pet_to_t1_affine"])
         np.testing.assert_allclose(b[:3, :3] @ b[:3, :3].T, np.eye(3), atol=1e-9)  # rigid
         a = np.array(t["t1_to_mni_affine"])
-        assert 0.75 < abs(np.linalg.det(a[:3, :3])) < 1.3
+        # A scales the subject's brain to the template's: det A = template mask / target volume.
+        template_ml = (_template()["brain"] > 0.5).sum() / 1000.0
+        target_ml = t["anatomy"]["brain_volume_target_ml"]
+        assert abs(np.linalg.det(a[:3, :3])) == pytest.approx(template_ml / target_ml, rel=1e-3)
 
 
 def test_quirks_present(cohort):
@@ -403,8 +461,10 @@ def test_truth_maps_t1_onto_the_template(cohort):
         good = _t1_corr(world, out / "truth" / ptid, a, tpl, values)
         shifted = homogeneous(np.eye(3), [0.0, 6.0, 0.0]) @ a
         wrong = _t1_corr(world, out / "truth" / ptid, shifted, tpl, values)
-        assert good > 0.75, good
-        assert good - wrong > 0.15, (good, wrong)
+        # Inside the brain the subject has its own folding and atrophy (not the template's),
+        # so the correlation is lower than a copy's; a 6 mm error still costs a clear drop.
+        assert good > 0.55, good
+        assert good - wrong > 0.1, (good, wrong)
         # The true brain mask is the template brain mask carried by the same mapping.
         mni_all = _t1_to_mni(world, out / "truth" / ptid, a)
         assert _sample(tpl["brain"], tpl["affine"], mni_all).mean() > 0.9
@@ -432,7 +492,7 @@ def test_truth_maps_dcm2niix_pet_onto_the_template(cohort, converted):
         moved = b @ homogeneous(rotation_matrix([0.0, 0.0, 12.0]), [0.0, 0.0, 8.0])
         wrong = _pet_corr(world, tdir, a, moved, gm_blur, tpl["affine"], values)
         assert good > 0.8, good
-        assert good - wrong > 0.15, (good, wrong)
+        assert good - wrong > 0.1, (good, wrong)
 
 
 def test_dynamic_series_converts_to_4d(cohort, tmp_path):
@@ -483,3 +543,87 @@ def test_existing_download_is_replaced(tmp_path):
     assert not (tmp_path / "download" / "stale.txt").exists()
     assert (tmp_path / "download" / "cohort_image_ids.csv").exists()
     shutil.rmtree(tmp_path / "download")
+
+
+# --- individual anatomy ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def atrophy_cohort(tmp_path_factory) -> Path:
+    """Three CN and three AD subjects (no quirks) on the small T1 grid."""
+    out = tmp_path_factory.mktemp("atrophy")
+    _generate(out, n_subjects=6, seed=11, group_counts={"CN": 3, "AD": 3}, quirks=False)
+    return out
+
+
+def _label_volumes(tdir: Path) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Volumes (ml) counted from the truth label file; also the labels and the mask."""
+    img = nib.load(tdir / "t1_labels.nii.gz")
+    labels = np.asarray(img.dataobj)
+    mask = np.asarray(nib.load(tdir / "t1_brainmask.nii.gz").dataobj)
+    voxel_ml = abs(np.linalg.det(img.affine[:3, :3])) / 1000.0
+    vols = {name: float((labels == v).sum() * voxel_ml) for name, v in LABELS.items()}
+    vols["brain"] = float((mask > 0).sum() * voxel_ml)
+    return vols, labels, mask
+
+
+def test_brain_volumes_in_the_real_range_and_differ(atrophy_cohort):
+    truths = _truths(atrophy_cohort)
+    volumes = []
+    for ptid, truth in truths.items():
+        vols, _, _ = _label_volumes(atrophy_cohort / "truth" / ptid)
+        assert 1000.0 <= vols["brain"] <= 1800.0, (ptid, vols["brain"])
+        # The rendered mask has about the drawn size (the displacement's volume change and
+        # the small grid's partial voxels: a few %).
+        target = truth["anatomy"]["brain_volume_target_ml"]
+        assert vols["brain"] == pytest.approx(target, rel=0.06)
+        for name in ("brain", "csf", "gm", "wm", "ventricles"):
+            assert truth["volumes_ml"][name] == pytest.approx(vols[name], abs=0.01)
+        # Parenchyma (GM + WM) below the mask: the mask holds CSF too.
+        assert 850.0 < vols["gm"] + vols["wm"] < 0.95 * vols["brain"]
+        volumes.append(vols["brain"])
+    assert len(set(np.round(volumes))) == len(volumes)
+    assert np.std(volumes) > 30.0
+
+
+def test_ad_has_larger_ventricles_than_cn(atrophy_cohort):
+    by_group: dict[str, list[float]] = {"CN": [], "AD": []}
+    fraction: dict[str, list[float]] = {"CN": [], "AD": []}
+    for ptid, truth in _truths(atrophy_cohort).items():
+        vols, _, _ = _label_volumes(atrophy_cohort / "truth" / ptid)
+        assert vols["ventricles"] > 5.0
+        by_group[truth["group"]].append(vols["ventricles"])
+        fraction[truth["group"]].append(vols["ventricles"] / vols["brain"])
+    assert np.mean(by_group["AD"]) > np.mean(by_group["CN"])
+    assert np.mean(fraction["AD"]) > np.mean(fraction["CN"])
+
+
+def test_truth_labels_mask_and_mapping_are_exact(atrophy_cohort):
+    tpl = _template()
+    for ptid, truth in _truths(atrophy_cohort).items():
+        tdir = atrophy_cohort / "truth" / ptid
+        _, labels, mask = _label_volumes(tdir)
+        np.testing.assert_array_equal(labels > 0, mask > 0)
+        assert set(np.unique(labels)) <= set(LABELS.values())
+        # The true mask is the template mask carried by A x + d(x) (recomputed here in float64).
+        disp = nib.load(tdir / "t1_to_mni_displacement.nii.gz")
+        field = np.asarray(disp.dataobj, dtype=np.float64)
+        ijk = np.stack(np.meshgrid(*[np.arange(n) for n in mask.shape], indexing="ij"), -1)
+        world = ijk.reshape(-1, 3) @ disp.affine[:3, :3].T + disp.affine[:3, 3]
+        a = np.array(truth["t1_to_mni_affine"])
+        mni = world @ a[:3, :3].T + a[:3, 3] + field.reshape(-1, 3)
+        expected = _sample(tpl["brain"], tpl["affine"], mni) >= 0.5
+        mismatch = np.count_nonzero(expected != (mask.ravel() > 0))
+        assert mismatch <= 0.001 * mask.sum(), mismatch
+        # d has no affine part over the brain (A stays the best affine), yet is not trivial.
+        inside = mask.ravel() > 0
+        design = np.c_[world[inside], np.ones(int(inside.sum()))]
+        d_in = field.reshape(-1, 3)[inside]
+        fit, *_ = np.linalg.lstsq(design, d_in, rcond=None)
+        rms_affine = np.sqrt(((design @ fit) ** 2).sum(axis=1).mean())
+        rms_field = np.sqrt((d_in**2).sum(axis=1).mean())
+        assert rms_field > 1.0 and rms_affine < 0.2 * rms_field, (rms_affine, rms_field)
+        # x -> A x + d(x) does not fold: det(A + grad d) > 0 at every brain voxel.
+        grads = np.stack(np.gradient(field, axis=(0, 1, 2)), axis=-1)  # (..., 3 comps, 3 idx)
+        jac = a[:3, :3] + grads[mask > 0] @ np.linalg.inv(disp.affine[:3, :3])
+        assert np.linalg.det(jac).min() > 0.3

@@ -322,3 +322,275 @@ def bias_and_noise(
     img += n1
     np.sqrt(img, out=img)
     return np.clip(np.rint(img), 0, 32767).astype(np.int16)
+
+
+# --- Individual anatomy: size, shape, atrophy and folding of one subject -----------------
+
+#: Brain-mask volume (ml) drawn per sex: normal (mean, sd), truncated at +-2.5 sd. The
+#: mask holds the brain with the CSF inside it (as a brain-extraction mask does); the
+#: template's is 1,883 ml (nilearn MNI152 2009a mask > 0.5 at 1 mm, measured), larger
+#: than an elderly adult's. Real heads measured with deepbet: 1,480-1,790 ml (issue 15).
+BRAIN_VOLUME_ML = {"M": (1420.0, 100.0), "F": (1280.0, 100.0)}
+#: Lateral-ventricle dilation (mm) at age 60 and per year of age, plus the diagnosis offset.
+VENTRICLE_MM = {"at_60": 1.4, "per_year": 0.08, "MCI": 1.0, "AD": 2.4, "sd": 0.5}
+#: Cortical thinning (mm of grey matter turned into CSF at the pial side), same layout.
+THINNING_MM = {"at_60": 0.1, "per_year": 0.01, "MCI": 0.12, "AD": 0.3, "sd": 0.06}
+#: Individual folding: a smooth random displacement of the brain's tissue pattern inside
+#: the (unchanged) brain mask, rms length (mm) and correlation scale (Gaussian sigma, mm).
+FOLDING_RMS_MM = 4.2
+FOLDING_SIGMA_MM = 6.5
+#: Regional variation of tissue T1 intensity (myelin, iron): Gaussian sigma (mm), rms fraction.
+TISSUE_TEXTURE = (8.0, 0.05)
+#: Labels of the true tissue map (``t1_labels.nii.gz``).
+LABELS = {"background": 0, "csf": 1, "gm": 2, "wm": 3, "ventricles": 4}
+
+
+@dataclass(frozen=True)
+class SubjectAnatomy:
+    """How one subject's brain differs from the template (drawn by :func:`draw_anatomy`).
+
+    Attributes
+    ----------
+    brain_volume_ml : float
+        Target volume of the brain mask (the T1 -> MNI affine scales it to this).
+    shape : 3 floats
+        Relative extent along MNI x, y, z (product 1): head and brain shape.
+    ventricle_dilation_mm : float
+        Dilation of the template's lateral ventricles into the surrounding tissue.
+    cortical_thinning_mm : float
+        Grey matter turned into CSF at the pial side (sulci widen).
+    gm_contrast : float
+        Relative change of the grey-matter T1 intensity (scanner/subject contrast).
+    """
+
+    brain_volume_ml: float
+    shape: tuple[float, float, float]
+    ventricle_dilation_mm: float
+    cortical_thinning_mm: float
+    gm_contrast: float
+
+    def mni_scale(self, template_ml: float) -> np.ndarray:
+        """Diagonal 3x3 scaling (subject mm -> MNI mm) that brings this brain to the template's size."""
+        iso = (template_ml / self.brain_volume_ml) ** (1.0 / 3.0)
+        return np.diag(iso / np.asarray(self.shape, dtype=np.float64))
+
+    def to_json(self) -> dict:
+        """The parameters as a JSON-ready dict (rounded)."""
+        return {
+            "brain_volume_target_ml": round(self.brain_volume_ml, 1),
+            "shape_xyz": [round(float(v), 4) for v in self.shape],
+            "ventricle_dilation_mm": round(self.ventricle_dilation_mm, 3),
+            "cortical_thinning_mm": round(self.cortical_thinning_mm, 3),
+            "gm_contrast": round(self.gm_contrast, 4),
+        }
+
+
+def _age_trend(table: dict, group: str, age: float, rng: np.random.Generator) -> float:
+    """``at_60 + per_year * (age - 60) + group offset + N(0, sd)``, at least 0."""
+    value = table["at_60"] + table["per_year"] * (age - 60.0) + table.get(group, 0.0)
+    return max(0.0, float(value + table["sd"] * rng.standard_normal()))
+
+
+def draw_anatomy(rng: np.random.Generator, group: str, sex: str, age: float) -> SubjectAnatomy:
+    """Draw a subject's anatomy from its diagnosis (CN/MCI/AD), sex (M/F) and age (years).
+
+    Brain-mask volume: :data:`BRAIN_VOLUME_ML` by sex, truncated at +-2.5 sd.
+    Shape: log-normal extents (sd 4 %) with product 1. Atrophy grows with age
+    and is larger for MCI and larger still for AD: ventricle dilation
+    (:data:`VENTRICLE_MM`) and cortical thinning (:data:`THINNING_MM`).
+    """
+    if group not in ("CN", "MCI", "AD") or sex not in BRAIN_VOLUME_ML:
+        raise ValueError(f"draw_anatomy: unknown group {group!r} or sex {sex!r}")
+    mean, sd = BRAIN_VOLUME_ML[sex]
+    z = rng.standard_normal()
+    while abs(z) > 2.5:
+        z = rng.standard_normal()
+    log_shape = 0.04 * rng.standard_normal(3)
+    shape = np.exp(log_shape - log_shape.mean())
+    return SubjectAnatomy(
+        brain_volume_ml=float(mean + sd * z),
+        shape=tuple(float(v) for v in shape),
+        ventricle_dilation_mm=_age_trend(VENTRICLE_MM, group, age, rng),
+        cortical_thinning_mm=min(_age_trend(THINNING_MM, group, age, rng), 1.2),
+        gm_contrast=float(rng.uniform(-0.06, 0.06)),
+    )
+
+
+@dataclass(frozen=True)
+class BrainStructure:
+    """Template-brain maps that individual anatomy is built from (see :func:`brain_structure`).
+
+    Attributes
+    ----------
+    index : int64 array (N,)
+        Flat indices of the template brain voxels in the padded grid.
+    ijk : float32 array (3, N)
+        Their voxel coordinates.
+    ventricle_distance : float32 array
+        Distance (mm) to the template's lateral ventricles (0 inside), padded grid.
+    tissue_depth : float32 array
+        Depth (mm) of tissue (GM + WM >= 0.5) below the nearest CSF or outside voxel.
+    t1_coef : (3,) array
+        Template T1 ~ ``gm, wm, csf`` fractions (least squares in the brain).
+    volume_ml : float
+        Template brain-mask volume.
+    """
+
+    index: np.ndarray
+    ijk: np.ndarray
+    ventricle_distance: np.ndarray
+    tissue_depth: np.ndarray
+    t1_coef: np.ndarray
+    volume_ml: float
+
+
+def _lateral_ventricles(space: TemplateSpace, inside: np.ndarray) -> np.ndarray:
+    """Lateral ventricles: the largest deep CSF component near the brain's centre."""
+    csf = np.clip(space.brain - space.gm - space.wm, 0.0, 1.0)
+    x, y, z = space.mm_grid()
+    near_centre = _ellipsoid([x, y, z], (0.0, -12.0, 10.0), (28.0, 46.0, 28.0)) <= 1.0
+    deep = ndimage.distance_transform_edt(inside) > 8.0
+    labels, n = ndimage.label((csf > 0.5) & near_centre & deep & inside)
+    if n == 0:  # pragma: no cover - the template always has ventricles
+        raise ValueError("template: no lateral ventricles found")
+    sizes = ndimage.sum(np.ones_like(labels), labels, range(1, n + 1))
+    return labels == int(np.argmax(sizes)) + 1
+
+
+@functools.lru_cache(maxsize=1)
+def brain_structure() -> BrainStructure:
+    """Build (once per process) the template-brain maps, cropped to the brain's bounding box."""
+    space = template_space()
+    inside = space.brain > 0
+    box = tuple(slice(max(int(i.min()) - 4, 0), int(i.max()) + 5) for i in np.nonzero(inside))
+    sub_affine = space.affine.copy()
+    sub_affine[:3, 3] += [b.start for b in box]
+    sub = TemplateSpace(
+        sub_affine, space.t1[box], space.brain[box], space.gm[box], space.wm[box], space.tissue[box]
+    )
+    ventricles = _lateral_ventricles(sub, inside[box])
+    vent_dist = np.full(space.shape, 100.0, np.float32)
+    vent_dist[box] = ndimage.distance_transform_edt(~ventricles)
+    depth = np.zeros(space.shape, np.float32)
+    depth[box] = ndimage.distance_transform_edt((space.gm + space.wm)[box] >= 0.5)
+    csf = np.clip(space.brain - space.gm - space.wm, 0.0, 1.0)
+    design = np.c_[space.gm[inside], space.wm[inside], csf[inside]]
+    coef, *_ = np.linalg.lstsq(design, space.t1[inside], rcond=None)
+    index = np.flatnonzero(inside)
+    ijk = np.stack(np.unravel_index(index, space.shape)).astype(np.float32)
+    return BrainStructure(index, ijk, vent_dist, depth, coef, float(inside.sum()) / 1000.0)
+
+
+@dataclass(frozen=True)
+class SubjectBrain:
+    """One subject's brain inside the template's (unchanged) brain mask.
+
+    Attributes
+    ----------
+    t1 : float32 array
+        The head of :class:`TemplateSpace` with this subject's brain (padded grid).
+    labels : int8 array
+        True tissue labels (:data:`LABELS`) on the padded grid, 0 outside the brain.
+    gm, wm : float32 arrays (N,)
+        Grey and white matter fractions at :attr:`BrainStructure.index`.
+    """
+
+    t1: np.ndarray
+    labels: np.ndarray
+    gm: np.ndarray
+    wm: np.ndarray
+
+
+def _smooth_noise(
+    rng: np.random.Generator, ijk: np.ndarray, n: int, sigma_mm: float, rms: float
+) -> np.ndarray:
+    """``n`` smooth random fields at the points ``ijk`` (voxels = mm), shape (n, N).
+
+    White noise on a 2 mm lattice over the points' bounding box, smoothed by a
+    Gaussian of ``sigma_mm``, scaled to an rms of ``rms`` per field, interpolated
+    linearly at the points.
+    """
+    lo = ijk.min(axis=1) - 4.0
+    shape = tuple(int(v) for v in np.ceil((ijk.max(axis=1) - lo) / 2.0) + 4)
+    coarse_pts = (ijk - lo[:, None].astype(np.float32)) / np.float32(2.0)
+    out = np.empty((n, ijk.shape[1]), np.float32)
+    for c in range(n):
+        noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma_mm / 2)
+        noise *= np.float32(rms / (noise.std() + 1e-6))
+        out[c] = ndimage.map_coordinates(noise, coarse_pts, order=1, mode="nearest")
+    return out
+
+
+def individual_brain(
+    space: TemplateSpace, anatomy: SubjectAnatomy, rng: np.random.Generator
+) -> SubjectBrain:
+    """Build a subject's brain: the template's tissue pattern, folded and atrophied.
+
+    Steps: displace the template's GM, WM and T1 inside the brain mask by a
+    smooth random field (individual folding, :data:`FOLDING_RMS_MM`); dilate the
+    lateral ventricles by ``anatomy.ventricle_dilation_mm`` (tissue within that
+    distance becomes CSF); thin the cortex by ``anatomy.cortical_thinning_mm``
+    (grey matter that shallow below CSF becomes CSF); change the T1 by the
+    template's own tissue intensities (a linear fit) for the tissue removed, and
+    the grey-matter intensity by ``anatomy.gm_contrast``; vary tissue intensity
+    regionally (:data:`TISSUE_TEXTURE`). The brain mask is the template's, so the
+    true brain mask stays exact.
+    """
+    st = brain_structure()
+    fold_rms = FOLDING_RMS_MM / np.sqrt(3.0)  # per axis
+    points = st.ijk + _smooth_noise(rng, st.ijk, 3, FOLDING_SIGMA_MM, fold_rms)
+
+    def sample(volume: np.ndarray) -> np.ndarray:
+        """``volume`` at the displaced brain voxels (linear)."""
+        return ndimage.map_coordinates(volume, points, order=1, mode="nearest", output=np.float32)
+
+    gm0, wm0, t1_0 = sample(space.gm), sample(space.wm), sample(space.t1)
+    vent_dist, depth = sample(st.ventricle_distance), sample(st.tissue_depth)
+    r, t = np.float32(anatomy.ventricle_dilation_mm), np.float32(anatomy.cortical_thinning_mm)
+    to_ventricle = np.clip(r - vent_dist + 1.0, 0.0, 1.0)
+    to_sulcus = np.clip(t - depth + 1.0, 0.0, 1.0)
+    gm = gm0 * (1.0 - np.maximum(to_ventricle, to_sulcus))
+    wm = wm0 * (1.0 - to_ventricle)
+    c_gm, c_wm, c_csf = (np.float32(c) for c in st.t1_coef)
+    t1_brain = t1_0 + (c_gm - c_csf) * (gm - gm0) + (c_wm - c_csf) * (wm - wm0)
+    t1_brain += np.float32(anatomy.gm_contrast) * c_gm * gm
+    t1_brain *= 1.0 + _smooth_noise(rng, st.ijk, 1, TISSUE_TEXTURE[0], TISSUE_TEXTURE[1])[0]
+    t1 = space.t1.copy()
+    t1.flat[st.index] = np.clip(t1_brain, 0.0, None)
+
+    csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
+    label = (np.argmax(np.stack([csf, gm, wm]), axis=0) + 1).astype(np.int8)
+    label[(label == LABELS["csf"]) & (vent_dist <= r + 0.5)] = LABELS["ventricles"]
+    labels = np.zeros(space.shape, np.int8)
+    labels.flat[st.index] = label
+    return SubjectBrain(t1.astype(np.float32), labels, gm.astype(np.float32), wm.astype(np.float32))
+
+
+def _t1_coords(space, t1_to_mni, field, vox2world, shape) -> np.ndarray:
+    """Template voxel coordinates of every T1 voxel (``A x + d(x)``), shape (3,) + shape."""
+    return map_grid(vox2world, shape, t1_to_mni, np.linalg.inv(space.affine), field)
+
+
+def render_subject_t1(
+    space: TemplateSpace,
+    brain: SubjectBrain,
+    t1_to_mni: np.ndarray,
+    field: np.ndarray,
+    vox2world: np.ndarray,
+    shape: tuple[int, int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sample a subject's head, brain mask and tissue labels on its T1 grid.
+
+    As :func:`render_t1` with the subject's brain; returns the noise-free float32
+    T1, the uint8 true brain mask and the uint8 true labels (:data:`LABELS`;
+    nearest neighbour, every mask voxel at least CSF, 0 outside the mask).
+    """
+    coords = _t1_coords(space, t1_to_mni, field, vox2world, shape)
+    t1 = ndimage.map_coordinates(brain.t1, coords, order=1, mode="constant", output=np.float32)
+    mask = ndimage.map_coordinates(
+        space.brain, coords, order=1, mode="constant", cval=0.0, output=np.float32
+    )
+    mask = (mask >= 0.5).astype(np.uint8)
+    labels = ndimage.map_coordinates(brain.labels, coords, order=0, mode="constant", cval=0)
+    labels = np.where(mask > 0, np.maximum(labels, LABELS["csf"]), 0).astype(np.uint8)
+    return t1, mask, labels

@@ -28,7 +28,18 @@ import pandas as pd
 
 from fusion3d.ingest.manifest import IDA_HEADER
 from fusion3d.io import atomic_path, save_nifti
-from fusion3d.synthetic.anatomy import T1Grid, bias_and_noise, render_t1, template_space
+from fusion3d.synthetic.anatomy import (
+    LABELS,
+    SubjectAnatomy,
+    SubjectBrain,
+    T1Grid,
+    bias_and_noise,
+    brain_structure,
+    draw_anatomy,
+    individual_brain,
+    render_subject_t1,
+    template_space,
+)
 from fusion3d.synthetic.dicom import PetSeriesInfo, write_pet_series
 from fusion3d.synthetic.geometry import (
     SmoothDisplacement,
@@ -41,11 +52,13 @@ from fusion3d.synthetic.pet import (
     PET_AXES,
     PET_SHAPE,
     PET_VOXEL_MM,
+    PetMaps,
     add_pet_noise,
     amyloid_uptake,
     fdg_uptake,
     pet_maps,
     render_pet,
+    subject_pet_maps,
 )
 
 GROUPS = ("CN", "MCI", "AD")
@@ -111,6 +124,10 @@ _VISIT_NUMBER = {"mri_bl": 1, "pet_bl": 2, "m12": 4}
 #: Quantisation step of the stored true displacement (mm); exact in binary.
 DISP_STEP_MM = 1.0 / 64.0
 _HYPO_RANGE = {"CN": (0.0, 0.0), "MCI": (0.08, 0.15), "AD": (0.20, 0.30)}
+#: Smooth T1 -> MNI displacement: amplitude (mm) of each of 6 waves and their wavelengths.
+#: The bound ``sum |a| |k|`` on its gradient stays below 1 (the mapping cannot fold).
+DEFORMATION_MM = 2.0
+DEFORMATION_WAVELENGTH_MM = (80.0, 160.0)
 
 _t1_grid = T1Grid()
 
@@ -231,128 +248,99 @@ def _desc_folder(description: str) -> str:
     return description.replace(" ", "_").replace(";", "_")
 
 
-def _plan_cohort(
-    n_subjects: int, seed: int, counts: dict[str, int], quirks: bool
-) -> list[SubjectPlan]:
-    """Draw identities, diagnoses, dates and image IDs of every subject."""
-    rng = np.random.default_rng([seed, 1])
-    groups = [g for g in GROUPS for _ in range(counts[g])]
-    groups = [groups[i] for i in rng.permutation(len(groups))]
-    if quirks:
-        groups.append(str(rng.choice(GROUPS)))
-    plans: list[SubjectPlan] = []
-    used_ptids: set[str] = set()
+def _draw_subject(
+    rng: np.random.Generator, i: int, group: str, in_cohort: bool, plans: list[SubjectPlan]
+) -> SubjectPlan:
+    """Draw one subject's identity, protocol, demographics and baseline T1/FDG dates."""
     first_day = dt.date(2006, 1, 1).toordinal()
     last_day = dt.date(2012, 11, 30).toordinal()  # leaves room for a 12-month follow-up in 2013
-    for i, group in enumerate(groups):
-        day = dt.date.fromordinal(int(rng.integers(first_day, last_day + 1)))
-        protocol = "ADNI1" if day.year <= 2009 else ("ADNIGO" if day.year == 2010 else "ADNI2")
-        rid_range = {"ADNI1": (2, 1450), "ADNIGO": (2002, 2400), "ADNI2": (4001, 5300)}[protocol]
-        while True:
-            site = int(rng.choice(_SITES))
-            rid = int(rng.integers(*rid_range))
-            ptid = f"{site:03d}_S_{rid:04d}"
-            if ptid not in used_ptids and rid not in {p.rid for p in plans}:
-                used_ptids.add(ptid)
-                break
-        if group == "MCI":
-            group_raw = "MCI" if protocol == "ADNI1" else str(rng.choice(["EMCI", "LMCI"]))
-            dx_bl = "LMCI" if group_raw == "MCI" else group_raw
-        else:
-            group_raw = dx_bl = group
-        lo, hi = _HYPO_RANGE[group]
-        hypo = float(rng.uniform(lo, hi)) if hi > 0 else 0.0
-        mmse = {"CN": (28, 31), "MCI": (24, 30), "AD": (20, 27)}[group]
-        apoe_p = {"CN": [0.7, 0.25, 0.05], "MCI": [0.5, 0.4, 0.1], "AD": [0.35, 0.45, 0.2]}[group]
-        mri = dt.datetime.combine(
-            day,
-            dt.time(int(rng.integers(8, 17)), int(rng.integers(0, 60)), int(rng.integers(0, 60))),
-        )
-        pet = mri + dt.timedelta(
-            days=int(rng.integers(0, 46)),
-            hours=int(rng.integers(-3, 4)),
-            minutes=int(rng.integers(0, 60)),
-        )
-        plan = SubjectPlan(
-            index=i,
-            ptid=ptid,
-            rid=rid,
-            site=site,
-            group=group,
-            group_raw=group_raw,
-            dx_bl=dx_bl,
-            protocol=protocol,
-            sex=str(rng.choice(["M", "F"])),
-            age=round(float(rng.uniform(60.0, 90.0)), 1),
-            educ=int(rng.integers(12, 21)),
-            apoe4=int(rng.choice(3, p=apoe_p)),
-            mmse=int(rng.integers(*mmse)),
-            hypo_scale=round(hypo, 4),
-            in_cohort=i < n_subjects,
-        )
+    day = dt.date.fromordinal(int(rng.integers(first_day, last_day + 1)))
+    protocol = "ADNI1" if day.year <= 2009 else ("ADNIGO" if day.year == 2010 else "ADNI2")
+    rid_range = {"ADNI1": (2, 1450), "ADNIGO": (2002, 2400), "ADNI2": (4001, 5300)}[protocol]
+    used_ptids, used_rids = {p.ptid for p in plans}, {p.rid for p in plans}
+    while True:
+        site = int(rng.choice(_SITES))
+        rid = int(rng.integers(*rid_range))
+        ptid = f"{site:03d}_S_{rid:04d}"
+        if ptid not in used_ptids and rid not in used_rids:
+            break
+    if group == "MCI":
+        group_raw = "MCI" if protocol == "ADNI1" else str(rng.choice(["EMCI", "LMCI"]))
+        dx_bl = "LMCI" if group_raw == "MCI" else group_raw
+    else:
+        group_raw = dx_bl = group
+    lo, hi = _HYPO_RANGE[group]
+    hypo = float(rng.uniform(lo, hi)) if hi > 0 else 0.0
+    mmse = {"CN": (28, 31), "MCI": (24, 30), "AD": (20, 27)}[group]
+    apoe_p = {"CN": [0.7, 0.25, 0.05], "MCI": [0.5, 0.4, 0.1], "AD": [0.35, 0.45, 0.2]}[group]
+    mri = dt.datetime.combine(
+        day,
+        dt.time(int(rng.integers(8, 17)), int(rng.integers(0, 60)), int(rng.integers(0, 60))),
+    )
+    pet = mri + dt.timedelta(
+        days=int(rng.integers(0, 46)),
+        hours=int(rng.integers(-3, 4)),
+        minutes=int(rng.integers(0, 60)),
+    )
+    plan = SubjectPlan(
+        index=i,
+        ptid=ptid,
+        rid=rid,
+        site=site,
+        group=group,
+        group_raw=group_raw,
+        dx_bl=dx_bl,
+        protocol=protocol,
+        sex=str(rng.choice(["M", "F"])),
+        age=round(float(rng.uniform(60.0, 90.0)), 1),
+        educ=int(rng.integers(12, 21)),
+        apoe4=int(rng.choice(3, p=apoe_p)),
+        mmse=int(rng.integers(*mmse)),
+        hypo_scale=round(hypo, 4),
+        in_cohort=in_cohort,
+    )
+    visit = _VISIT_NUMBER
+    plan.images.append(
+        ImagePlan("t1", "MR", T1_DESCRIPTION, "Processed", mri, visit["mri_bl"], "bl", "NiFTI")
+    )
+    if plan.in_cohort:
         plan.images.append(
-            ImagePlan(
-                "t1", "MR", T1_DESCRIPTION, "Processed", mri, _VISIT_NUMBER["mri_bl"], "bl", "NiFTI"
-            )
+            ImagePlan("fdg", "PT", FDG_DESCRIPTION, "Processed", pet, visit["pet_bl"], "bl", "DCM")
         )
-        if plan.in_cohort:
-            plan.images.append(
-                ImagePlan(
-                    "fdg",
-                    "PT",
-                    FDG_DESCRIPTION,
-                    "Processed",
-                    pet,
-                    _VISIT_NUMBER["pet_bl"],
-                    "bl",
-                    "DCM",
-                )
-            )
-        plans.append(plan)
+    return plan
 
-    if quirks:
-        cohort = plans[:n_subjects]
-        s = cohort[0 % n_subjects]
-        t1 = s.image("t1")
-        for k, desc in enumerate(("MPRAGE", "MPRAGE Repeat")):
-            s.images.append(
-                ImagePlan(
-                    f"t1_original_{k + 1}",
-                    "MR",
-                    desc,
-                    "Original",
-                    t1.acq + dt.timedelta(minutes=9 * k - 18),
-                    t1.visit,
-                    "bl",
-                    "NiFTI",
-                )
-            )
-        s = cohort[1 % n_subjects]
-        fdg = s.image("fdg")
-        fdg.role, fdg.description = "fdg_dynamic", DYNAMIC_DESCRIPTION
-        s = cohort[2 % n_subjects]
-        pet = s.image("fdg") or s.image("fdg_dynamic")
-        av45 = pet.acq + dt.timedelta(days=int(rng.integers(20, 60)), hours=1)
-        s.images.append(
-            ImagePlan("av45", "PT", AV45_DESCRIPTION, "Processed", av45, pet.visit, "bl", "DCM")
-        )
-        s = cohort[3 % n_subjects]
-        pet = s.image("fdg") or s.image("fdg_dynamic")
-        m12 = pet.acq + dt.timedelta(days=365 + int(rng.integers(-15, 16)))
-        s.images.append(
-            ImagePlan(
-                "fdg_m12",
-                "PT",
-                FDG_DESCRIPTION,
-                "Processed",
-                m12,
-                _VISIT_NUMBER["m12"],
-                "m12",
-                "DCM",
-            )
-        )
 
-    # Image and series IDs grow with the acquisition date, like LONI's.
+def _add_quirks(cohort: list[SubjectPlan], rng: np.random.Generator) -> None:
+    """Add what a real download holds beside the pairs (see :func:`generate_cohort`)."""
+    n = len(cohort)
+    s = cohort[0 % n]
+    t1 = s.image("t1")
+    for k, desc in enumerate(("MPRAGE", "MPRAGE Repeat")):
+        when = t1.acq + dt.timedelta(minutes=9 * k - 18)
+        s.images.append(
+            ImagePlan(f"t1_original_{k + 1}", "MR", desc, "Original", when, t1.visit, "bl", "NiFTI")
+        )
+    s = cohort[1 % n]
+    fdg = s.image("fdg")
+    fdg.role, fdg.description = "fdg_dynamic", DYNAMIC_DESCRIPTION
+    s = cohort[2 % n]
+    pet = s.image("fdg") or s.image("fdg_dynamic")
+    av45 = pet.acq + dt.timedelta(days=int(rng.integers(20, 60)), hours=1)
+    s.images.append(
+        ImagePlan("av45", "PT", AV45_DESCRIPTION, "Processed", av45, pet.visit, "bl", "DCM")
+    )
+    s = cohort[3 % n]
+    pet = s.image("fdg") or s.image("fdg_dynamic")
+    m12 = pet.acq + dt.timedelta(days=365 + int(rng.integers(-15, 16)))
+    s.images.append(
+        ImagePlan(
+            "fdg_m12", "PT", FDG_DESCRIPTION, "Processed", m12, _VISIT_NUMBER["m12"], "m12", "DCM"
+        )
+    )
+
+
+def _assign_ids(plans: list[SubjectPlan], rng: np.random.Generator) -> None:
+    """Give every image its image/series IDs (growing with the date, like LONI's) and stamp."""
     images = sorted((im for p in plans for im in p.images), key=lambda im: (im.acq, im.role))
     image_ids = np.sort(rng.choice(np.arange(30000, 999999), size=len(images), replace=False))
     series_ids = np.sort(rng.choice(np.arange(10000, 400000), size=len(images), replace=False))
@@ -362,6 +350,28 @@ def _plan_cohort(
             days=int(rng.integers(2, 40)), seconds=int(rng.integers(0, 86400))
         )
         im.processed = f"{when:%Y%m%d%H%M%S}{int(rng.integers(0, 1000)):03d}"
+
+
+def _plan_cohort(
+    n_subjects: int, seed: int, counts: dict[str, int], quirks: bool
+) -> list[SubjectPlan]:
+    """Draw identities, diagnoses, dates and image IDs of every subject.
+
+    One stream seeded by ``(seed, 1)``: the group order, then each subject
+    (:func:`_draw_subject`), the quirks (:func:`_add_quirks`) and the IDs
+    (:func:`_assign_ids`), in this order.
+    """
+    rng = np.random.default_rng([seed, 1])
+    groups = [g for g in GROUPS for _ in range(counts[g])]
+    groups = [groups[i] for i in rng.permutation(len(groups))]
+    if quirks:
+        groups.append(str(rng.choice(GROUPS)))
+    plans: list[SubjectPlan] = []
+    for i, group in enumerate(groups):
+        plans.append(_draw_subject(rng, i, group, i < n_subjects, plans))
+    if quirks:
+        _add_quirks(plans[:n_subjects], rng)
+    _assign_ids(plans, rng)
     return plans
 
 
@@ -385,11 +395,13 @@ def _file_name(plan: SubjectPlan, im: ImagePlan, number: int | None, ext: str) -
 
 
 def _age_at(plan: SubjectPlan, when: dt.datetime) -> float:
+    """The subject's age (years) at ``when``: the drawn age counts from the first image."""
     first = min(im.acq for im in plan.images)
     return plan.age + (when - first).days / 365.25
 
 
 def _t1_header(description: str) -> nib.Nifti1Header:
+    """A NIfTI header in mm/s whose ``descrip`` holds the series description."""
     header = nib.Nifti1Header()
     header.set_xyzt_units("mm", "sec")
     header["descrip"] = description.encode("ascii")[:79]
@@ -455,17 +467,33 @@ class T1Pose:
     field: np.ndarray
 
 
-def _draw_t1_pose(rng: np.random.Generator, grid: T1Grid) -> T1Pose:
-    """Draw the subject's head pose, head size/shape scaling and smooth displacement."""
+def _brain_points_t1(t1_to_mni: np.ndarray, step: int = 29) -> np.ndarray:
+    """Every ``step``-th template brain voxel, carried to T1 world by ``A^-1`` (N, 3) mm."""
+    st, space = brain_structure(), template_space()
+    mni = st.ijk[:, ::step].T.astype(np.float64) + space.affine[:3, 3]
+    inv = np.linalg.inv(t1_to_mni)
+    return mni @ inv[:3, :3].T + inv[:3, 3]
+
+
+def _draw_t1_pose(rng: np.random.Generator, grid: T1Grid, anatomy: SubjectAnatomy) -> T1Pose:
+    """Draw the head pose, scale it to the subject's size and shape, draw the displacement.
+
+    ``A = S @ R`` plus a translation: ``R`` a rotation of up to 12 degrees about
+    each axis, ``S`` the subject's size and shape (:meth:`SubjectAnatomy.mni_scale`).
+    ``d`` is a sum of :data:`DEFORMATION_MM` waves with its affine part over the
+    brain removed, so that ``A`` stays the best affine of the anatomy.
+    """
     rot = rotation_matrix(rng.uniform(-12.0, 12.0, 3))
-    scale = np.diag(1.0 + rng.uniform(-0.07, 0.07, 3))
+    scale = anatomy.mni_scale(brain_structure().volume_ml)
     head_world = rng.uniform(-15.0, 15.0, 3)
     lin = scale @ rot
     t1_to_mni = homogeneous(lin, HEAD_CENTER_MNI - lin @ head_world)
     t1_affine = grid_affine(
         grid.axes, grid.zooms, grid.shape, head_world + rng.uniform(-3.0, 3.0, 3)
     )
-    disp = SmoothDisplacement.random(rng)
+    disp = SmoothDisplacement.random(
+        rng, amplitude_mm=DEFORMATION_MM, wavelength_mm=DEFORMATION_WAVELENGTH_MM
+    ).without_affine_part(_brain_points_t1(t1_to_mni))
     dfield = disp.on_grid(t1_affine, grid.shape)
     np.multiply(np.rint(dfield / np.float32(DISP_STEP_MM)), np.float32(DISP_STEP_MM), out=dfield)
     return T1Pose(t1_to_mni, t1_affine, tuple(grid.shape), disp, dfield)
@@ -478,8 +506,9 @@ def _write_t1_images(
     download = root / "download"
     t1_plan = plan.image("t1")
     gain = float(rng.uniform(900.0, 1300.0))
+    bias, noise = float(rng.uniform(0.04, 0.10)), float(rng.uniform(0.025, 0.04))
     t1 = bias_and_noise(
-        clean, pose.t1_affine, rng, gain=gain, bias_strength=0.05, noise_fraction=0.022
+        clean, pose.t1_affine, rng, gain=gain, bias_strength=bias, noise_fraction=noise
     )
     path = download / _image_folder(plan, t1_plan) / _file_name(plan, t1_plan, None, "nii")
     save_nifti(t1, pose.t1_affine, path, dtype=np.int16, header=_t1_header(T1_DESCRIPTION))
@@ -496,22 +525,20 @@ def _write_t1_images(
                 noise_fraction=0.03,
             )
             path = download / _image_folder(plan, im) / _file_name(plan, im, None, "nii")
-            save_nifti(
-                raw, pose.t1_affine, path, dtype=np.int16, header=_t1_header(im.description)
-            )
+            save_nifti(raw, pose.t1_affine, path, dtype=np.int16, header=_t1_header(im.description))
             rows.append(_summary_row(plan, im, path, 1, root))
     return rows
 
 
 def _pet_volume(
-    plan: SubjectPlan, im: ImagePlan, pose: T1Pose, pet_to_t1, pet_affine, fwhm, rng
+    plan: SubjectPlan, im: ImagePlan, pose: T1Pose, maps: PetMaps, pet_to_t1, pet_affine, fwhm, rng
 ) -> tuple[np.ndarray, float, float, float]:
     """Render one PET image (uptake, PSF, noise, activity); return (volume, hypo, frame, start).
 
     ``volume`` is 3D, or 4D with 6 frames for the dynamic FDG; ``hypo`` is the
     applied hypometabolism scale; frame length and start are in minutes.
     """
-    space, maps = template_space(), pet_maps()
+    space = template_space()
     hypo = plan.hypo_scale
     if im.role == "av45":
         load = {"CN": 0.15, "MCI": 0.6, "AD": 1.0}[plan.group] * float(rng.uniform(0.7, 1.0))
@@ -540,6 +567,7 @@ def _write_pet_image(
     plan: SubjectPlan,
     im: ImagePlan,
     pose: T1Pose,
+    maps: PetMaps,
     seed: int,
     series_number: int,
     rng: np.random.Generator,
@@ -559,7 +587,7 @@ def _write_pet_image(
     )
     fwhm = float(rng.uniform(6.0, 8.0))
     volume, hypo, frame_minutes, start = _pet_volume(
-        plan, im, pose, pet_to_t1, pet_affine, fwhm, rng
+        plan, im, pose, maps, pet_to_t1, pet_affine, fwhm, rng
     )
     info = PetSeriesInfo(
         ptid=plan.ptid,
@@ -589,7 +617,18 @@ def _write_pet_image(
     return _summary_row(plan, im, folder, len(files), root), entry
 
 
-def _truth_record(plan: SubjectPlan, seed: int, pose: T1Pose) -> dict:
+def _volumes_ml(labels: np.ndarray, affine: np.ndarray) -> dict[str, float]:
+    """Volumes (ml) of the brain mask and of each tissue label on the T1 grid."""
+    voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
+    counts = np.bincount(labels.ravel(), minlength=len(LABELS))
+    out = {"brain": round(float((labels > 0).sum() * voxel_ml), 2)}
+    out.update({name: round(float(counts[v] * voxel_ml), 2) for name, v in LABELS.items() if v > 0})
+    return out
+
+
+def _truth_record(
+    plan: SubjectPlan, seed: int, pose: T1Pose, anatomy: SubjectAnatomy, labels: np.ndarray
+) -> dict:
     """The subject's ``truth.json`` before its PET sessions are added."""
     return {
         "ptid": plan.ptid,
@@ -603,6 +642,10 @@ def _truth_record(plan: SubjectPlan, seed: int, pose: T1Pose) -> dict:
         "hypometabolism_scale": plan.hypo_scale,
         "displacement_file": "t1_to_mni_displacement.nii.gz",
         "brainmask_file": "t1_brainmask.nii.gz",
+        "labels_file": "t1_labels.nii.gz",
+        "labels": dict(LABELS),
+        "anatomy": anatomy.to_json(),
+        "volumes_ml": _volumes_ml(labels, pose.t1_affine),
         "other_pet": [],
     }
 
@@ -619,44 +662,60 @@ def _add_pet_truth(truth: dict, entry: dict) -> None:
         truth["other_pet"].append(entry)
 
 
-def _write_truth(truth: dict, brainmask: np.ndarray, pose: T1Pose, tdir: Path) -> None:
-    """Write the true brain mask, the quantised displacement and ``truth.json`` into ``tdir``."""
+def _write_truth(
+    truth: dict, brainmask: np.ndarray, labels: np.ndarray, pose: T1Pose, tdir: Path
+) -> None:
+    """Write the true brain mask and labels, the quantised displacement and ``truth.json``."""
     save_nifti(brainmask, pose.t1_affine, tdir / "t1_brainmask.nii.gz", dtype=np.uint8)
+    save_nifti(labels, pose.t1_affine, tdir / "t1_labels.nii.gz", dtype=np.uint8)
     _save_displacement(pose.field, pose.t1_affine, tdir / "t1_to_mni_displacement.nii.gz")
     with atomic_path(tdir / "truth.json") as tmp:
         tmp.write_text(json.dumps(truth, indent=2) + "\n")
 
 
+def _subject_anatomy(plan: SubjectPlan, seed: int) -> tuple[SubjectAnatomy, SubjectBrain]:
+    """Draw a subject's anatomy and build its brain, from the stream ``(seed, 5, plan.index)``."""
+    rng = np.random.default_rng([seed, 5, plan.index])
+    anatomy = draw_anatomy(rng, plan.group, plan.sex, plan.age)
+    return anatomy, individual_brain(template_space(), anatomy, rng)
+
+
 def _render_subject(plan: SubjectPlan, seed: int, root: Path, grid: T1Grid) -> list[dict]:
     """Render and write every image of one subject (and its truth); return summary rows.
 
-    Steps: draw the T1 pose -> render the head on the T1 grid -> write the T1
-    images -> for each PET session: draw its pose, render and write it -> write
-    the truth. Every random draw comes from one stream seeded by ``(seed, 2,
-    plan.index)``, in this order, so a subject's bytes do not depend on the others.
+    Steps: draw the subject's anatomy and build its brain -> draw the T1 pose ->
+    render the head on the T1 grid -> write the T1 images -> for each PET
+    session: draw its pose, render and write it -> write the truth. The anatomy
+    comes from the stream ``(seed, 5, plan.index)``, every other draw from
+    ``(seed, 2, plan.index)`` in this order, so a subject's bytes do not depend
+    on the others.
     """
+    anatomy, brain = _subject_anatomy(plan, seed)
     rng = np.random.default_rng([seed, 2, plan.index])
-    pose = _draw_t1_pose(rng, grid)
-    clean, brainmask = render_t1(
-        template_space(), pose.t1_to_mni, pose.field, pose.t1_affine, pose.shape
+    pose = _draw_t1_pose(rng, grid, anatomy)
+    clean, brainmask, labels = render_subject_t1(
+        template_space(), brain, pose.t1_to_mni, pose.field, pose.t1_affine, pose.shape
     )
     rows = _write_t1_images(plan, clean, pose, rng, root)
     del clean
     if not plan.in_cohort:
         return rows
-    truth = _truth_record(plan, seed, pose)
+    maps = subject_pet_maps(pet_maps(), brain)
+    del brain
+    truth = _truth_record(plan, seed, pose, anatomy, labels)
     for im in plan.images:
         if im.modality != "PT":
             continue
         series_number = 3 + len(truth["other_pet"])
-        row, entry = _write_pet_image(plan, im, pose, seed, series_number, rng, root)
+        row, entry = _write_pet_image(plan, im, pose, maps, seed, series_number, rng, root)
         rows.append(row)
         _add_pet_truth(truth, entry)
-    _write_truth(truth, brainmask, pose, root / "truth" / plan.ptid)
+    _write_truth(truth, brainmask, labels, pose, root / "truth" / plan.ptid)
     return rows
 
 
 def _write_csv(path: Path, header, rows, quote_all: bool) -> None:
+    """Write a CSV atomically (all fields quoted, as IDA does, or minimally)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(
             fh, quoting=csv.QUOTE_ALL if quote_all else csv.QUOTE_MINIMAL, lineterminator="\n"
@@ -726,6 +785,7 @@ def _write_tables(plans: list[SubjectPlan], seed: int, download: Path) -> None:
 
 
 def _render_job(args: tuple) -> list[dict]:
+    """Worker entry point: :func:`_render_subject` on one ``(plan, seed, root, grid)`` tuple."""
     plan, seed, root, grid = args
     return _render_subject(plan, seed, root, grid)
 
@@ -778,6 +838,7 @@ def generate_cohort(
     root.mkdir()
     try:
         template_space()  # build once before any worker forks
+        brain_structure()
         pet_maps()
         jobs = [(p, int(seed), root, _t1_grid) for p in plans]
         if threads > 1 and len(plans) > 1:

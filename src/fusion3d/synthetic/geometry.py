@@ -88,11 +88,16 @@ class SmoothDisplacement:
         Angular wave vectors (rad/mm).
     phases : (K,) array
         Phase of each wave (rad).
+    linear : (3, 4) array, optional
+        An affine term ``L @ [x, 1]`` added to the waves (mm); None for none.
+        :meth:`without_affine_part` sets it so that the field has no affine
+        component over a set of points.
     """
 
     amplitudes: np.ndarray
     wavevectors: np.ndarray
     phases: np.ndarray
+    linear: np.ndarray | None = None
 
     @classmethod
     def random(
@@ -117,7 +122,22 @@ class SmoothDisplacement:
     def at_points(self, points: np.ndarray) -> np.ndarray:
         """Evaluate at world points of shape ``(N, 3)``; returns ``(N, 3)`` mm."""
         phase = points @ self.wavevectors.T + self.phases[None, :]
-        return np.sin(phase) @ self.amplitudes
+        out = np.sin(phase) @ self.amplitudes
+        if self.linear is not None:
+            out = out + points @ self.linear[:, :3].T + self.linear[:, 3]
+        return out
+
+    def without_affine_part(self, points: np.ndarray) -> SmoothDisplacement:
+        """The same field minus its least-squares affine fit over ``points`` (N, 3) mm.
+
+        Over those points the returned field has no affine component, so that an
+        affine registration of the displaced anatomy still finds the affine that
+        the field is added to.
+        """
+        design = np.c_[points, np.ones(len(points))]
+        fit, *_ = np.linalg.lstsq(design, self.at_points(points), rcond=None)  # (4, 3)
+        linear = (np.zeros((3, 4)) if self.linear is None else self.linear) - fit.T
+        return SmoothDisplacement(self.amplitudes, self.wavevectors, self.phases, linear)
 
     def on_grid(self, vox2world: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
         """Evaluate at every voxel centre of a grid; returns ``shape + (3,)`` float32 mm."""
@@ -134,6 +154,16 @@ class SmoothDisplacement:
             np.sin(phase, out=phase)
             for c in range(3):
                 comps[c] += np.float32(a[c]) * phase
+        if self.linear is not None:
+            lin = self.linear @ vox2world  # (3, 4): displacement as an affine function of the index
+            for c in range(3):
+                comps[c] += (
+                    (np.float32(lin[c, 0]) * idx[0] + np.float32(lin[c, 3])).astype(np.float32)[
+                        :, None, None
+                    ]
+                    + (np.float32(lin[c, 1]) * idx[1]).astype(np.float32)[None, :, None]
+                    + (np.float32(lin[c, 2]) * idx[2]).astype(np.float32)[None, None, :]
+                )
         return np.stack(comps, axis=-1)
 
 

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from fusion3d.synthetic.anatomy import TemplateSpace, template_space
+from fusion3d.synthetic.anatomy import (
+    SubjectBrain,
+    TemplateSpace,
+    brain_structure,
+    template_space,
+)
 from fusion3d.synthetic.geometry import SmoothDisplacement, map_grid
 
 #: PET grid of the processed ADNI step ``Coreg, Avg, Std Img and Vox Siz, Uniform Resolution``.
@@ -73,18 +78,26 @@ def reference_mask(space: TemplateSpace) -> np.ndarray:
     return (pons | cerebellum) & (space.brain > 0)
 
 
+def _stem(x, y, z) -> np.ndarray:
+    """Soft pons/brainstem ellipsoid: 1 inside, falling to 0 at 1.6 radii (MNI mm, broadcast)."""
+    (cx, cy, cz), (rx, ry, rz) = PONS
+    r = np.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2)
+    return np.clip(1.6 - r, 0.0, 1.0)
+
+
+def _brain_fdg(gm: np.ndarray, wm: np.ndarray, brain, stem: np.ndarray) -> np.ndarray:
+    """Healthy FDG uptake of brain tissue: GM 1, WM 0.28, CSF 0.04, brainstem at least 0.55."""
+    csf = np.clip(brain - gm - wm, 0.0, 1.0)
+    return np.maximum(gm * 1.0 + wm * 0.28 + csf * 0.04, 0.55 * stem)
+
+
 @functools.lru_cache(maxsize=1)
 def pet_maps() -> PetMaps:
     """Build (once per process) the MNI-space uptake maps on the template grid."""
     space = template_space()
     x, y, z = space.mm_grid()
     brain = space.brain
-    csf = np.clip(brain - space.gm - space.wm, 0.0, 1.0)
-    fdg = space.gm * 1.0 + space.wm * 0.28 + csf * 0.04
-    (cx, cy, cz), (rx, ry, rz) = PONS
-    r = np.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2)
-    stem = np.clip(1.6 - r, 0.0, 1.0) * brain  # soft ellipsoid, 1 inside, 0 beyond r = 1.6
-    fdg = np.maximum(fdg, 0.55 * stem)
+    fdg = _brain_fdg(space.gm, space.wm, brain, _stem(x, y, z) * brain)
     fdg = np.where(brain > 0, fdg, _FDG_TISSUE[space.tissue]).astype(np.float32)
 
     hypo = np.zeros(space.shape, np.float32)
@@ -103,6 +116,25 @@ def pet_maps() -> PetMaps:
     cortex = space.gm * (~reference)
     amyloid_base = np.where(brain > 0, 0.75 * space.wm + 0.35 * space.gm, _FDG_TISSUE[space.tissue])
     return PetMaps(fdg, hypo, reference, amyloid_base.astype(np.float32), cortex.astype(np.float32))
+
+
+def subject_pet_maps(maps: PetMaps, brain: SubjectBrain) -> PetMaps:
+    """The uptake maps of one subject: ``maps`` with the brain's tissue replaced by ``brain``'s.
+
+    FDG and florbetapir follow the subject's grey and white matter (folding,
+    atrophy: a widened sulcus or ventricle takes up as little as CSF); the
+    hypometabolism pattern and the reference regions stay in MNI space.
+    """
+    st = brain_structure()
+    space = template_space()
+    mm = [st.ijk[a] + np.float32(space.affine[a, 3]) for a in range(3)]
+    fdg = maps.fdg.copy()
+    fdg.flat[st.index] = _brain_fdg(brain.gm, brain.wm, np.float32(1.0), _stem(*mm))
+    base = maps.amyloid_base.copy()
+    base.flat[st.index] = 0.75 * brain.wm + 0.35 * brain.gm
+    cortex = maps.amyloid_cortex.copy()
+    cortex.flat[st.index] = brain.gm * ~maps.reference.flat[st.index]
+    return PetMaps(fdg, maps.hypo, maps.reference, base, cortex)
 
 
 def fdg_uptake(maps: PetMaps, hypometabolism_scale: float) -> np.ndarray:
