@@ -20,8 +20,8 @@ from fusion3d.io import atomic_path
 #: - ``mask_ml_min``/``mask_ml_max``: brain-mask volume (ml); adult intracranial brain masks
 #:   are roughly 1,000-1,800 ml (real heads: 1,480-1,790 ml), widened by 100-200 ml;
 #: - ``min_mni_ncc``: T1 -> MNI152 correlation after registration: real heads reach
-#:   0.53-0.61 (the warped-template synthetic heads 0.77-0.82); on the real head of the
-#:   tests a 10 mm shift gives 0.24-0.37 and a 15 degree rotation 0.31-0.34;
+#:   0.53-0.61 (the warped-template synthetic heads 0.77-0.82); the MNI-space T1 of the
+#:   tests' real head gives 0.22-0.35 moved by 10 mm, 0.30-0.33 turned by 15 degrees;
 #: - ``min_pet_mi``: PET -> T1 mutual information after registration (nats);
 #: - ``min_similarity_gain``: a registration may not lower its similarity by more than this;
 #: - ``min_ref_voxels``: voxels of the SUVR reference region.
