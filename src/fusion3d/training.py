@@ -146,6 +146,7 @@ def resolve_train_config(train_config: dict | None, model_config: dict | None = 
             f"train_config['stop_after_epoch'] must be None or a positive integer, "
             f"got {cfg['stop_after_epoch']!r}"
         )
+    cfg["lr"], cfg["poly_power"] = float(cfg["lr"]), float(power)  # 1 and 1.0: one fingerprint
     cfg["rotation_interval"] = _resolve_rotation_interval(cfg["rotation_interval"], model_config)
     cfg["loss_weights"] = {k: float(v) for k, v in dict(cfg["loss_weights"]).items()}
     cfg["loss_terms"] = list(cfg["loss_terms"])
