@@ -90,6 +90,152 @@ def _ds(value: float) -> str:
     return text if len(text) <= 16 else f"{value:.8e}"[:16]
 
 
+@dataclass(frozen=True)
+class _SeriesLayout:
+    """What every slice of one series shares: sizes, geometry, scaling, UIDs and times."""
+
+    ncol: int
+    nrow: int
+    nslice: int
+    nframe: int
+    iop: list[float]
+    spacing: list[float]
+    slice_step: np.ndarray
+    slice_mm: float
+    origin: np.ndarray
+    slope: float
+    uids: tuple[str, str, str]  # study, series, frame of reference
+    date: str
+    time: str
+
+
+def _series_layout(vol: np.ndarray, vox2world: np.ndarray, info: PetSeriesInfo) -> _SeriesLayout:
+    """The shared layout of a (C, R, K, T) volume written on the grid ``vox2world``."""
+    ncol, nrow, nslice, nframe = vol.shape
+    iop, spacing, slice_step, slice_mm = _geometry(vox2world)
+    uids = tuple(
+        stable_uid(kind, *info.uid_seed) for kind in ("study", "series", "frame-of-reference")
+    )
+    return _SeriesLayout(
+        ncol,
+        nrow,
+        nslice,
+        nframe,
+        iop,
+        spacing,
+        slice_step,
+        slice_mm,
+        origin=_LPS @ vox2world[:3, 3],
+        slope=max(float(vol.max()), 1e-6) / 32000.0,
+        uids=uids,
+        date=info.acq_datetime[:8],
+        time=info.acq_datetime[8:14],
+    )
+
+
+def _frame_time(start: str, t: int, frame_minutes: float) -> str:
+    """``hhmmss`` of frame ``t`` of a series started at ``start`` (``hhmmss``)."""
+    hh, mm, ss = int(start[:2]), int(start[2:4]), int(start[4:6])
+    sec = hh * 3600 + mm * 60 + ss + int(t * frame_minutes * 60)
+    return f"{sec // 3600 % 24:02d}{sec // 60 % 60:02d}{sec % 60:02d}"
+
+
+def _radiopharmaceutical(info: PetSeriesInfo, start: str) -> Dataset:
+    """The RadiopharmaceuticalInformationSequence item (FDG or florbetapir, F-18)."""
+    radio = Dataset()
+    radio.Radiopharmaceutical = "Florbetapir" if info.tracer == "AV45" else "Fluorodeoxyglucose"
+    radio.RadiopharmaceuticalStartTime = start
+    radio.RadionuclideTotalDose = "370000000"
+    radio.RadionuclideHalfLife = _ds(6586.2)
+    code = Dataset()
+    code.CodeValue = "C-111A1"
+    code.CodingSchemeDesignator = "SRT"
+    code.CodeMeaning = "^18^Fluorine"
+    radio.RadionuclideCodeSequence = [code]
+    return radio
+
+
+def _study_fields(ds: Dataset, info: PetSeriesInfo, lay: _SeriesLayout) -> None:
+    """Patient, study and series elements (the same in every slice of the series)."""
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.SOPClassUID = PositronEmissionTomographyImageStorage
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = lay.date
+    ds.StudyTime = ds.SeriesTime = lay.time
+    ds.Modality = "PT"
+    ds.Manufacturer = "fusion3d synthetic"
+    ds.InstitutionName = "fusion3d"
+    ds.StudyDescription = "ADNI Brain PET"
+    ds.SeriesDescription = info.description
+    ds.PatientName = info.ptid
+    ds.PatientID = info.ptid
+    ds.PatientSex = info.sex
+    ds.PatientAge = f"{int(info.age_years):03d}Y"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = lay.uids
+    ds.StudyID = "1"
+    ds.SeriesNumber = info.series_number
+    ds.PatientPosition = "HFS"
+    ds.RadiopharmaceuticalInformationSequence = [_radiopharmaceutical(info, lay.time)]
+
+
+def _frame_fields(ds: Dataset, info: PetSeriesInfo, lay: _SeriesLayout, t: int) -> None:
+    """PET frame elements: timing, units, corrections."""
+    start_ms = (info.start_minutes + t * info.frame_minutes) * 60000.0
+    ds.AcquisitionTime = ds.ContentTime = _frame_time(lay.time, t, info.frame_minutes)
+    ds.AcquisitionNumber = t + 1
+    ds.NumberOfSlices = lay.nslice
+    ds.NumberOfTimeSlices = lay.nframe
+    ds.FrameReferenceTime = _ds(start_ms + info.frame_minutes * 30000.0)
+    ds.ActualFrameDuration = int(round(info.frame_minutes * 60000.0))
+    ds.Units = "BQML"
+    ds.CountsSource = "EMISSION"
+    ds.SeriesType = ["DYNAMIC" if lay.nframe > 1 else "STATIC", "IMAGE"]
+    ds.DecayCorrection = "START"
+    ds.CorrectedImage = ["DECY", "ATTN", "SCAT", "DTIM"]
+
+
+def _image_fields(ds: Dataset, lay: _SeriesLayout, k: int) -> None:
+    """Image-plane geometry and pixel description of slice ``k``."""
+    position = lay.origin + k * lay.slice_step
+    ds.ImagePositionPatient = [_ds(v) for v in position]
+    ds.ImageOrientationPatient = [_ds(v) for v in lay.iop]
+    ds.PixelSpacing = [_ds(v) for v in lay.spacing]
+    ds.SliceThickness = _ds(lay.slice_mm)
+    ds.SliceLocation = _ds(float(position[2]))
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = lay.nrow
+    ds.Columns = lay.ncol
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept = "0"
+    ds.RescaleSlope = _ds(lay.slope)
+    ds.RescaleType = "BQML"
+
+
+def _slice_dataset(info: PetSeriesInfo, lay: _SeriesLayout, t: int, k: int) -> Dataset:
+    """The header of slice ``k`` of frame ``t`` (InstanceNumber ``t * nslice + k + 1``)."""
+    number = t * lay.nslice + k + 1
+    sop_uid = stable_uid("sop", number, *info.uid_seed)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = PositronEmissionTomographyImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    _study_fields(ds, info, lay)
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceNumber = number
+    ds.ImageIndex = number
+    _frame_fields(ds, info, lay, t)
+    _image_fields(ds, lay, k)
+    for key, value in info.extra.items():
+        setattr(ds, key, value)
+    return ds
+
+
 def write_pet_series(
     volume: np.ndarray,
     vox2world: np.ndarray,
@@ -124,103 +270,17 @@ def write_pet_series(
         raise ValueError(f"PET volume must be 3D or 4D, got shape {volume.shape}")
     if not np.isfinite(vol).all() or vol.min() < 0:
         raise ValueError("PET volume must be finite and non-negative")
-    ncol, nrow, nslice, nframe = vol.shape
-    iop, spacing, slice_step, slice_mm = _geometry(vox2world)
-    origin = _LPS @ vox2world[:3, 3]
-    slope = max(float(vol.max()), 1e-6) / 32000.0
+    lay = _series_layout(vol, vox2world, info)
     # (frame, slice, row, column): each slice is then a contiguous block of bytes.
-    pixels = np.ascontiguousarray(np.rint(vol / slope).astype(np.int16).transpose(3, 2, 1, 0))
-
-    study_uid = stable_uid("study", *info.uid_seed)
-    series_uid = stable_uid("series", *info.uid_seed)
-    frame_uid = stable_uid("frame-of-reference", *info.uid_seed)
-    date, time = info.acq_datetime[:8], info.acq_datetime[8:14]
-    nuclide = ("Fluorodeoxyglucose", "F^18^[^18^Fluorine]", 6586.2)
-    if info.tracer == "AV45":
-        nuclide = ("Florbetapir", "F^18^[^18^Fluorine]", 6586.2)
-
+    pixels = np.ascontiguousarray(np.rint(vol / lay.slope).astype(np.int16).transpose(3, 2, 1, 0))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for t in range(nframe):
-        start_ms = (info.start_minutes + t * info.frame_minutes) * 60000.0
-        hh, mm, ss = int(time[:2]), int(time[2:4]), int(time[4:6])
-        frame_sec = hh * 3600 + mm * 60 + ss + int(t * info.frame_minutes * 60)
-        frame_time = f"{frame_sec // 3600 % 24:02d}{frame_sec // 60 % 60:02d}{frame_sec % 60:02d}"
-        for k in range(nslice):
-            number = t * nslice + k + 1
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = PositronEmissionTomographyImageStorage
-            sop_uid = stable_uid("sop", number, *info.uid_seed)
-            meta.MediaStorageSOPInstanceUID = sop_uid
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SpecificCharacterSet = "ISO_IR 100"
-            ds.ImageType = ["DERIVED", "SECONDARY"]
-            ds.SOPClassUID = PositronEmissionTomographyImageStorage
-            ds.SOPInstanceUID = sop_uid
-            ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = date
-            ds.StudyTime = ds.SeriesTime = time
-            ds.AcquisitionTime = ds.ContentTime = frame_time
-            ds.Modality = "PT"
-            ds.Manufacturer = "fusion3d synthetic"
-            ds.InstitutionName = "fusion3d"
-            ds.StudyDescription = "ADNI Brain PET"
-            ds.SeriesDescription = info.description
-            ds.PatientName = info.ptid
-            ds.PatientID = info.ptid
-            ds.PatientSex = info.sex
-            ds.PatientAge = f"{int(info.age_years):03d}Y"
-            ds.StudyInstanceUID = study_uid
-            ds.SeriesInstanceUID = series_uid
-            ds.FrameOfReferenceUID = frame_uid
-            ds.StudyID = "1"
-            ds.SeriesNumber = info.series_number
-            ds.AcquisitionNumber = t + 1
-            ds.InstanceNumber = number
-            ds.ImageIndex = number
-            ds.NumberOfSlices = nslice
-            ds.NumberOfTimeSlices = nframe
-            ds.FrameReferenceTime = _ds(start_ms + info.frame_minutes * 30000.0)
-            ds.ActualFrameDuration = int(round(info.frame_minutes * 60000.0))
-            ds.Units = "BQML"
-            ds.CountsSource = "EMISSION"
-            ds.SeriesType = ["DYNAMIC" if nframe > 1 else "STATIC", "IMAGE"]
-            ds.DecayCorrection = "START"
-            ds.CorrectedImage = ["DECY", "ATTN", "SCAT", "DTIM"]
-            ds.PatientPosition = "HFS"
-            ds.ImagePositionPatient = [_ds(v) for v in origin + k * slice_step]
-            ds.ImageOrientationPatient = [_ds(v) for v in iop]
-            ds.PixelSpacing = [_ds(v) for v in spacing]
-            ds.SliceThickness = _ds(slice_mm)
-            ds.SliceLocation = _ds(float((origin + k * slice_step)[2]))
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.Rows = nrow
-            ds.Columns = ncol
-            ds.BitsAllocated = 16
-            ds.BitsStored = 16
-            ds.HighBit = 15
-            ds.PixelRepresentation = 1
-            ds.RescaleIntercept = "0"
-            ds.RescaleSlope = _ds(slope)
-            ds.RescaleType = "BQML"
-            radio = Dataset()
-            radio.Radiopharmaceutical = nuclide[0]
-            radio.RadiopharmaceuticalStartTime = time
-            radio.RadionuclideTotalDose = "370000000"
-            radio.RadionuclideHalfLife = _ds(nuclide[2])
-            code = Dataset()
-            code.CodeValue = "C-111A1"
-            code.CodingSchemeDesignator = "SRT"
-            code.CodeMeaning = "^18^Fluorine"
-            radio.RadionuclideCodeSequence = [code]
-            ds.RadiopharmaceuticalInformationSequence = [radio]
-            for key, value in info.extra.items():
-                setattr(ds, key, value)
+    for t in range(lay.nframe):
+        for k in range(lay.nslice):
+            ds = _slice_dataset(info, lay, t, k)
             ds.PixelData = pixels[t, k].tobytes()
-            path = out / file_name(number)
+            path = out / file_name(int(ds.InstanceNumber))
             ds.save_as(path, enforce_file_format=True)
             written.append(path)
     return written
