@@ -566,11 +566,6 @@ def individual_brain(
     return SubjectBrain(t1.astype(np.float32), labels, gm.astype(np.float32), wm.astype(np.float32))
 
 
-def _t1_coords(space, t1_to_mni, field, vox2world, shape) -> np.ndarray:
-    """Template voxel coordinates of every T1 voxel (``A x + d(x)``), shape (3,) + shape."""
-    return map_grid(vox2world, shape, t1_to_mni, np.linalg.inv(space.affine), field)
-
-
 def render_subject_t1(
     space: TemplateSpace,
     brain: SubjectBrain,
@@ -585,7 +580,7 @@ def render_subject_t1(
     T1, the uint8 true brain mask and the uint8 true labels (:data:`LABELS`;
     nearest neighbour, every mask voxel at least CSF, 0 outside the mask).
     """
-    coords = _t1_coords(space, t1_to_mni, field, vox2world, shape)
+    coords = map_grid(vox2world, shape, t1_to_mni, np.linalg.inv(space.affine), field)
     t1 = ndimage.map_coordinates(brain.t1, coords, order=1, mode="constant", output=np.float32)
     mask = ndimage.map_coordinates(
         space.brain, coords, order=1, mode="constant", cval=0.0, output=np.float32
