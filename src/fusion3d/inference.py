@@ -9,7 +9,6 @@ clipped output.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -19,41 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fusion3d.devices import autocast_context, resolve_device
 from fusion3d.io import save_nifti
 from fusion3d.models import DC2Fusion
 from fusion3d.training_data import load_item
 
-__all__ = ["autocast_context", "fuse_items", "fuse_volume", "load_model", "resolve_device"]
+__all__ = ["fuse_items", "fuse_tensor", "fuse_volume", "load_model"]
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU with a warning."""
-    if device is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        log.warning("no CUDA device found: running DC2Fusion on the CPU (slow)")
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    if dev.type == "cpu":
-        log.warning("running DC2Fusion on the CPU (slow)")
-    return dev
-
-
-def autocast_context(device: torch.device, amp: str | bool = "auto"):
-    """bf16 autocast for ``amp`` "auto" on CUDA or "bf16"; a null context otherwise."""
-    if amp in ("off", False, None, "none"):
-        return contextlib.nullcontext()
-    if amp == "auto":
-        if device.type != "cuda":
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if amp in ("bf16", True):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ValueError(f"amp must be 'auto', 'bf16' or 'off', got {amp!r}")
 
 
 def load_model(model_path: str | os.PathLike, device: torch.device | str = "cpu") -> DC2Fusion:
@@ -94,28 +66,27 @@ def load_model(model_path: str | os.PathLike, device: torch.device | str = "cpu"
     return model.to(device).eval()
 
 
-def fuse_volume(
+def fuse_tensor(
     model: DC2Fusion,
-    mri: np.ndarray,
-    pet: np.ndarray,
-    device: torch.device,
+    mri: torch.Tensor,
+    pet: torch.Tensor,
     *,
     amp: str | bool = "auto",
     slice_batch_size: int = 16,
     clip: bool = True,
-) -> np.ndarray:
-    """Fuse one volume pair ``(D, H, W)`` x2 -> ``(D, H, W)`` float32.
+) -> torch.Tensor:
+    """Fuse one volume pair ``(D, H, W)`` x2 on their device -> ``(D, H, W)`` float32 there.
 
     A 2D model runs slice by slice along the LAST axis, ``slice_batch_size`` slices
     per forward pass. Call under ``torch.inference_mode()`` / ``no_grad``.
     """
     if mri.shape != pet.shape or mri.ndim != 3:
         raise ValueError(
-            f"fuse_volume: expected two equal 3D arrays, got {mri.shape} and {pet.shape}"
+            f"fuse_volume: expected two equal 3D volumes, got {tuple(mri.shape)} and "
+            f"{tuple(pet.shape)}"
         )
-    m = torch.from_numpy(np.ascontiguousarray(mri, dtype=np.float32)).to(device)
-    p = torch.from_numpy(np.ascontiguousarray(pet, dtype=np.float32)).to(device)
-    with autocast_context(device, amp):
+    m, p = mri.float(), pet.float()
+    with autocast_context(m.device, amp):
         if model.spatial_dims == 3:
             fused = model(m[None, None], p[None, None])[0, 0]  # (1, 1, D, H, W) -> (D, H, W)
         else:
@@ -128,8 +99,30 @@ def fuse_volume(
             ]
             fused = torch.cat(outs)[:, 0].permute(1, 2, 0)  # (W, D, H) -> (D, H, W)
     fused = fused.float()
-    if clip:
-        fused = fused.clamp(0.0, 1.0)
+    return fused.clamp(0.0, 1.0) if clip else fused
+
+
+def fuse_volume(
+    model: DC2Fusion,
+    mri: np.ndarray,
+    pet: np.ndarray,
+    device: torch.device,
+    *,
+    amp: str | bool = "auto",
+    slice_batch_size: int = 16,
+    clip: bool = True,
+) -> np.ndarray:
+    """Fuse one volume pair ``(D, H, W)`` x2 -> ``(D, H, W)`` float32 on the host.
+
+    :func:`fuse_tensor` on ``device``. Call under ``torch.inference_mode()`` / ``no_grad``.
+    """
+    if mri.shape != pet.shape or mri.ndim != 3:
+        raise ValueError(
+            f"fuse_volume: expected two equal 3D arrays, got {mri.shape} and {pet.shape}"
+        )
+    m = torch.from_numpy(np.ascontiguousarray(mri, dtype=np.float32)).to(device)
+    p = torch.from_numpy(np.ascontiguousarray(pet, dtype=np.float32)).to(device)
+    fused = fuse_tensor(model, m, p, amp=amp, slice_batch_size=slice_batch_size, clip=clip)
     return fused.cpu().numpy()
 
 
@@ -139,6 +132,7 @@ def fuse_items(
     out_dir: str | os.PathLike,
     *,
     device: str | None = None,
+    gpu: bool = False,
     batch_size: int = 1,
     clip: bool = True,
 ) -> pd.DataFrame:
@@ -154,6 +148,9 @@ def fuse_items(
         Output folder (created).
     device : str, optional
         ``None``: CUDA if available, else CPU (with a warning).
+    gpu : bool
+        The study asked for a GPU (``resources.gpu``): stop at once, with what was found,
+        when no usable CUDA device is there (never a silent CPU run).
     batch_size : int
         3D: volumes per forward pass; 2D: slices per forward pass is ``16 * batch_size``.
     clip : bool
@@ -166,7 +163,7 @@ def fuse_items(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dev = resolve_device(device)
+    dev = resolve_device(device, gpu=gpu)
     model = load_model(model_path, dev)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,16 +4,20 @@ The stage, step by step (:func:`train_model`):
 
 1. resolve the configs (:func:`resolve_train_config`; the rotation interval follows the
    model's ``variant`` unless set);
-2. prepare the data (:func:`prepare_data`: the training and validation pairs);
-3. build the model, loss, optimizer and poly schedule (:func:`build_training`);
+2. prepare the data (:func:`prepare_data`: every pair checked once and written to the
+   memory-mapped cache ``cache/`` of the state folder; nothing is held in RAM);
+3. build the model, loss, optimizer and poly schedule (:func:`build_training`) and the
+   streaming loader (:func:`build_loader`, :mod:`fusion3d.training_loader`);
 4. resume or start (:func:`resume_or_start`): ``checkpoints/last.pt`` is resumed only when
    its fingerprint (:func:`training_fingerprint`: the split rows, the resolved model
    config and the resolved training config) equals this run's; otherwise the old state
    is set aside in ``stale-<UTC time>/`` (never deleted) with a log line naming what
    changed, and training starts fresh;
-5. the epoch loop (:func:`train_epoch` over the batches of :func:`epoch_batches`);
-6. validate and select (:func:`validation_scores`, :func:`validate_and_select`);
-7. checkpoint (:func:`save_checkpoints`).
+5. the epoch loop (:func:`train_epoch` over the loader's batches, copied to the device
+   without blocking; data-parallel over ranks under torchrun, :func:`wrap_for_training`);
+6. validate and select every ``val_every`` epochs and at the last (:func:`validation_scores`
+   on the device, :func:`validate_and_select`);
+7. checkpoint (:func:`save_checkpoints`, rank 0 only).
 
 Writes under ``out_dir``: ``checkpoints/last.pt`` (every epoch), ``model.pt`` (best
 validation score), ``history.csv`` (one row per epoch; row 0 scores the
@@ -24,12 +28,23 @@ resolved constructor arguments of :class:`~fusion3d.models.DC2Fusion`), ``varian
 file alone.
 
 Reproducibility: the model is initialised from ``seed``; every epoch reseeds torch,
-numpy and ``random`` from ``(seed, epoch)``, so a run stopped after epoch k and
-resumed from ``last.pt`` ends with exactly the weights of an uninterrupted run (CPU).
+numpy and ``random`` from ``(seed, epoch, rank)``, and every sample (its 2D slice, its
+augmentation) is drawn from its own generator seeded by ``(seed, epoch, sample index)``
+(:mod:`fusion3d.training_loader`), so a run stopped after epoch k and resumed from
+``last.pt`` ends with exactly the weights of an uninterrupted run (CPU), whatever the
+number of loader workers.
+
+Several GPUs: ``python -m torch.distributed.run --standalone --nproc_per_node N -m
+fusion3d.training <spec.json>`` (:func:`train_with_torchrun` writes the spec and runs it)
+trains with ``DistributedDataParallel``: every rank takes every N-th sample of the epoch's
+shuffled order (an effective batch of ``N * batch_size``), gradients are averaged, only
+rank 0 writes. A checkpoint holds no per-rank state (the global RNGs of the other ranks
+are re-derived from the seed), so a run resumes with any N.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import datetime
 import hashlib
@@ -39,35 +54,55 @@ import logging
 import math
 import os
 import random
+import subprocess
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
 
-from fusion3d.inference import autocast_context, fuse_volume, resolve_device
+from fusion3d import distributed
+from fusion3d.devices import (
+    apply_channels_last,
+    autocast_context,
+    make_adam,
+    maybe_compile,
+    memory_format,
+    require_gpu,
+    resolve_device,
+    to_device,
+)
+from fusion3d.distributed import DistContext
+from fusion3d.inference import fuse_tensor
 from fusion3d.io import atomic_path
 from fusion3d.losses import TERMS, FusionLoss, psnr, ssim
 from fusion3d.models import DC2Fusion, build_model
-from fusion3d.training_data import (
-    ROTATION_INTERVALS,
-    AugmentConfig,
-    VolumePair,
-    augment_pair,
-    foreground_slices,
-    load_items,
+from fusion3d.training_data import ROTATION_INTERVALS, AugmentConfig, augment_pair
+from fusion3d.training_loader import (
+    EpochSampler,
+    PairDataset,
+    PairSource,
+    epoch_seed,
+    make_loader,
+    prepare_sources,
+    sample_seed,
 )
 
 __all__ = [
     "DEFAULT_TRAIN_CONFIG",
     "StatePaths",
+    "TrainData",
     "TrainingRun",
+    "build_loader",
     "build_training",
     "calibrate_output_scale",
-    "epoch_batches",
     "fingerprint_changes",
     "model_init_args",
     "prepare_data",
@@ -77,9 +112,11 @@ __all__ = [
     "set_aside_state",
     "train_epoch",
     "train_model",
+    "train_with_torchrun",
     "training_fingerprint",
     "validate_and_select",
     "validation_scores",
+    "wrap_for_training",
 ]
 
 log = logging.getLogger(__name__)
@@ -98,11 +135,29 @@ DEFAULT_TRAIN_CONFIG: dict = {
     "slices_per_volume": 8,
     "stop_after_epoch": None,
     "calibrate_output": True,
+    "val_every": 1,
+    "num_workers": 0,
+    "cache": True,
+    "compile": False,
+    "channels_last": False,
+    "fused_adam": False,
 }
 
-#: Keys that control one run (where it stops) rather than what is trained: left out of the
-#: fingerprint, so a run stopped early resumes.
-RUN_CONTROL_KEYS = ("stop_after_epoch",)
+#: Keys that control one run (where it stops, how fast it runs) rather than what is trained:
+#: left out of the fingerprint, so a run stopped early resumes, also after switching them.
+#: The loader's workers and cache do not change a single number; the throughput switches
+#: (compile, channels-last, fused Adam) change floating-point rounding only.
+RUN_CONTROL_KEYS = (
+    "stop_after_epoch",
+    "num_workers",
+    "cache",
+    "compile",
+    "channels_last",
+    "fused_adam",
+)
+
+#: Train-config switches that must be true or false.
+BOOL_KEYS = ("augment", "calibrate_output", "cache", "compile", "channels_last", "fused_adam")
 
 Item = tuple[str, str | os.PathLike, str | os.PathLike]
 
@@ -124,10 +179,16 @@ def resolve_train_config(train_config: dict | None, model_config: dict | None = 
     if unknown:
         raise ValueError(f"train_config: unknown key(s) {unknown}; allowed: {sorted(cfg)}")
     cfg.update(copy.deepcopy(train_config))
-    for key in ("epochs", "batch_size", "slices_per_volume"):
+    for key in ("epochs", "batch_size", "slices_per_volume", "val_every"):
         v = cfg[key]
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"train_config[{key!r}] must be a positive integer, got {v!r}")
+    for key in BOOL_KEYS:
+        if not isinstance(cfg[key], bool):
+            raise ValueError(f"train_config[{key!r}] must be true or false, got {cfg[key]!r}")
+    workers = cfg["num_workers"]
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise ValueError(f"train_config['num_workers'] must be an integer >= 0, got {workers!r}")
     if not isinstance(cfg["seed"], int):
         raise ValueError(f"train_config['seed'] must be an integer, got {cfg['seed']!r}")
     if not (isinstance(cfg["lr"], int | float) and math.isfinite(cfg["lr"]) and cfg["lr"] > 0):
@@ -150,8 +211,6 @@ def resolve_train_config(train_config: dict | None, model_config: dict | None = 
     cfg["rotation_interval"] = _resolve_rotation_interval(cfg["rotation_interval"], model_config)
     cfg["loss_weights"] = {k: float(v) for k, v in dict(cfg["loss_weights"]).items()}
     cfg["loss_terms"] = list(cfg["loss_terms"])
-    cfg["augment"] = bool(cfg["augment"])
-    cfg["calibrate_output"] = bool(cfg["calibrate_output"])
     FusionLoss(3, cfg["loss_weights"], cfg["loss_terms"])  # validates weights and terms
     return cfg
 
@@ -339,6 +398,8 @@ class TrainingRun:
     start_epoch: int = 1
     best_score: float = -math.inf
     history: list[dict] = field(default_factory=list)
+    ctx: DistContext = field(default_factory=DistContext)
+    forward: nn.Module | None = None  # what the loop calls: the model, DDP- or compile-wrapped
 
     @property
     def variant(self) -> str:
@@ -356,67 +417,99 @@ class TrainingRun:
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. Prepare the data (the data pipeline: pairs in memory, lazy augmented batches)
+# 2. Prepare the data (the data pipeline: pairs streamed from a memory-mapped cache)
 # ---------------------------------------------------------------------------------------------
 
 
 def prepare_data(
-    train_items: Sequence[Item], val_items: Sequence[Item]
-) -> tuple[list[VolumePair], list[VolumePair]]:
-    """Load and check the training and validation pairs (same grid for both)."""
-    train_pairs = load_items(train_items, what="train_items")
-    val_pairs = load_items(val_items, what="val_items") if len(val_items) else []
-    if not val_pairs:
+    train_items: Sequence[Item],
+    val_items: Sequence[Item],
+    cache_dir: Path | None,
+    ctx: DistContext | None = None,
+) -> tuple[list[PairSource], list[PairSource]]:
+    """Check the training and validation pairs (same grid for both) and cache them once.
+
+    Each pair is read once and, with ``cache_dir``, written there as a memory-mapped
+    ``.npy`` (:func:`~fusion3d.training_loader.prepare_sources`); only one pair is in RAM at
+    a time. Under torchrun rank 0 writes the cache while the other ranks wait, then they
+    find it written.
+    """
+    ctx = ctx or DistContext()
+    if not ctx.is_rank0:
+        distributed.barrier(ctx)
+    train = prepare_sources(train_items, cache_dir, what="train_items")
+    val = prepare_sources(val_items, cache_dir, what="val_items") if len(val_items) else []
+    if ctx.is_rank0:
+        distributed.barrier(ctx)
+    if not val:
         log.warning("no validation items: model.pt is selected on the training loss")
-    shape = train_pairs[0].mri.shape
-    if val_pairs and val_pairs[0].mri.shape != shape:
+    if val and val[0].shape != train[0].shape:
         raise ValueError(
-            f"{val_items[0][1]}: validation grid {val_pairs[0].mri.shape} differs from training {shape}"
+            f"{val_items[0][1]}: validation grid {val[0].shape} differs from training "
+            f"{train[0].shape}"
         )
-    return train_pairs, val_pairs
+    return train, val
 
 
-def _batches(
-    pairs: list[VolumePair], model: DC2Fusion, cfg: dict, gen: torch.Generator
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of ``(mri, pet)`` CPU batches ``(B, 1, *S)`` drawn with ``gen``.
+@dataclass
+class TrainData:
+    """The training samples of this rank: dataset, epoch sampler and loader."""
 
-    Every draw from ``gen`` (the order, the 2D slices) happens on the first ``next``, before
-    any batch is built; batches are then built one at a time, so an epoch never holds a
-    second copy of the training volumes.
+    dataset: PairDataset
+    sampler: EpochSampler
+    loader: DataLoader
+
+
+def _dataset(
+    sources: Sequence[PairSource], spatial_dims: int, cfg: dict, augment: bool
+) -> PairDataset:
+    """The epoch's samples: whole volumes (3D) or ``slices_per_volume`` slices (2D)."""
+    aug = None
+    if augment:
+        aug = partial(augment_pair, cfg=AugmentConfig(rot_interval=cfg["rotation_interval"]))
+    return PairDataset(
+        sources,
+        spatial_dims=spatial_dims,
+        picks_per_subject=1 if spatial_dims == 3 else cfg["slices_per_volume"],
+        seed=cfg["seed"],
+        augment=aug,
+    )
+
+
+def build_loader(
+    run: TrainingRun, sources: Sequence[PairSource], device: torch.device
+) -> TrainData:
+    """The streaming loader of this rank (``num_workers`` workers, pinned memory on CUDA).
+
+    The augmentation is the published one (:func:`~fusion3d.training_data.augment_pair`,
+    rotation interval ``cfg["rotation_interval"]``), applied in the workers with each
+    sample's own generator.
     """
-    # picks: (subject, index into its volumes): the whole volume in 3D, in 2D random
-    # foreground slices along the last axis
-    if model.spatial_dims == 3:
-        picks = [(j, ...) for j in range(len(pairs))]
-    else:
-        picks = []
-        for j, pair in enumerate(pairs):
-            fg = foreground_slices(pair.mri)
-            sel = torch.randint(len(fg), (cfg["slices_per_volume"],), generator=gen).tolist()
-            picks += [(j, (..., int(fg[s]))) for s in sel]
-    order = torch.randperm(len(picks), generator=gen).tolist()
-    bs = cfg["batch_size"]
-    for i in range(0, len(order), bs):
-        chosen = [picks[o] for o in order[i : i + bs]]
-        m = torch.from_numpy(np.stack([pairs[j].mri[ix] for j, ix in chosen]))[:, None]
-        p = torch.from_numpy(np.stack([pairs[j].pet[ix] for j, ix in chosen]))[:, None]
-        yield m, p  # (B, 1, D, H, W) in 3D, (B, 1, D, H) in 2D
+    cfg = run.cfg
+    dataset = _dataset(sources, run.model.spatial_dims, cfg, cfg["augment"])
+    sampler = EpochSampler(
+        len(dataset), seed=cfg["seed"], rank=run.ctx.rank, world_size=run.ctx.world_size
+    )
+    loader = make_loader(
+        dataset,
+        sampler,
+        batch_size=cfg["batch_size"],
+        num_workers=cfg["num_workers"],
+        device=device,
+        seed=cfg["seed"],
+    )
+    return TrainData(dataset, sampler, loader)
 
 
-def epoch_batches(
-    pairs: list[VolumePair], model: DC2Fusion, cfg: dict, gen: torch.Generator
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of training batches, augmented (``cfg["augment"]``) with ``gen``.
+def first_batch(run: TrainingRun, sources: Sequence[PairSource]) -> tuple[torch.Tensor, ...]:
+    """The first ``batch_size`` samples of epoch 0's order, not augmented: ``(mri, pet)``.
 
-    The augmentation is the published one (:func:`~fusion3d.training_data.augment_pair`),
-    with the rotation interval ``cfg["rotation_interval"]``.
+    The same on every rank (the order is not sharded), for :func:`calibrate_output_scale`.
     """
-    aug = AugmentConfig(rot_interval=cfg["rotation_interval"])
-    for mri, pet in _batches(pairs, model, cfg, gen):
-        if cfg["augment"]:
-            mri, pet = augment_pair(mri, pet, gen, aug)
-        yield mri, pet
+    dataset = _dataset(sources, run.model.spatial_dims, run.cfg, augment=False)
+    keys = list(EpochSampler(len(dataset), seed=run.cfg["seed"]))[: run.cfg["batch_size"]]
+    samples = [dataset[k] for k in keys]
+    return torch.stack([m for m, _ in samples]), torch.stack([p for _, p in samples])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,14 +524,17 @@ def build_training(
     split: dict,
     grid_shape: tuple[int, ...],
     grid_source: str | os.PathLike = "train_items",
+    ctx: DistContext | None = None,
 ) -> TrainingRun:
     """Build the model (seeded with ``cfg["seed"]``), loss, Adam and the poly schedule.
 
     ``grid_shape`` (a training volume's shape) is checked against the model's size divisor;
-    a ValueError names ``grid_source``.
+    a ValueError names ``grid_source``. The throughput switches ``channels_last`` and
+    ``fused_adam`` apply here (:mod:`fusion3d.devices`).
     """
     torch.manual_seed(cfg["seed"])
     model = build_model(dict(model_config)).to(device)
+    apply_channels_last(model, model.spatial_dims, cfg["channels_last"])
     grid = grid_shape[:2] if model.spatial_dims == 2 else grid_shape
     if any(s % model.size_divisor for s in grid):
         raise ValueError(
@@ -446,7 +542,7 @@ def build_training(
             f"{model.size_divisor} (patch_size * 2**(stages-1) * window_size)"
         )
     loss_fn = FusionLoss(model.spatial_dims, cfg["loss_weights"], cfg["loss_terms"]).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    optimizer = make_adam(model.parameters(), cfg["lr"], fused=cfg["fused_adam"], device=device)
     epochs, power = cfg["epochs"], cfg["poly_power"]
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda e: max(0.0, 1.0 - e / epochs) ** power
@@ -461,7 +557,25 @@ def build_training(
         init_args=init_args,
         split=split,
         fingerprint=training_fingerprint(split, init_args, cfg),
+        ctx=ctx or DistContext(),
     )
+
+
+def wrap_for_training(run: TrainingRun) -> None:
+    """Set ``run.forward``: the model in ``DistributedDataParallel`` under torchrun, compiled
+    with ``torch.compile`` when ``cfg["compile"]``.
+
+    Called after :func:`resume_or_start`, so DDP starts from the resumed (or calibrated)
+    weights, which it broadcasts from rank 0. ``run.model`` stays the plain network: its
+    state is what checkpoints hold.
+    """
+    module: nn.Module = run.model
+    if run.ctx.distributed:
+        dev = run.ctx.device
+        module = nn.parallel.DistributedDataParallel(
+            module, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
+    run.forward = maybe_compile(module, run.cfg["compile"])
 
 
 def calibrate_output_scale(model: DC2Fusion, mri: torch.Tensor, pet: torch.Tensor) -> float:
@@ -533,19 +647,26 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
-    """Reseed every global RNG from ``(seed, epoch)``; return the data generator."""
-    s = (seed * 1_000_003 + epoch) % (2**63)
+def _seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Reseed every global RNG (the model's own randomness: drop path) from ``(seed, epoch)``.
+
+    Rank 0 uses :func:`~fusion3d.training_loader.epoch_seed` ``(seed, epoch)``; rank
+    ``r > 0`` of a data-parallel run uses ``sample_seed(seed, epoch, 2**40 + r)`` (an index no
+    sample has), so ranks drop different paths.
+    """
+    s = epoch_seed(seed, epoch)
+    if rank:
+        s = sample_seed(seed, epoch, 2**40 + rank)
     torch.manual_seed(s)
     np.random.seed(s % (2**32))
     random.seed(s)
-    return torch.Generator().manual_seed(s)
 
 
 def set_aside_state(root: Path, reason: str) -> Path:
     """Move everything in the state folder ``root`` (but earlier ``stale-*`` folders) aside.
 
-    The old state goes to ``root/stale-<UTC time>/``; nothing is deleted. Returns that folder.
+    The data cache ``cache/`` stays (its files are named by their sources' identity and
+    belong to no run). The old state goes to ``root/stale-<UTC time>/``; nothing is deleted. Returns that folder.
     """
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     target = root / f"stale-{stamp}"
@@ -555,7 +676,7 @@ def set_aside_state(root: Path, reason: str) -> Path:
         target = root / f"stale-{stamp}-{n}"
     target.mkdir(parents=True)
     for entry in sorted(root.iterdir()):
-        if entry != target and not entry.name.startswith("stale-"):
+        if entry != target and not entry.name.startswith("stale-") and entry.name != "cache":
             entry.rename(target / entry.name)
     log.warning(
         "%s: training state belongs to another run (%s); set aside in %s, training starts fresh",
@@ -578,14 +699,29 @@ def _read_checkpoint(path: Path) -> tuple[dict | None, str | None]:
 
 
 def resume_or_start(
-    run: TrainingRun, paths: StatePaths, train_pairs: list[VolumePair], device: torch.device
+    run: TrainingRun, paths: StatePaths, train_sources: Sequence[PairSource], device: torch.device
 ) -> bool:
     """Resume from ``last.pt`` when it belongs to this run, else start fresh.
 
     A checkpoint of another run (its fingerprint differs, or it has none or cannot be
     read) is set aside with :func:`set_aside_state`. A fresh start calibrates the output
-    scale (``cfg["calibrate_output"]``). Returns ``True`` when the run resumed.
+    scale (``cfg["calibrate_output"]``) on :func:`first_batch`. Returns ``True`` when the
+    run resumed. Under torchrun rank 0 decides first (and sets aside); then every other
+    rank reads the same state.
     """
+    ctx = run.ctx
+    if not ctx.is_rank0:
+        distributed.barrier(ctx)
+    resumed = _resume_or_start(run, paths, train_sources, device)
+    if ctx.is_rank0:
+        distributed.barrier(ctx)
+    return resumed
+
+
+def _resume_or_start(
+    run: TrainingRun, paths: StatePaths, train_sources: Sequence[PairSource], device: torch.device
+) -> bool:
+    """:func:`resume_or_start` on one rank."""
     if paths.last.exists():
         ckpt, reason = _read_checkpoint(paths.last)
         if ckpt is not None:
@@ -595,8 +731,8 @@ def resume_or_start(
             return True
         set_aside_state(paths.root, reason)
     if run.cfg["calibrate_output"]:
-        gen0 = _seed_epoch(run.cfg["seed"], 0)
-        m0, p0 = next(_batches(train_pairs, run.model, run.cfg, gen0))
+        _seed_epoch(run.cfg["seed"], 0)
+        m0, p0 = first_batch(run, train_sources)
         factor = calibrate_output_scale(run.model, m0.to(device), p0.to(device))
         log.info("initial output scale calibrated: head_out x %.4g", factor)
     return False
@@ -621,10 +757,12 @@ def _resume(run: TrainingRun, ckpt: dict, paths: StatePaths) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def train_epoch(
-    run: TrainingRun, pairs: list[VolumePair], epoch: int, device: torch.device
-) -> dict:
-    """Train one epoch (reseeded from ``(seed, epoch)``), step the schedule.
+def train_epoch(run: TrainingRun, data: TrainData, epoch: int, device: torch.device) -> dict:
+    """Train one epoch (reseeded from ``(seed, epoch, rank)``), step the schedule.
+
+    Batches come from the loader (built ahead by its workers, pinned on CUDA) and are copied
+    to the device without blocking; under torchrun the loss terms are averaged over every
+    rank's steps, and rank 0's BatchNorm statistics are copied to all ranks at the end.
 
     Returns
     -------
@@ -637,15 +775,19 @@ def train_epoch(
         On a non-finite loss (naming the epoch and the terms).
     """
     cfg = run.cfg
-    gen = _seed_epoch(cfg["seed"], epoch)
+    _seed_epoch(cfg["seed"], epoch, run.ctx.rank)
+    data.sampler.set_epoch(epoch)
     run.model.train()
+    forward = run.forward or run.model
+    fmt = memory_format(run.model.spatial_dims, cfg["channels_last"])
     lr = run.optimizer.param_groups[0]["lr"]
     sums: dict[str, float] = {}
     n = 0
-    for mri, pet in epoch_batches(pairs, run.model, cfg, gen):
-        mri, pet = mri.to(device), pet.to(device)
+    for mri, pet in data.loader:
+        mri = to_device(mri, device).contiguous(memory_format=fmt)
+        pet = to_device(pet, device).contiguous(memory_format=fmt)
         with autocast_context(device, cfg["amp"]):
-            fused = run.model(mri, pet)
+            fused = forward(mri, pet)
         loss, parts = run.loss_fn(fused.float(), mri, pet)
         if not torch.isfinite(loss):
             raise ValueError(f"epoch {epoch}: non-finite loss {float(loss)} ({parts})")
@@ -656,7 +798,10 @@ def train_epoch(
             sums[k] = sums.get(k, 0.0) + v
         n += 1
     run.scheduler.step()
-    return {"epoch": epoch, "lr": lr, **{k: v / n for k, v in sums.items()}}
+    totals = distributed.all_reduce_sums(run.ctx, {**sums, "steps": n})
+    steps = totals.pop("steps")
+    distributed.broadcast_buffers(run.ctx, run.model)
+    return {"epoch": epoch, "lr": lr, **{k: totals[k] / steps for k in sums}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -665,39 +810,63 @@ def train_epoch(
 
 
 def validation_scores(
-    model: DC2Fusion, pairs: Sequence[VolumePair], device: torch.device, amp: str | bool = "auto"
+    model: DC2Fusion,
+    sources: Sequence[PairSource],
+    device: torch.device,
+    amp: str | bool = "auto",
+    ctx: DistContext | None = None,
 ) -> dict[str, float]:
-    """Mean 3D PSNR and SSIM of the clipped fused volume vs MRI and PET over ``pairs``.
+    """Mean 3D PSNR and SSIM of the clipped fused volume vs MRI and PET over ``sources``.
 
     ``score = 0.1 * PSNR + SSIM`` with each metric averaged over (F, MRI) and (F, PET).
     A 2D model is applied slice-wise, so 2D and 3D models are scored the same way.
+    Everything is computed on ``device`` (fusion, PSNR, SSIM; one transfer of three
+    numbers at the end); under torchrun each rank scores every N-th subject and the sums
+    are added over ranks.
     """
+    ctx = ctx or DistContext()
+    dataset = PairDataset(sources)  # whole volumes, not augmented
     was_training = model.training
     model.eval()
-    ps, ss = [], []
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # PSNR, SSIM, count
     with torch.no_grad():
-        for pair in pairs:
-            fused = fuse_volume(model, pair.mri, pair.pet, device, amp=amp)
-            f = torch.from_numpy(fused)[None, None]
-            for src in (pair.mri, pair.pet):
-                s = torch.from_numpy(src)[None, None]
-                ps.append(float(psnr(f, s).clamp(max=100.0)))
-                ss.append(float(ssim(f, s)))
+        for index in range(ctx.rank, len(dataset), ctx.world_size):
+            mri, pet = (to_device(x, device)[None] for x in dataset[index])  # (1, 1, D, H, W)
+            fused = fuse_tensor(model, mri[0, 0], pet[0, 0], amp=amp)[None, None]
+            for src in (mri, pet):
+                sums[0] += psnr(fused, src).clamp(max=100.0)[0].double()
+                sums[1] += ssim(fused, src)[0].double()
+                sums[2] += 1
     model.train(was_training)
-    vpsnr, vssim = float(np.mean(ps)), float(np.mean(ss))
+    total = distributed.all_reduce_sums(
+        ctx, dict(zip(("psnr", "ssim", "n"), sums.tolist(), strict=True))
+    )
+    vpsnr, vssim = total["psnr"] / total["n"], total["ssim"] / total["n"]
     return {"val_psnr": vpsnr, "val_ssim": vssim, "val_score": 0.1 * vpsnr + vssim}
 
 
+def is_validation_epoch(epoch: int, cfg: dict) -> bool:
+    """Validate every ``val_every`` epochs and at the last epoch."""
+    return epoch % cfg["val_every"] == 0 or epoch == cfg["epochs"]
+
+
 def validate_and_select(
-    run: TrainingRun, row: dict, val_pairs: Sequence[VolumePair], device: torch.device
-) -> tuple[float, bool]:
+    run: TrainingRun,
+    row: dict,
+    val_sources: Sequence[PairSource],
+    device: torch.device,
+) -> tuple[float | None, bool]:
     """Add the validation scores to ``row``; return ``(score, is_best)``.
 
-    The score is ``val_score`` (:func:`validation_scores`), or minus the training loss
-    without validation pairs. ``run.best_score`` is updated when the score improves.
+    The score is ``val_score`` (:func:`validation_scores`) at validation epochs
+    (:func:`is_validation_epoch`; ``None`` and not best at the others), or minus the
+    training loss without validation pairs. ``run.best_score`` is updated when the score
+    improves.
     """
-    if val_pairs:
-        row.update(validation_scores(run.model, val_pairs, device, run.cfg["amp"]))
+    if val_sources:
+        if not is_validation_epoch(row["epoch"], run.cfg):
+            return None, False
+        row.update(validation_scores(run.model, val_sources, device, run.cfg["amp"], run.ctx))
         score = row["val_score"]
     else:
         score = -row["loss"]
@@ -725,13 +894,17 @@ def _write_history(rows: list[dict], path: Path) -> None:
 
 
 def save_checkpoints(
-    run: TrainingRun, epoch: int, score: float, is_best: bool, paths: StatePaths
+    run: TrainingRun, epoch: int, score: float | None, is_best: bool, paths: StatePaths
 ) -> None:
-    """Write ``model.pt`` (when ``is_best``), then ``last.pt`` and ``history.csv``.
+    """Write ``model.pt`` (when ``is_best``), then ``last.pt`` and ``history.csv`` (rank 0 only).
 
     Both checkpoints describe themselves (:meth:`TrainingRun.record`); ``last.pt`` also
-    holds the optimizer, the schedule, the best score, every RNG state and the split rows.
+    holds the optimizer, the schedule, the best score, rank 0's RNG states and the split
+    rows (every rank's state is the same, or re-derived from the seed: see the module
+    docstring).
     """
+    if not run.ctx.is_rank0:
+        return
     state = run.model.state_dict()
     if is_best:
         _save({**run.record(), "model_state": state, "epoch": epoch, "score": score}, paths.model)
@@ -764,10 +937,14 @@ def train_model(
     model_config: dict,
     train_config: dict,
     device: str | None = None,
+    gpu: bool = False,
     threads: int | None = None,
     time_budget_s: float | None = None,
 ) -> Path:
     """Train (or resume) a DC2Fusion model and return the path of ``model.pt``.
+
+    Under torchrun (``WORLD_SIZE`` > 1) every rank calls this; the ranks train the model
+    data-parallel and rank 0 writes (see the module docstring).
 
     Parameters
     ----------
@@ -784,9 +961,15 @@ def train_model(
         ``poly_power`` (0: constant lr), ``seed``, ``batch_size``, ``loss_weights``,
         ``loss_terms``, ``augment``, ``rotation_interval`` (None: follow the model's
         ``variant``), ``amp`` ("auto": bf16 on CUDA, off on CPU), ``slices_per_volume``
-        (2D), ``calibrate_output``, ``stop_after_epoch`` (stop early, e.g. to test resuming).
+        (2D), ``calibrate_output``, ``stop_after_epoch`` (stop early, e.g. to test resuming),
+        ``val_every`` (validate every k epochs and at the last), ``num_workers`` (loader
+        processes), ``cache`` (memory-mapped cache in ``out_dir/cache/``), and the
+        throughput switches ``compile``, ``channels_last``, ``fused_adam``.
     device : str, optional
         ``None``: CUDA if available, else CPU (with a warning).
+    gpu : bool
+        The study asked for a GPU (``resources.gpu``): stop at once, with what was found,
+        when no usable CUDA device is there (never a silent CPU run).
     threads : int, optional
         ``torch.set_num_threads``.
     time_budget_s : float, optional
@@ -803,43 +986,69 @@ def train_model(
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
-    dev = resolve_device(device)
-    paths = StatePaths(Path(out_dir))
-    train_pairs, val_pairs = prepare_data(train_items, val_items)
+    dev = resolve_device(device, gpu=gpu)
+    owns_group = not torch.distributed.is_initialized()
+    ctx = distributed.init_distributed(dev)
+    try:
+        return _train(train_items, val_items, Path(out_dir), model_config, cfg, ctx, time_budget_s)
+    finally:
+        if owns_group:
+            distributed.teardown()
+
+
+def _train(
+    train_items: Sequence[Item],
+    val_items: Sequence[Item],
+    out_dir: Path,
+    model_config: dict,
+    cfg: dict,
+    ctx: DistContext,
+    time_budget_s: float | None,
+) -> Path:
+    """The stage's steps, on one rank (:func:`train_model`)."""
+    dev = ctx.device
+    paths = StatePaths(out_dir)
+    cache_dir = paths.root / "cache" if cfg["cache"] else None
+    train_sources, val_sources = prepare_data(train_items, val_items, cache_dir, ctx)
     run = build_training(
         model_config,
         cfg,
         dev,
         _split_rows(train_items, val_items),
-        train_pairs[0].mri.shape,
+        train_sources[0].shape,
         train_items[0][1],
+        ctx,
     )
-    if not resume_or_start(run, paths, train_pairs, dev) and val_pairs:
-        _score_initialisation(run, val_pairs, dev, paths)
-    last_epoch = _run_epochs(run, train_pairs, val_pairs, dev, paths, time_budget_s)
-    if not paths.model.exists():
-        raise ValueError(
-            f"{paths.root}: training ran no epoch (start {run.start_epoch}, last {last_epoch})"
-        )
+    if not resume_or_start(run, paths, train_sources, dev) and val_sources:
+        _score_initialisation(run, val_sources, dev, paths)
+    wrap_for_training(run)
+    data = build_loader(run, train_sources, dev)
+    last_epoch = _run_epochs(run, data, val_sources, dev, paths, time_budget_s)
+    if ctx.is_rank0 and not paths.model.exists():
+        if last_epoch < run.start_epoch:
+            raise ValueError(
+                f"{paths.root}: training ran no epoch (start {run.start_epoch}, last {last_epoch})"
+            )
+        log.warning("stopped after epoch %d before the first validation: no model.pt", last_epoch)
     return paths.model
 
 
 def _score_initialisation(
-    run: TrainingRun, val_pairs: Sequence[VolumePair], device: torch.device, paths: StatePaths
+    run: TrainingRun, val_sources: Sequence[PairSource], device: torch.device, paths: StatePaths
 ) -> None:
     """History row 0: the validation scores of the initial (calibrated) network."""
-    init = validation_scores(run.model, val_pairs, device, run.cfg["amp"])
+    init = validation_scores(run.model, val_sources, device, run.cfg["amp"], run.ctx)
     run.history.append(
         {"epoch": 0, "lr": float("nan"), "loss": float("nan"), **init, "seconds": 0.0}
     )
     log.info("epoch 0 (initialisation): %s", _fmt(init))
-    _write_history(run.history, paths.history)
+    distributed.on_rank0(run.ctx, _write_history, run.history, paths.history)
 
 
 def _run_epochs(
     run: TrainingRun,
-    train_pairs: list[VolumePair],
-    val_pairs: list[VolumePair],
+    data: TrainData,
+    val_sources: Sequence[PairSource],
     device: torch.device,
     paths: StatePaths,
     time_budget_s: float | None,
@@ -851,18 +1060,113 @@ def _run_epochs(
     loop_start = time.perf_counter()
     for epoch in range(run.start_epoch, last_epoch + 1):
         t0 = time.perf_counter()
-        row = train_epoch(run, train_pairs, epoch, device)
-        score, is_best = validate_and_select(run, row, val_pairs, device)
+        row = train_epoch(run, data, epoch, device)
+        score, is_best = validate_and_select(run, row, val_sources, device)
         row["seconds"] = time.perf_counter() - t0
         run.history.append(row)
         save_checkpoints(run, epoch, score, is_best, paths)
         log.info("epoch %d/%d %s", epoch, epochs, _fmt(row))
-        if time_budget_s is not None and time.perf_counter() - loop_start >= time_budget_s:
+        if time_budget_s is not None and _budget_spent(run.ctx, loop_start, time_budget_s):
             log.info("time budget of %.0f s spent after epoch %d", time_budget_s, epoch)
             return epoch
     return last_epoch
 
 
+def _budget_spent(ctx: DistContext, start: float, budget_s: float) -> bool:
+    """True when the time budget is spent on any rank (every rank stops at the same epoch)."""
+    spent = float(time.perf_counter() - start >= budget_s)
+    return distributed.all_reduce_sums(ctx, {"spent": spent})["spent"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Several GPUs: torchrun
+# ---------------------------------------------------------------------------------------------
+
+
+def train_with_torchrun(
+    train_items: Sequence[Item],
+    val_items: Sequence[Item],
+    out_dir: str | os.PathLike,
+    *,
+    model_config: dict,
+    train_config: dict,
+    nproc: int,
+    gpu: bool,
+    threads: int | None = None,
+) -> Path:
+    """Run :func:`train_model` in ``nproc`` processes under torchrun on this node.
+
+    The arguments go to ``out_dir/launch.json`` (written atomically); the command is
+    :func:`fusion3d.distributed.torchrun_command` ``(nproc, "fusion3d.training",
+    [launch.json])``, its output goes to this process's stderr (the rule's log). With
+    ``gpu`` the job first checks that ``nproc`` CUDA devices are usable and stops at once
+    otherwise. ``threads`` are shared out between the processes.
+
+    Raises
+    ------
+    GPUUnavailableError
+        ``gpu`` and fewer than ``nproc`` usable CUDA devices.
+    RuntimeError
+        When torchrun fails (its exit status; the ranks' errors are in the log above).
+    """
+    if gpu:
+        require_gpu(nproc, what=f"resources.gpus: {nproc}")
+    out = Path(out_dir)
+    spec = {
+        "train_items": [[str(x) for x in item] for item in train_items],
+        "val_items": [[str(x) for x in item] for item in val_items],
+        "out_dir": str(out),
+        "model_config": _plain(dict(model_config)),
+        "train_config": _plain(dict(train_config)),
+        "gpu": bool(gpu),
+        "threads": max(1, (threads or nproc) // nproc),
+    }
+    launch = out / "launch.json"
+    with atomic_path(launch) as tmp:
+        tmp.write_text(json.dumps(spec, indent=1))
+    cmd = distributed.torchrun_command(nproc, "fusion3d.training", [launch])
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]))
+    src = str(Path(__file__).resolve().parents[1])  # this fusion3d, also in a checkout
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    log.info("launching %d training processes: %s", nproc, " ".join(map(str, cmd)))
+    sys.stderr.flush()
+    result = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.STDOUT, env=env, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"torchrun exited with status {result.returncode}: {' '.join(cmd)}")
+    return StatePaths(out).model
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """One torchrun rank: ``python -m fusion3d.training <launch.json>`` (see
+    :func:`train_with_torchrun`)."""
+    ap = argparse.ArgumentParser(prog="python -m fusion3d.training", description=main.__doc__)
+    ap.add_argument("spec", type=Path, help="launch.json written by train_with_torchrun")
+    spec_path = ap.parse_args(argv).spec
+    try:
+        spec = json.loads(spec_path.read_text())
+        items = {k: [tuple(i) for i in spec[k]] for k in ("train_items", "val_items")}
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"{spec_path}: not a training launch spec ({exc!r})") from exc
+    rank = os.environ.get("RANK", "0")
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s"
+    )
+    train_model(
+        items["train_items"],
+        items["val_items"],
+        spec["out_dir"],
+        model_config=spec["model_config"],
+        train_config=spec["train_config"],
+        gpu=spec["gpu"],
+        threads=spec["threads"],
+    )
+    return 0
+
+
 def _fmt(row: dict) -> str:
     """``key=value`` pairs of a history row for the log."""
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +27,7 @@ __all__ = [
     "augment_pair",
     "draw_rotations",
     "foreground_slices",
-    "load_items",
+    "load_item",
     "rescale_unit",
     "rotate",
     "rotation_matrix",
@@ -94,36 +93,6 @@ class AugmentConfig:
                 f"AugmentConfig.rot_interval must be one of {ROTATION_INTERVALS}, "
                 f"got {self.rot_interval!r}"
             )
-
-
-def load_items(items: Sequence[Item], *, what: str = "items") -> list[VolumePair]:
-    """Load and check every pair.
-
-    Raises
-    ------
-    ValueError
-        On a malformed item, a non-cubic volume, MRI/PET shape mismatch or differing
-        grids between subjects (naming the file).
-    FileNotFoundError
-        When an image is missing.
-    """
-    if len(items) == 0:
-        raise ValueError(f"{what}: empty list of (subject_id, mri_path, pet_path)")
-    pairs: list[VolumePair] = []
-    shape0 = None
-    for item in items:
-        pair = load_item(item, what=what)
-        mri_path = item[1]
-        if len(set(pair.mri.shape)) != 1:
-            raise ValueError(f"{mri_path}: model-grid image must be a cube, got {pair.mri.shape}")
-        if shape0 is None:
-            shape0 = pair.mri.shape
-        elif pair.mri.shape != shape0:
-            raise ValueError(
-                f"{mri_path}: shape {pair.mri.shape} differs from the first item {shape0}"
-            )
-        pairs.append(pair)
-    return pairs
 
 
 def load_item(item: Item, *, what: str = "items") -> VolumePair:

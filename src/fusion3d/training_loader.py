@@ -238,7 +238,7 @@ class PairDataset(Dataset):
 
     def __getitem__(self, key: SampleKey | int) -> tuple[Tensor, Tensor]:
         """Build sample ``key``: ``(mri, pet)``, each ``(1, D, H, W)`` (3D) or ``(1, D, H)`` (2D)."""
-        epoch, index = (0, int(key)) if isinstance(key, int) else key
+        epoch, index = key if isinstance(key, tuple) else (0, int(key))
         if not 0 <= index < len(self):
             raise IndexError(f"sample index {index} out of range [0, {len(self)})")
         gen = sample_generator(self.seed, epoch, index)

@@ -121,3 +121,22 @@ def test_to_device_copies_values():
     x = torch.rand(3)
     y = to_device(x, torch.device("cpu"))
     torch.testing.assert_close(x, y)
+
+
+def test_train_and_infer_stop_at_once_when_the_study_asks_for_a_gpu(no_cuda, tmp_path):
+    """Before any data or model is read: the paths need not exist."""
+    from fusion3d.inference import fuse_items
+    from fusion3d.training import train_model
+
+    with pytest.raises(GPUUnavailableError, match="resources.gpu: true"):
+        train_model(
+            [("s", tmp_path / "no.nii.gz", tmp_path / "no.nii.gz")],
+            [],
+            tmp_path / "state",
+            model_config={},
+            train_config={},
+            gpu=True,
+        )
+    with pytest.raises(GPUUnavailableError, match="resources.gpu: true"):
+        fuse_items(tmp_path / "no_model.pt", [], tmp_path / "fused", gpu=True)
+    assert not (tmp_path / "state").exists() and not (tmp_path / "fused").exists()

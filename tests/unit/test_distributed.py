@@ -118,3 +118,165 @@ def test_two_gloo_ranks_reduce_and_share_buffers(tmp_path):
     assert r0["mean"] == r1["mean"] and r0["var"] == r1["var"]
     assert r0["written"] == "rank0" and r1["written"] is None
     assert r0["distributed"] and r1["distributed"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Data-parallel training (DDP over gloo, 2 CPU processes) on a tiny cohort
+# ---------------------------------------------------------------------------------------------
+
+MODEL = dict(embed_dim=8, depths=(1, 1, 1), num_heads=(1, 1, 1), patch_size=2, window_size=2)
+TRAIN = {"epochs": 3, "lr": 3e-3, "augment": False, "seed": 7}
+
+
+def make_cohort(root, n_subjects=4, size=16):
+    """Synthetic model-grid pairs: a ball with different MRI / PET textures."""
+    import numpy as np
+
+    from fusion3d.io import save_nifti
+
+    z, y, x = np.mgrid[:size, :size, :size] / size
+    ball = ((z - 0.5) ** 2 + (y - 0.5) ** 2 + (x - 0.5) ** 2) < 0.16
+    items = []
+    for i in range(n_subjects):
+        mri = ball * (0.5 + 0.3 * np.sin(8 * x + i))
+        pet = ball * (0.4 + 0.3 * np.cos(6 * y + i))
+        m = save_nifti(mri, np.eye(4), root / f"s{i}_mri.nii.gz", dtype=np.float32)
+        p = save_nifti(pet, np.eye(4), root / f"s{i}_pet.nii.gz", dtype=np.float32)
+        items.append((f"sub-{i}", m, p))
+    return items
+
+
+def _ddp_rank(rank, world, port, items, out_dir, spy_dir, train_config):
+    """One rank of a DDP run; every rank's weights after each epoch go to ``spy_dir``."""
+    import os
+
+    from fusion3d import training
+
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    save = training.save_checkpoints
+
+    def spy(run, epoch, *args):
+        """Record this rank's state (rank 0 also writes the real checkpoints)."""
+        torch.save(run.model.state_dict(), spy_dir / f"rank{rank}_epoch{epoch}.pt")
+        save(run, epoch, *args)
+
+    training.save_checkpoints = spy
+    training.train_model(
+        items[:3], items[3:], out_dir, model_config=MODEL, train_config=train_config, threads=1
+    )
+
+
+def test_ddp_ranks_stay_identical_resume_with_one_rank_and_learn(tmp_path):
+    import pandas as pd
+
+    from fusion3d.training import train_model
+
+    items = make_cohort(tmp_path)
+    out, spy = tmp_path / "state", tmp_path / "spy"
+    spy.mkdir()
+    cfg = {**TRAIN, "stop_after_epoch": 2}
+    args = (2, free_port(), items, out, spy, cfg)
+    mp.start_processes(_ddp_rank, args=args, nprocs=2, start_method="fork")
+    for epoch in (1, 2):
+        s0, s1 = (torch.load(spy / f"rank{r}_epoch{epoch}.pt") for r in (0, 1))
+        assert s0.keys() == s1.keys()
+        for key in s0:  # parameters and BatchNorm buffers
+            assert torch.equal(s0[key], s1[key]), (epoch, key)
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] == 2
+    for key, value in torch.load(spy / "rank1_epoch2.pt").items():
+        assert torch.equal(last["model_state"][key], value)
+    # resume the 2-rank state in one process (no torchrun variables): epoch 3 follows on
+    train_model(items[:3], items[3:], out, model_config=MODEL, train_config=TRAIN, threads=1)
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 3
+    assert not list(out.glob("stale-*"))  # resumed, not set aside
+    hist = pd.read_csv(out / "history.csv")
+    assert hist["epoch"].tolist() == [0, 1, 2, 3]
+    loss = hist.set_index("epoch")["loss"]
+    assert loss[3] < loss[2] < loss[1]
+
+
+def test_train_with_torchrun_launches_the_ranks(tmp_path):
+    """The workflow's path: ``python -m torch.distributed.run ... -m fusion3d.training``."""
+    from fusion3d.training import train_with_torchrun
+
+    items = make_cohort(tmp_path, n_subjects=3)
+    out = tmp_path / "state"
+    model = train_with_torchrun(
+        items[:2],
+        items[2:],
+        out,
+        model_config=MODEL,
+        train_config={**TRAIN, "epochs": 1},
+        nproc=2,
+        gpu=False,
+        threads=2,
+    )
+    assert model == out / "model.pt" and model.exists()
+    spec = json.loads((out / "launch.json").read_text())
+    assert spec["threads"] == 1 and spec["gpu"] is False
+    assert spec["train_items"] == [[str(x) for x in item] for item in items[:2]]
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_train_with_torchrun_stops_at_once_without_gpus(tmp_path, monkeypatch):
+    from fusion3d.devices import GPUUnavailableError
+    from fusion3d.training import train_with_torchrun
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(GPUUnavailableError, match="resources.gpus: 2"):
+        train_with_torchrun(
+            [("s", "nope", "nope")],
+            [],
+            tmp_path,
+            model_config=MODEL,
+            train_config={},
+            nproc=2,
+            gpu=True,
+        )
+    assert not (tmp_path / "launch.json").exists()
+
+
+def test_train_rule_asks_for_gpus_in_a_dry_run(tmp_path):
+    """``resources: {gpu: true, gpus: 2}``: train declares gpu=2 (SLURM --gpus=2), infer gpu=1."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    override = tmp_path / "gpus.yaml"
+    override.write_text("resources: {gpu: true, gpus: 2}\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--cores",
+            "2",
+            "--snakefile",
+            str(repo / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(repo / "config" / "config.yaml"),
+            str(override),
+            "--",
+            "results/train/dcfb3d/model.pt",
+            "results/fused/dcfb3d/index.tsv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = {}
+    for block in result.stdout.split("rule ")[1:]:
+        jobs[block.split(":", 1)[0]] = block
+    assert "gpu=2" in jobs["train"], jobs["train"]
+    assert "gpu=1" in jobs["infer"], jobs["infer"]

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -155,27 +156,21 @@ def test_train_2d(cohort, tmp_path):
     assert np.isfinite(hist["val_score"]).all()
 
 
-def test_epoch_batches_are_built_one_at_a_time_with_all_draws_first(cohort):
-    from fusion3d.training import _batches
-    from fusion3d.training_data import load_items
+def test_epoch_samples_are_built_one_at_a_time(cohort, tmp_path):
+    """An epoch streams its samples (no list of volumes): every subject once in 3D."""
+    from fusion3d.training_loader import EpochSampler, PairDataset, make_loader, prepare_sources
 
-    pairs = load_items(cohort)
-    cfg = resolve_train_config({"batch_size": 1, "slices_per_volume": 3})
-    model3d = DC2Fusion(spatial_dims=3, **MODEL)
-    gen = torch.Generator().manual_seed(5)
-    batches = _batches(pairs, model3d, cfg, gen)
-    assert not isinstance(batches, list)  # a lazy epoch: no second copy of the volumes
-    first = next(batches)
-    after_first = gen.get_state()
-    rest = list(batches)
-    assert torch.equal(gen.get_state(), after_first)  # building batches draws nothing more
-    seen = [first, *rest]
-    assert len(seen) == len(pairs)  # every subject once per 3D epoch
+    sources = prepare_sources(cohort, tmp_path / "cache")
+    dataset3d = PairDataset(sources)
+    loader = make_loader(dataset3d, EpochSampler(len(dataset3d), seed=5), batch_size=1)
+    seen = list(loader)
+    assert len(seen) == len(cohort)  # every subject once per 3D epoch
     got = sorted(float(m.double().sum()) for m, _ in seen)
-    assert got == pytest.approx(sorted(float(p.mri.astype(np.float64).sum()) for p in pairs))
-    model2d = DC2Fusion(spatial_dims=2, **MODEL)
-    slices = list(_batches(pairs, model2d, cfg, torch.Generator().manual_seed(5)))
-    assert len(slices) == 3 * len(pairs) and slices[0][0].shape == (1, 1, 16, 16)
+    expected = [float(nib.load(m).get_fdata().sum()) for _, m, _ in cohort]
+    assert got == pytest.approx(sorted(expected))
+    dataset2d = PairDataset(sources, spatial_dims=2, picks_per_subject=3)
+    slices = list(make_loader(dataset2d, EpochSampler(len(dataset2d), seed=5), batch_size=1))
+    assert len(slices) == 3 * len(cohort) and slices[0][0].shape == (1, 1, 16, 16)
 
 
 def _stale_dirs(root):
@@ -242,7 +237,15 @@ def test_fingerprint_is_sha256_of_canonical_json():
 
     fp = training_fingerprint(split, init_args, cfg)
     assert fp["split"] == sha(split) and fp["model_config"] == sha(init_args)
-    assert fp["train_config"] == sha({k: v for k, v in cfg.items() if k != "stop_after_epoch"})
+    run_control = {
+        "stop_after_epoch",
+        "num_workers",
+        "cache",
+        "compile",
+        "channels_last",
+        "fused_adam",
+    }
+    assert fp["train_config"] == sha({k: v for k, v in cfg.items() if k not in run_control})
     parts = {k: fp[k] for k in ("split", "model_config", "train_config")}
     assert fp["sha256"] == sha(parts)
     # run control does not change it; what is trained does

@@ -187,3 +187,101 @@ def test_make_loader_options(items, tmp_path):
     assert loader.persistent_workers and loader.prefetch_factor == 2 and not loader.pin_memory
     with pytest.raises(ValueError, match="num_workers"):
         make_loader(ds, sampler, batch_size=1, num_workers=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loader inside training: worker count, on-device validation
+# ---------------------------------------------------------------------------------------------
+
+MODEL = dict(embed_dim=8, depths=(1, 1, 1), num_heads=(1, 1, 1), patch_size=2, window_size=2)
+
+
+def ball_items(root, n=3, size=16):
+    """Model-grid pairs of a textured ball (values in [0, 1])."""
+    z, y, x = np.mgrid[:size, :size, :size] / size
+    ball = ((z - 0.5) ** 2 + (y - 0.5) ** 2 + (x - 0.5) ** 2) < 0.16
+    items = []
+    for i in range(n):
+        mri = ball * (0.5 + 0.3 * np.sin(8 * x + i))
+        pet = ball * (0.4 + 0.3 * np.cos(6 * y + i))
+        m = save_nifti(mri, np.eye(4), root / f"b{i}_mri.nii.gz", dtype=np.float32)
+        p = save_nifti(pet, np.eye(4), root / f"b{i}_pet.nii.gz", dtype=np.float32)
+        items.append((f"sub-{i}", m, p))
+    return items
+
+
+@pytest.mark.parametrize("spatial_dims", [3, 2])
+def test_training_gives_the_same_weights_with_0_and_2_workers(tmp_path, spatial_dims):
+    from fusion3d.training import train_model
+
+    items = ball_items(tmp_path)
+    cfg = {"epochs": 2, "lr": 1e-3, "augment": True, "slices_per_volume": 2, "batch_size": 2}
+    states = {}
+    for workers in (0, 2, 2):
+        out = tmp_path / f"w{workers}-{len(states)}"
+        train_model(
+            items[:2],
+            items[2:],
+            out,
+            model_config={**MODEL, "spatial_dims": spatial_dims},
+            train_config={**cfg, "num_workers": workers},
+            threads=1,
+        )
+        states[out.name] = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    (a, sa), (b, sb), (c, sc) = states.items()
+    for key in sa["model_state"]:
+        assert torch.equal(sa["model_state"][key], sb["model_state"][key]), (a, b, key)
+        assert torch.equal(sb["model_state"][key], sc["model_state"][key]), (b, c, key)
+    assert sa["fingerprint"] == sb["fingerprint"]  # the worker count is not part of it
+
+
+@pytest.mark.parametrize("spatial_dims", [3, 2])
+def test_on_device_validation_matches_the_host_recipe(tmp_path, spatial_dims):
+    """PSNR/SSIM of the clipped fused volume, computed on the host one pair at a time."""
+    from fusion3d.inference import fuse_volume
+    from fusion3d.losses import psnr, ssim
+    from fusion3d.models import DC2Fusion
+    from fusion3d.training import validation_scores
+
+    items = ball_items(tmp_path)
+    torch.manual_seed(0)
+    model = DC2Fusion(**MODEL, spatial_dims=spatial_dims).eval()
+    cpu = torch.device("cpu")
+    ps, ss = [], []
+    with torch.no_grad():
+        for _, m_path, p_path in items:
+            mri = nib.load(m_path).get_fdata(dtype=np.float32)
+            pet = nib.load(p_path).get_fdata(dtype=np.float32)
+            f = torch.from_numpy(fuse_volume(model, mri, pet, cpu))[None, None]
+            for src in (mri, pet):
+                s = torch.from_numpy(src)[None, None]
+                ps.append(float(psnr(f, s).clamp(max=100.0)))
+                ss.append(float(ssim(f, s)))
+    scores = validation_scores(model, prepare_sources(items, tmp_path / "cache"), cpu, "off")
+    assert scores["val_psnr"] == pytest.approx(np.mean(ps), abs=1e-5)
+    assert scores["val_ssim"] == pytest.approx(np.mean(ss), abs=1e-5)
+    assert scores["val_score"] == pytest.approx(0.1 * np.mean(ps) + np.mean(ss), abs=1e-5)
+
+
+def test_validation_every_k_epochs_and_at_the_last(tmp_path):
+    import pandas as pd
+
+    from fusion3d.training import train_model
+
+    items = ball_items(tmp_path)
+    out = tmp_path / "state"
+    train_model(
+        items[:2],
+        items[2:],
+        out,
+        model_config=MODEL,
+        train_config={"epochs": 3, "lr": 1e-3, "val_every": 2},
+        threads=1,
+    )
+    hist = pd.read_csv(out / "history.csv").set_index("epoch")
+    validated = hist.index[hist["val_score"].notna()].tolist()
+    assert validated == [0, 2, 3]  # the initialisation, every 2nd epoch, the last
+    best = torch.load(out / "model.pt", weights_only=True)
+    assert best["epoch"] == int(hist.loc[[2, 3], "val_score"].idxmax())
+    with pytest.raises(ValueError, match="val_every"):
+        train_model(items[:2], [], out, model_config=MODEL, train_config={"val_every": 0})
