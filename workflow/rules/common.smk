@@ -8,7 +8,14 @@ SOURCE = config["cohort"]["source"]
 METHODS = list(config["methods"])
 NETWORKS = [m for m in METHODS if m in f3d.NETWORK_METHODS]
 CLASSIC = [m for m in METHODS if m in f3d.CLASSIC_METHODS]
+# GPUs are a resource switched by config: `resources.gpu` for training and inference (one
+# GPU each), `resources.gpus` GPUs for training (N > 1: torchrun, data-parallel).
 GPU = 1 if config["resources"]["gpu"] else 0
+TRAIN_GPUS = config["resources"]["gpus"] if GPU else 0
+if config["resources"]["gpus"] > 1 and not GPU:
+    raise ValueError(
+        "config key resources.gpus: more than one GPU needs resources.gpu: true"
+    )
 THREADS = config["threads"]
 
 # Checks that need more than the schema, done before any job starts.

@@ -24,5 +24,6 @@ rule infer:
         gpu=GPU,
     params:
         out_dir=lambda w: f"{R}/fused/{w.method}",
+        gpu=bool(GPU),
     script:
         "../scripts/infer.py"

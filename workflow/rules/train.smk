@@ -4,7 +4,9 @@
 # fingerprint (split rows, resolved model and training configs) is this run's; another run's
 # state is moved to state/stale-<UTC time>/ (never deleted) and training starts fresh.
 # Training is the longest job of a study, so with few cores it starts before the baselines
-# when both are ready (priority).
+# when both are ready (priority). With `resources: {gpu: true, gpus: N}` the job asks for N
+# GPUs (SLURM --gpus=N through the profile) and runs N training processes on its node
+# (torchrun, DistributedDataParallel); without a usable GPU it stops at once.
 
 
 rule train:
@@ -27,10 +29,12 @@ rule train:
     resources:
         mem_mb=train_mem_mb,
         runtime=60 if SOURCE == "synthetic" else 4320,
-        gpu=GPU,
+        gpu=TRAIN_GPUS,
     params:
         state_dir=lambda w: f"{R}/train/{w.network}/state",
         model_config=lambda w: config["models"][w.network],
         train_config=config["train"],
+        gpu=bool(GPU),
+        gpus=TRAIN_GPUS,
     script:
         "../scripts/train.py"

@@ -12,6 +12,6 @@ with script_logging(snakemake.log[0]) as log:
     from fusion3d.inference import fuse_items
 
     items = split_items(read_split(snakemake.input.split))
-    index = fuse_items(snakemake.input.model, items, snakemake.params.out_dir)
+    index = fuse_items(snakemake.input.model, items, snakemake.params.out_dir, gpu=snakemake.params.gpu)
     write_tsv(index, snakemake.output.index)
     log.info("%d fused volumes", len(index))

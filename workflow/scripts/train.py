@@ -11,18 +11,21 @@ from fusion3d.workflow import read_split, script_logging, set_threads, split_ite
 
 with script_logging(snakemake.log[0]) as log:
     set_threads(snakemake.threads)
-    from fusion3d.training import train_model
+    from fusion3d.training import train_model, train_with_torchrun
 
     split = read_split(snakemake.input.split)
     state_dir = Path(snakemake.params.state_dir)
-    model_path = train_model(
-        split_items(split, ("train",)),
-        split_items(split, ("val",)),
-        state_dir,
+    args = (split_items(split, ("train",)), split_items(split, ("val",)), state_dir)
+    kwargs = dict(
         model_config=dict(snakemake.params.model_config),
         train_config=dict(snakemake.params.train_config),
+        gpu=snakemake.params.gpu,
         threads=snakemake.threads,
     )
+    if snakemake.params.gpus > 1:  # N processes on this node: torchrun, data-parallel
+        model_path = train_with_torchrun(*args, nproc=snakemake.params.gpus, **kwargs)
+    else:
+        model_path = train_model(*args, **kwargs)
     # The declared outputs are copies: the state folder (checkpoints) survives a rerun.
     for source, target in ((model_path, snakemake.output.model), (state_dir / "history.csv", snakemake.output.history)):
         with atomic_path(target) as tmp:
