@@ -32,8 +32,10 @@ import pywt
 from scipy import ndimage
 
 from fusion3d.io import load_nifti, save_nifti
+from fusion3d.methods import CLASSIC_METHODS
 
-METHODS: tuple[str, ...] = ("average", "maximum", "pca", "wavelet", "laplacian")
+#: The classic methods (:data:`fusion3d.methods.CLASSIC_METHODS`).
+METHODS: tuple[str, ...] = CLASSIC_METHODS
 
 #: Tolerance on the ``[0, 1]`` input range (float rounding of min-max scaling).
 RANGE_TOLERANCE = 1e-4

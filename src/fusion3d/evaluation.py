@@ -19,6 +19,8 @@ import pandas as pd
 from scipy import stats
 
 from fusion3d.io import atomic_path, load_nifti
+from fusion3d.methods import BY_NAME
+from fusion3d.metrics.names import METRIC_LABELS, TABLE1_METRICS
 
 LONG_COLUMNS: tuple[str, ...] = (
     "subject_id",
@@ -30,46 +32,10 @@ LONG_COLUMNS: tuple[str, ...] = (
     "value",
 )
 
-#: Display name and dimensionality of every method the study knows.
-METHOD_INFO: dict[str, tuple[str, str]] = {
-    "average": ("Weighted average", "3D"),
-    "maximum": ("Maximum", "3D"),
-    "pca": ("PCA", "3D"),
-    "wavelet": ("Wavelet (DWT)", "3D"),
-    "laplacian": ("Laplacian pyramid", "3D"),
-    "dcfb2d": ("DCFB slice-wise", "2D"),
-    "dcfb3d": ("DC2Fusion (ours)", "3D"),
-}
-
-#: Display names of metric keys (others are shown upper-cased).
-METRIC_NAMES: dict[str, str] = {
-    "psnr": "PSNR",
-    "ssim": "SSIM",
-    "nmi": "NMI",
-    "fsim": "FSIM",
-    "fsim_zhang": "FSIM_Zhang",
-    "fmi_haghighat": "FMI_Haghighat",
-    "mi": "MI",
-    "en": "EN",
-    "sd": "SD",
-    "sf": "SF",
-    "ag": "AG",
-    "scd": "SCD",
-    "vif": "VIF",
-    "qabf": "Qabf",
-}
-
-#: Table 1 columns: the paper's PSNR, SSIM, NMI and "FMI" (= ``fsim``, see
-#: :data:`PAPER_FMI_NOTE`), the published code's MI, then the other two FMI readings.
-PAPER_METRICS: tuple[str, ...] = (
-    "psnr",
-    "ssim",
-    "nmi",
-    "fsim",
-    "mi",
-    "fsim_zhang",
-    "fmi_haghighat",
-)
+#: Display labels of metric keys (:data:`fusion3d.metrics.names.METRIC_LABELS`).
+METRIC_NAMES: dict[str, str] = METRIC_LABELS
+#: Table 1 columns (:data:`fusion3d.metrics.names.TABLE1_METRICS`; see :data:`PAPER_FMI_NOTE`).
+PAPER_METRICS: tuple[str, ...] = TABLE1_METRICS
 
 #: Which Table 1 column stands for the paper's "FMI", and why (measured with
 #: ``benchmarks/bench_paper_agreement.py``); printed under the paper protocol's table.
@@ -88,7 +54,7 @@ MetricsFn = Callable[..., Mapping[str, float]]
 
 def method_name(method: str) -> str:
     """Display name of ``method`` (the key itself when unknown)."""
-    return METHOD_INFO.get(method, (method, ""))[0]
+    return BY_NAME[method].label if method in BY_NAME else method
 
 
 def metric_name(metric: str) -> str:
@@ -98,14 +64,14 @@ def metric_name(metric: str) -> str:
 
 def method_order(methods: Iterable[str], reference: str | None = "dcfb3d") -> list[str]:
     """Order methods as in the paper: classic ones, unknown ones, 2D, then the reference last."""
-    known = list(METHOD_INFO)
+    known = list(BY_NAME)
     unique = list(dict.fromkeys(methods))
 
     def key(m: str) -> tuple[int, int, str]:
         if m == reference:
             return (3, 0, m)
         if m in known:
-            dim_rank = 2 if m.startswith("dcfb") else 0
+            dim_rank = 2 if BY_NAME[m].kind == "network" else 0
             return (dim_rank, known.index(m), m)
         return (1, 0, m)
 
@@ -284,7 +250,10 @@ def table1(
     )
     rows = []
     for method in methods:
-        row = {"Method": method_name(method), "2D/3D": METHOD_INFO.get(method, ("", "n/a"))[1]}
+        row = {
+            "Method": method_name(method),
+            "2D/3D": BY_NAME[method].dims if method in BY_NAME else "n/a",
+        }
         for metric in metrics:
             mean, std, n = summary.get((method, metric), (math.nan, math.nan, 0))
             row[metric_name(metric)] = _fmt(mean, std, n)

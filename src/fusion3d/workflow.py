@@ -14,16 +14,15 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
 
 from fusion3d.io import read_tsv
+from fusion3d.methods import CLASSIC_METHODS, NETWORK_METHODS  # noqa: F401 - for the rules
 
 SUBJECT_PATTERN = r"sub-[A-Za-z0-9]+_ses-[A-Za-z0-9]+"
-NETWORK_METHODS = ("dcfb3d", "dcfb2d")
-CLASSIC_METHODS = ("average", "maximum", "pca", "wavelet", "laplacian")
 PAIRS_COLUMNS = (
     "participant_id",
     "session_id",
@@ -58,6 +57,26 @@ def read_pairs(path: str | os.PathLike) -> pd.DataFrame:
     if duplicated:
         raise ValueError(f"{path}: subject listed twice: {', '.join(sorted(set(duplicated)))}")
     return frame
+
+
+def per_subject(paths: Iterable[str], subject_ids: Iterable[str]) -> dict[str, str]:
+    """Match per-subject files (``<subject>/<subject>_<suffix>``) to ``subject_ids``, in order.
+
+    An input function lists one file per subject in the subject table's order; this
+    checks that each file name starts with its subject's label.
+
+    Raises
+    ------
+    ValueError
+        If the counts differ or a file name does not belong to its subject.
+    """
+    paths, subject_ids = [str(p) for p in paths], list(subject_ids)
+    if len(paths) != len(subject_ids):
+        raise ValueError(f"{len(paths)} files for {len(subject_ids)} subjects")
+    for path, sid in zip(paths, subject_ids, strict=True):
+        if not Path(path).name.startswith(f"{sid}_"):
+            raise ValueError(f"{path}: not a file of subject {sid}")
+    return dict(zip(subject_ids, paths, strict=True))
 
 
 _PAIRS_CACHE: dict[tuple[str, float], pd.DataFrame] = {}

@@ -43,12 +43,9 @@ from fusion3d.metrics.core import (
 )
 from fusion3d.metrics.fmi import fmi_haghighat
 from fusion3d.metrics.fsim import fsim_from_parts, fsim_parts
+from fusion3d.metrics.names import PAPER_NAMES, PROTOCOLS, VOLUME_NAMES
 from fusion3d.metrics.suite import shared_8bit, suite_slices
 
-PROTOCOLS = ("paper", "volume", "suite2d")
-#: The published code's five metrics, then the two other readings of the paper's "FMI".
-PAPER_NAMES = ("psnr", "ssim", "nmi", "mi", "fsim", "fsim_zhang", "fmi_haghighat")
-VOLUME_NAMES = ("psnr", "ssim", "nmi", "mi", "fsim_zhang")
 HIST_BINS = 100
 
 

@@ -71,8 +71,7 @@ import numpy as np
 from scipy import ndimage
 
 from fusion3d.metrics.core import psnr_from_mse
-
-SUITE_NAMES = ("en", "sd", "sf", "ag", "mi", "scd", "vif", "qabf", "ssim", "psnr")
+from fusion3d.metrics.names import SUITE_NAMES  # noqa: F401 - re-exported
 
 #: Tolerance for float round-off outside [0, 1] before the shared 0..255 map.
 UNIT_TOLERANCE = 1e-6
