@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from fusion3d import workflow as f3d
+from fusion3d.preprocess import outputs as preprocess_outputs
 
 R = config["results"]
 SOURCE = config["cohort"]["source"]
@@ -86,24 +87,24 @@ def get_pair_images(wildcards):
     return {"mri": row["mri_path"].iloc[0], "pet": row["pet_path"].iloc[0]}
 
 
-def preprocessed(suffix, subject="{subject}"):
-    """Path of a per-subject preprocessing output, e.g. preprocessed('desc-model_T1w.nii.gz')."""
-    return f"{R}/preprocess/{subject}/{subject}_{suffix}"
+def preprocessed(key, subject="{subject}"):
+    """Path of a per-subject preprocessing output by its key in fusion3d.preprocess.outputs,
+    e.g. preprocessed('t1_model')."""
+    return str(
+        preprocess_outputs.subject_file(f"{R}/preprocess/{subject}", subject, key)
+    )
 
 
-MODEL_INPUTS = (
-    "desc-model_T1w.nii.gz",
-    "desc-model_pet.nii.gz",
-    "desc-model_mask.nii.gz",
-)
+MODEL_INPUTS = preprocess_outputs.MODEL_KEYS
 
 
-def get_all_qc(wildcards):
-    return [preprocessed("qc.json", s) for s in subject_ids()]
+def get_all_preprocessed(key):
+    """Input function: one preprocessing output (by key) of every subject, in pairs.tsv order."""
+    return lambda wildcards: [preprocessed(key, s) for s in subject_ids()]
 
 
-def get_all_qc_png(wildcards):
-    return [preprocessed("qc.png", s) for s in subject_ids()]
+get_all_qc = get_all_preprocessed("qc_json")
+get_all_qc_png = get_all_preprocessed("qc_png")
 
 
 def get_all_model_inputs(wildcards):

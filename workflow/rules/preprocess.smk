@@ -6,15 +6,23 @@ rule preprocess:
     input:
         unpack(get_pair_images),
     output:
-        t1_mni=preprocessed("space-MNI152_desc-preproc_T1w.nii.gz"),
-        pet_mni=preprocessed("space-MNI152_desc-suvr_pet.nii.gz"),
-        mask_mni=preprocessed("space-MNI152_desc-brain_mask.nii.gz"),
-        mri=preprocessed("desc-model_T1w.nii.gz"),
-        pet=preprocessed("desc-model_pet.nii.gz"),
-        mask=preprocessed("desc-model_mask.nii.gz"),
-        qc=preprocessed("qc.json"),
+        # the T1 -> MNI warp field exists only with nonlinear registration
+        **(
+            {"xfm_t1_mni_warp": preprocessed("xfm_t1_mni_warp")}
+            if config["preprocess"]["t1_to_mni"] == "syn"
+            else {}
+        ),
+        t1_mni=preprocessed("t1_mni"),
+        pet_mni=preprocessed("pet_mni"),
+        mask_mni=preprocessed("mask_mni"),
+        mri=preprocessed("t1_model"),
+        pet=preprocessed("pet_model"),
+        mask=preprocessed("mask_model"),
+        xfm_t1_mni=preprocessed("xfm_t1_mni"),
+        xfm_pet_t1=preprocessed("xfm_pet_t1"),
+        qc=preprocessed("qc_json"),
         qc_png=report(
-            preprocessed("qc.png"),
+            preprocessed("qc_png"),
             caption="../report/qc_subject.rst",
             category="Quality control",
             subcategory="Per subject",
@@ -78,9 +86,11 @@ rule qc_table:
 rule qc_accuracy:
     """Synthetic cohort only: preprocessing accuracy against the generator's ground truth."""
     input:
-        qc=get_all_qc,
         cohort=f"{R}/synthetic/cohort.json",
         pairs=f"{R}/ingest/pairs.tsv",
+        mask_mni=get_all_preprocessed("mask_mni"),
+        xfm_t1_mni=get_all_preprocessed("xfm_t1_mni"),
+        xfm_pet_t1=get_all_preprocessed("xfm_pet_t1"),
     output:
         accuracy=f"{R}/qc/accuracy.tsv",
     log:
@@ -93,8 +103,5 @@ rule qc_accuracy:
     resources:
         mem_mb=3000,
         runtime=30,
-    params:
-        preprocess_dir=f"{R}/preprocess",
-        truth_dir=f"{R}/synthetic/truth",
     script:
         "../scripts/qc_accuracy.py"

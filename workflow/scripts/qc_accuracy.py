@@ -7,17 +7,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the chec
 import pandas as pd
 
 from fusion3d.io import write_tsv
-from fusion3d.workflow import read_pairs, script_logging
+from fusion3d.workflow import per_subject, read_cohort_spec, read_pairs, script_logging
 
 with script_logging(snakemake.log[0]) as log:
-    from fusion3d.preprocess import accuracy_against_truth
+    from fusion3d.preprocess.accuracy import accuracy_from_files
 
+    pairs = read_pairs(snakemake.input.pairs)
+    keys = ("mask_mni", "xfm_t1_mni", "xfm_pet_t1")
+    files = {key: per_subject(snakemake.input[key], pairs["subject_id"]) for key in keys}
+    spec = read_cohort_spec(snakemake.input.cohort)
+    if not spec.get("truth_dir"):
+        raise ValueError(f"{snakemake.input.cohort}: no truth_dir (not a synthetic cohort)")
+    truth_root = Path(spec["truth_dir"])
     rows = []
-    for row in read_pairs(snakemake.input.pairs).itertuples():
+    for row in pairs.itertuples():
         sid = row.subject_id
-        acc = accuracy_against_truth(
-            Path(snakemake.params.preprocess_dir) / sid, sid, Path(snakemake.params.truth_dir) / row.ptid
-        )
+        acc = accuracy_from_files({key: files[key][sid] for key in keys}, truth_root / row.ptid)
         rows.append({"subject_id": sid, "ptid": row.ptid, **acc})
         log.info("%s: %s", sid, acc)
     write_tsv(pd.DataFrame(rows), snakemake.output.accuracy)

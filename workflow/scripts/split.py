@@ -5,6 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
 from fusion3d.io import read_tsv
+from fusion3d.preprocess.outputs import MODEL_KEYS, subject_file
 from fusion3d.split import make_split, write_split
 from fusion3d.workflow import read_pairs, script_logging
 
@@ -20,11 +21,7 @@ with script_logging(snakemake.log[0]) as log:
         pairs, seed=cfg["seed"], fractions=cfg["fractions"], stratify=cfg["stratify"], excluded=excluded
     )
     base = Path(snakemake.params.preprocess_dir)
-    for column, suffix in (
-        ("model_mri", "desc-model_T1w.nii.gz"),
-        ("model_pet", "desc-model_pet.nii.gz"),
-        ("model_mask", "desc-model_mask.nii.gz"),
-    ):
-        table[column] = [str(base / sid / f"{sid}_{suffix}") for sid in table["subject_id"]]
+    for column, key in zip(("model_mri", "model_pet", "model_mask"), MODEL_KEYS, strict=True):
+        table[column] = [str(subject_file(base / sid, sid, key)) for sid in table["subject_id"]]
     write_split(table, snakemake.output.split)
     log.info("split: %s", table["split"].value_counts().to_dict())

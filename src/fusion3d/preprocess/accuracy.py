@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from fusion3d.io import load_nifti
-from fusion3d.preprocess.pipeline import output_paths
+from fusion3d.preprocess.outputs import output_paths
 from fusion3d.preprocess.registration import ants_affine_to_ras
 
 
@@ -48,11 +49,26 @@ def _truth_dir(truth_dir: str | os.PathLike) -> Path:
 def accuracy_against_truth(
     out_dir: str | os.PathLike, subject_id: str, truth_dir: str | os.PathLike
 ) -> dict:
+    """Compare one subject's preprocessing outputs in ``out_dir`` with its synthetic truth.
+
+    ``out_dir`` and ``subject_id`` are as given to
+    :func:`~fusion3d.preprocess.preprocess_pair`; the result is that of
+    :func:`accuracy_from_files` with ``subject_id`` first.
+    """
+    files = output_paths(out_dir, subject_id)
+    return {"subject_id": subject_id, **accuracy_from_files(files, truth_dir)}
+
+
+def accuracy_from_files(
+    files: Mapping[str, str | os.PathLike], truth_dir: str | os.PathLike
+) -> dict:
     """Compare one subject's preprocessing outputs with its synthetic truth.
 
     Parameters
     ----------
-    out_dir, subject_id : as given to :func:`~fusion3d.preprocess.preprocess_pair`.
+    files : mapping
+        The subject's ``mask_mni``, ``xfm_t1_mni`` and ``xfm_pet_t1`` outputs (keys of
+        :data:`fusion3d.preprocess.outputs.SUFFIXES`).
     truth_dir : path
         ``<root>/synthetic/truth/<PTID>/`` holding ``truth.json`` and ``t1_brainmask.nii.gz``.
 
@@ -76,7 +92,10 @@ def accuracy_against_truth(
     true_mask, t1_affine = load_nifti(tdir / "t1_brainmask.nii.gz")
     pts = _voxel_world(true_mask, t1_affine)
 
-    paths = output_paths(out_dir, subject_id)
+    missing = [k for k in ("mask_mni", "xfm_t1_mni", "xfm_pet_t1") if k not in files]
+    if missing:
+        raise ValueError(f"accuracy_from_files: missing preprocessing output(s) {missing}")
+    paths = {key: Path(path) for key, path in files.items()}
     # ANTs fixed->moving: T1->MNI registration had fixed=MNI, moving=T1.
     a_est = ants_affine_to_ras(paths["xfm_t1_mni"], direction="moving_to_fixed")
     b_est = ants_affine_to_ras(paths["xfm_pet_t1"], direction="moving_to_fixed")
@@ -95,7 +114,6 @@ def accuracy_against_truth(
     )
     pet_pts = (np.c_[pts, np.ones(len(pts))] @ np.linalg.inv(b_true).T)[:, :3]
     return {
-        "subject_id": subject_id,
         "dice": dice(ours, true_mask),
         "pet_to_t1_error_mm": mean_displacement(b_est, b_true, pet_pts),
         "t1_to_mni_error_mm": mean_displacement(a_est, a_true, pts),

@@ -59,6 +59,7 @@ import numpy as np
 from fusion3d.io import load_nifti, save_nifti
 from fusion3d.preprocess import brain as _brain
 from fusion3d.preprocess import geometry, qc, registration, suvr
+from fusion3d.preprocess.outputs import output_paths
 
 #: Default options; every key is documented in the module docstring.
 DEFAULT_OPTIONS: dict = {
@@ -115,24 +116,6 @@ def resolve_options(options: dict | None) -> dict:
             raise ValueError(f"{key} must be {what}, got {opts[key]!r}")
         opts[key] = [int(i) for i in its]
     return opts
-
-
-def output_paths(out_dir: str | os.PathLike, subject_id: str) -> dict[str, Path]:
-    """Paths of every file :func:`preprocess_pair` writes."""
-    d, p = Path(out_dir), subject_id
-    return {
-        "t1_mni": d / f"{p}_space-MNI152_desc-preproc_T1w.nii.gz",
-        "mask_mni": d / f"{p}_space-MNI152_desc-brain_mask.nii.gz",
-        "pet_mni": d / f"{p}_space-MNI152_desc-suvr_pet.nii.gz",
-        "t1_model": d / f"{p}_desc-model_T1w.nii.gz",
-        "pet_model": d / f"{p}_desc-model_pet.nii.gz",
-        "mask_model": d / f"{p}_desc-model_mask.nii.gz",
-        "xfm_t1_mni": d / f"{p}_from-T1w_to-MNI152_mode-image_xfm.mat",
-        "xfm_pet_t1": d / f"{p}_from-pet_to-T1w_mode-image_xfm.mat",
-        "xfm_t1_mni_warp": d / f"{p}_from-T1w_to-MNI152_mode-image_xfm.nii.gz",
-        "qc_json": d / f"{p}_qc.json",
-        "qc_png": d / f"{p}_qc.png",
-    }
 
 
 def _load_ras(path: str | os.PathLike) -> nib.Nifti1Image:
