@@ -279,4 +279,5 @@ def test_train_rule_asks_for_gpus_in_a_dry_run(tmp_path):
     for block in result.stdout.split("rule ")[1:]:
         jobs[block.split(":", 1)[0]] = block
     assert "gpu=2" in jobs["train"], jobs["train"]
+    assert "tasks_per_gpu=0" in jobs["train"]  # SLURM: one task that holds both GPUs
     assert "gpu=1" in jobs["infer"], jobs["infer"]

@@ -30,6 +30,9 @@ rule train:
         mem_mb=train_mem_mb,
         runtime=60 if SOURCE == "synthetic" else 4320,
         gpu=TRAIN_GPUS,
+        # SLURM: one task holding all N GPUs (torchrun starts the N processes); the plugin's
+        # default --ntasks-per-gpu=1 would bind the job's single task to one GPU
+        tasks_per_gpu=0 if TRAIN_GPUS > 1 else 1,
     params:
         state_dir=lambda w: f"{R}/train/{w.network}/state",
         model_config=lambda w: config["models"][w.network],
