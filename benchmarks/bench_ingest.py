@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fusion3d.cohort import check_completeness, read_cohort
 from fusion3d.ingest import plan_ingest, read_manifests
+from fusion3d.ingest.cohort import check_completeness, read_cohort
 from fusion3d.ingest.locate import scan_download
 from fusion3d.ingest.manifest import IDA_HEADER
 

@@ -9,7 +9,7 @@ Usage::
     # generate + ingest a cohort into ROOT first (skipped when ROOT/ingest/pairs.tsv exists)
     python benchmarks/bench_preprocess.py --generate ROOT --n-subjects 16 --seed 0 --threads 2
 
-    # no cohort: N small pairs from fusion3d.preprocess.testing.make_pair (1 mm T1, 1.5 mm PET)
+    # no cohort: N small pairs from tests/fixtures_preprocess.make_pair (1 mm T1, 1.5 mm PET)
     python benchmarks/bench_preprocess.py --n-subjects 4 --threads 2
 
 Each subject runs in a freshly spawned process (as in the workflow, one subject
@@ -75,7 +75,8 @@ def _generate(root: Path, n: int, seed: int) -> tuple[Path, Path]:
 
 
 def _own_pairs(n: int, work: Path) -> list[tuple[str, Path, Path, Path]]:
-    from fusion3d.preprocess.testing import _rigid, make_pair
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test fixtures
+    from fixtures_preprocess import _rigid, make_pair
 
     rng = np.random.default_rng(0)
     out = []

@@ -35,7 +35,7 @@ def _synthetic(args: argparse.Namespace) -> int:
 
 
 def _cohort_search(args: argparse.Namespace) -> int:
-    from fusion3d.cohort import ida_search_batches, read_cohort, write_search_batches
+    from fusion3d.ingest.cohort import ida_search_batches, read_cohort, write_search_batches
 
     ids = read_cohort(args.image_ids)
     batches = ida_search_batches(ids, batch_size=args.batch_size)
@@ -48,8 +48,8 @@ def _cohort_search(args: argparse.Namespace) -> int:
 
 
 def _check_cohort(args: argparse.Namespace) -> int:
-    from fusion3d.cohort import check_completeness, read_cohort
     from fusion3d.ingest import read_manifests
+    from fusion3d.ingest.cohort import check_completeness, read_cohort
 
     manifest = read_manifests([Path(p) for p in args.manifests])
     missing, summary = check_completeness(

@@ -308,7 +308,6 @@ def test_subject_with_only_a_t1_is_excluded(tmp_path):
     assert "fdg" in reason_of(excluded, "201") or "pet" in reason_of(excluded, "201")
 
 
-
 def test_truncated_ecat_is_excluded(tmp_path):
     def truncated_ecat(download, rows):
         for path in pet_files(download, 202):  # the FDG comes as raw ECAT instead of DICOM
@@ -331,9 +330,11 @@ def test_image_files_without_an_image_id_are_reported(tmp_path):
     _, excluded = ingest_with(tmp_path, unnamed)
     assert "have no image id in their name and no i<id> folder" in reason_of(excluded, "202")
 
+
 def test_all_zero_pet_reaching_preprocessing_is_a_clear_error(tmp_path):
+    from fixtures_preprocess import make_pair  # small synthetic pair with known truth
+
     from fusion3d.preprocess import preprocess_pair
-    from fusion3d.preprocess.testing import make_pair  # small synthetic pair with known truth
 
     pair = make_pair(tmp_path / "in", t1_voxel_mm=4.0, pet_voxel_mm=5.0)
     data, affine = load_nifti(pair["pet"])
@@ -343,8 +344,9 @@ def test_all_zero_pet_reaching_preprocessing_is_a_clear_error(tmp_path):
 
 
 def test_noise_pet_is_flagged_with_a_reason_not_a_silent_bad_image(tmp_path):
+    from fixtures_preprocess import make_pair
+
     from fusion3d.preprocess import preprocess_pair
-    from fusion3d.preprocess.testing import make_pair
 
     pair = make_pair(tmp_path / "in", t1_voxel_mm=4.0, pet_voxel_mm=5.0, noise_pet=True)
     fast = {

@@ -1,4 +1,4 @@
-"""Tests of fusion3d.cohort: cohort lists, IDA search batches, completeness of a download."""
+"""Tests of fusion3d.ingest.cohort: cohort lists, IDA search batches, completeness of a download."""
 
 import sys
 from pathlib import Path
@@ -8,14 +8,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fixtures_adni as fx  # noqa: E402
 
-from fusion3d.cohort import (  # noqa: E402
+from fusion3d.ingest import read_manifests  # noqa: E402
+from fusion3d.ingest.cohort import (  # noqa: E402
     IncompleteCohortError,
     check_completeness,
     ida_search_batches,
     read_cohort,
     write_search_batches,
 )
-from fusion3d.ingest import read_manifests  # noqa: E402
 
 P = "002_S_0295"
 

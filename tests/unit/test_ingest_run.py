@@ -12,8 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fixtures_adni as fx  # noqa: E402
 
-from fusion3d.cohort import IncompleteCohortError  # noqa: E402
 from fusion3d.ingest import ManifestError, plan_ingest, run_ingest  # noqa: E402
+from fusion3d.ingest.cohort import IncompleteCohortError  # noqa: E402
 from fusion3d.ingest.run import (  # noqa: E402
     PAIRS_COLUMNS,
     NoPairsError,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
@@ -25,7 +27,9 @@ from fusion3d.preprocess import (
     suvr,
 )
 from fusion3d.preprocess import brain as brain_mod
-from fusion3d.preprocess.testing import _rigid, make_pair
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fixtures_preprocess import _rigid, make_pair  # noqa: E402
 
 FAST = {
     "brain_extraction": "ants",

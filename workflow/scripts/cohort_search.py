@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the chec
 from fusion3d.workflow import script_logging
 
 with script_logging(snakemake.log[0]) as log:
-    from fusion3d.cohort import read_cohort, write_search_batches
+    from fusion3d.ingest.cohort import read_cohort, write_search_batches
 
     if not snakemake.input.image_ids:
         raise ValueError("config key cohort.image_ids is not set: there is no cohort list to search for")

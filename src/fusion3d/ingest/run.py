@@ -29,13 +29,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from fusion3d.cohort import (
+from fusion3d.ingest import bids, clinical
+from fusion3d.ingest.cohort import (
     IncompleteCohortError,
     check_completeness,
     describe_summary,
     read_cohort,
 )
-from fusion3d.ingest import bids, clinical
 from fusion3d.ingest.convert import ConversionError, ConvertedImage, convert_image
 from fusion3d.ingest.locate import DownloadIndex, locate_image, scan_download
 from fusion3d.ingest.manifest import read_manifests
