@@ -93,6 +93,54 @@ def _default_metrics_fn() -> MetricsFn:
     return compute_metrics
 
 
+def _check_evaluation_inputs(
+    method: str, index: pd.DataFrame, protocols: Sequence[str] | str, subjects: pd.DataFrame
+) -> list[str]:
+    """Check :func:`evaluate_method`'s tables and protocols; return the protocols as a list."""
+    _check_columns(index, ("subject_id", "fused_path"), f"{method} index")
+    _check_columns(
+        subjects, ("subject_id", "split", "group", "mri_path", "pet_path"), "subjects table"
+    )
+    protocols = [protocols] if isinstance(protocols, str) else list(protocols)
+    if not protocols:
+        raise ValueError("protocols: at least one protocol is needed")
+    if index.empty:
+        raise ValueError(f"{method} index: no fused images listed")
+    for name, frame in (("subjects table", subjects), (f"{method} index", index)):
+        dup = frame["subject_id"][frame["subject_id"].duplicated()].tolist()
+        if dup:
+            raise ValueError(f"{name}: duplicate subject_id {dup[:5]}")
+    unknown = sorted(set(index["subject_id"]) - set(subjects["subject_id"]))
+    if unknown:
+        raise ValueError(f"{method} index: subject_id(s) not in the subjects table: {unknown[:5]}")
+    return protocols
+
+
+def _load_subject_images(subject_id: str, fused_path, sub: pd.Series) -> tuple:
+    """Load one subject's fused, MRI and PET volumes and its mask (``None`` without one).
+
+    Raises ``ValueError`` naming the file when a shape differs from the fused volume's.
+    """
+    fused, _ = load_nifti(fused_path)
+    mri, _ = load_nifti(sub["mri_path"])
+    pet, _ = load_nifti(sub["pet_path"])
+    for path, arr in ((sub["mri_path"], mri), (sub["pet_path"], pet)):
+        if arr.shape != fused.shape:
+            raise ValueError(
+                f"{subject_id}: {fused_path} has shape {fused.shape} but {path} has {arr.shape}"
+            )
+    mask = None
+    mask_path = sub.get("mask_path")
+    if isinstance(mask_path, str | os.PathLike) and str(mask_path).strip():
+        mask_arr, _ = load_nifti(mask_path)
+        if mask_arr.shape != fused.shape:
+            raise ValueError(
+                f"{subject_id}: mask {mask_path} has shape {mask_arr.shape}, fused {fused.shape}"
+            )
+        mask = mask_arr > 0.5
+    return fused, mri, pet, mask
+
+
 def evaluate_method(
     method: str,
     index: pd.DataFrame,
@@ -129,45 +177,13 @@ def evaluate_method(
         Missing columns, no protocols, duplicate or unknown subject ids, a
         fused image whose shape differs from its sources.
     """
-    _check_columns(index, ("subject_id", "fused_path"), f"{method} index")
-    _check_columns(
-        subjects, ("subject_id", "split", "group", "mri_path", "pet_path"), "subjects table"
-    )
-    protocols = [protocols] if isinstance(protocols, str) else list(protocols)
-    if not protocols:
-        raise ValueError("protocols: at least one protocol is needed")
-    if index.empty:
-        raise ValueError(f"{method} index: no fused images listed")
-    for name, frame in (("subjects table", subjects), (f"{method} index", index)):
-        dup = frame["subject_id"][frame["subject_id"].duplicated()].tolist()
-        if dup:
-            raise ValueError(f"{name}: duplicate subject_id {dup[:5]}")
-    unknown = sorted(set(index["subject_id"]) - set(subjects["subject_id"]))
-    if unknown:
-        raise ValueError(f"{method} index: subject_id(s) not in the subjects table: {unknown[:5]}")
+    protocols = _check_evaluation_inputs(method, index, protocols, subjects)
     fn = metrics_fn if metrics_fn is not None else _default_metrics_fn()
     info = subjects.set_index("subject_id")
     rows: list[dict[str, object]] = []
     for subject_id, fused_path in zip(index["subject_id"], index["fused_path"], strict=True):
         sub = info.loc[subject_id]
-        fused, _ = load_nifti(fused_path)
-        mri, _ = load_nifti(sub["mri_path"])
-        pet, _ = load_nifti(sub["pet_path"])
-        for path, arr in ((sub["mri_path"], mri), (sub["pet_path"], pet)):
-            if arr.shape != fused.shape:
-                raise ValueError(
-                    f"{subject_id}: {fused_path} has shape {fused.shape} but {path} has {arr.shape}"
-                )
-        mask = None
-        mask_path = sub.get("mask_path") if "mask_path" in info.columns else None
-        if isinstance(mask_path, str | os.PathLike) and str(mask_path).strip():
-            mask_arr, _ = load_nifti(mask_path)
-            if mask_arr.shape != fused.shape:
-                raise ValueError(
-                    f"{subject_id}: mask {mask_path} has shape {mask_arr.shape}, "
-                    f"fused {fused.shape}"
-                )
-            mask = mask_arr > 0.5
+        fused, mri, pet, mask = _load_subject_images(subject_id, fused_path, sub)
         for protocol in protocols:
             values = fn(fused, mri, pet, protocol=protocol, mask=mask)
             for metric, value in values.items():

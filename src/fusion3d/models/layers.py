@@ -317,6 +317,34 @@ class _Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def _check_block_args(
+    dim: int,
+    num_heads: int,
+    window_size: int,
+    spatial_dims: int,
+    mlp_ratio: float,
+    **choices: str,
+) -> None:
+    """Check :class:`DCFBBlock`'s sizes and its published-behaviour switches (``ValueError``)."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    if dim < 1 or num_heads < 1 or dim % num_heads:
+        raise ValueError(f"dim ({dim}) must be a positive multiple of num_heads ({num_heads})")
+    if window_size < 1:
+        raise ValueError(f"window_size must be >= 1, got {window_size}")
+    if mlp_ratio <= 0:
+        raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}")
+    allowed_values = {
+        "sampled_layout": ("permute", "reshape"),
+        "conv_pairing": ("interleaved", "concatenated"),
+        "batchnorm_eps": ("default", "dim"),
+    }
+    for name, value in choices.items():
+        allowed = allowed_values[name]
+        if value not in allowed:
+            raise ValueError(f"DCFBBlock: {name} must be one of {allowed}, got {value!r}")
+
+
 class DCFBBlock(nn.Module):
     """Deformable Cross Feature Blend block: the own stream ``x`` attends to the other ``y``.
 
@@ -378,21 +406,16 @@ class DCFBBlock(nn.Module):
         sampling_padding: str = "border",
     ) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        if dim < 1 or num_heads < 1 or dim % num_heads:
-            raise ValueError(f"dim ({dim}) must be a positive multiple of num_heads ({num_heads})")
-        if window_size < 1:
-            raise ValueError(f"window_size must be >= 1, got {window_size}")
-        if mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}")
-        for name, value, allowed in (
-            ("sampled_layout", sampled_layout, ("permute", "reshape")),
-            ("conv_pairing", conv_pairing, ("interleaved", "concatenated")),
-            ("batchnorm_eps", batchnorm_eps, ("default", "dim")),
-        ):
-            if value not in allowed:
-                raise ValueError(f"DCFBBlock: {name} must be one of {allowed}, got {value!r}")
+        _check_block_args(
+            dim,
+            num_heads,
+            window_size,
+            spatial_dims,
+            mlp_ratio,
+            sampled_layout=sampled_layout,
+            conv_pairing=conv_pairing,
+            batchnorm_eps=batchnorm_eps,
+        )
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
