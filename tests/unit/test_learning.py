@@ -10,32 +10,21 @@ subject better than the untrained network did.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from fusion3d.io import save_nifti
 from fusion3d.training import train_model
 
-#: A tiny 3D network (3 stages, 8 channels) and a fast, deterministic schedule.
-MODEL = dict(embed_dim=8, depths=(1, 1, 1), num_heads=(1, 1, 1), patch_size=2, window_size=2)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_training import MODEL, make_cohort  # noqa: E402 - the training tests' tiny network and cohort
+
+#: A fast, deterministic schedule: constant learning rate, the same data every epoch.
 TRAIN = {"epochs": 6, "lr": 3e-3, "poly_power": 0.0, "augment": False, "seed": 0}
-
-
-def tiny_cohort(root, n_subjects: int = 5, size: int = 16) -> list[tuple[str, str, str]]:
-    """``(subject_id, mri, pet)`` items: a ball whose MRI and PET carry different textures."""
-    z, y, x = np.mgrid[:size, :size, :size] / size
-    ball = ((z - 0.5) ** 2 + (y - 0.5) ** 2 + (x - 0.5) ** 2) < 0.16
-    affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    items = []
-    for i in range(n_subjects):
-        mri = ball * (0.5 + 0.3 * np.sin(8 * x + i))
-        pet = ball * (0.4 + 0.3 * np.cos(6 * y + i))
-        m = save_nifti(mri, affine, root / f"s{i}_mri.nii.gz", dtype=np.float32)
-        p = save_nifti(pet, affine, root / f"s{i}_pet.nii.gz", dtype=np.float32)
-        items.append((f"sub-{i}", str(m), str(p)))
-    return items
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +32,7 @@ def history(tmp_path_factory) -> pd.DataFrame:
     """The history of one short training run (epoch 0: the untrained network, validated)."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("learning")
-    items = tiny_cohort(root)
+    items = make_cohort(root, n_subjects=5, size=16)
     train_model(items[:4], items[4:], root / "run", model_config=MODEL, train_config=TRAIN)
     return pd.read_csv(root / "run" / "history.csv")
 
