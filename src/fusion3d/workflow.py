@@ -21,6 +21,7 @@ import pandas as pd
 
 from fusion3d.io import read_tsv
 from fusion3d.methods import CLASSIC_METHODS, NETWORK_METHODS  # noqa: F401 - for the rules
+from fusion3d.preprocess.outputs import subject_file
 
 SUBJECT_PATTERN = r"sub-[A-Za-z0-9]+_ses-[A-Za-z0-9]+"
 PAIRS_COLUMNS = (
@@ -210,6 +211,43 @@ def read_split(path: str | os.PathLike) -> pd.DataFrame:
         if column not in frame.columns:
             raise ValueError(f"{path}: missing column {column!r}")
     return frame
+
+
+#: split.tsv columns of the model-grid images, and their preprocessing output keys.
+MODEL_COLUMNS: dict[str, str] = {
+    "model_mri": "t1_model",
+    "model_pet": "pet_model",
+    "model_mask": "mask_model",
+}
+
+
+def split_with_inputs(
+    split: pd.DataFrame, images: Iterable[str], splits: tuple[str, ...] = ("train", "val", "test")
+) -> pd.DataFrame:
+    """The split with the model-grid images of its subjects taken from a job's declared inputs.
+
+    ``images`` are the job's ``snakemake.input`` files (every subject's model-grid MRI, PET
+    and mask); each subject in ``splits`` gets the file whose name is its
+    :func:`fusion3d.preprocess.outputs.subject_file`, so a job reads only what Snakemake
+    gave it.
+
+    Raises
+    ------
+    ValueError
+        If an image of a subject in ``splits`` is not among ``images``.
+    """
+    by_name = {Path(p).name: str(p) for p in images}
+    out = split.copy()
+    used = out["split"].isin(splits)
+    for column, key in MODEL_COLUMNS.items():
+        paths = list(out[column])
+        for i in [i for i, flag in enumerate(used) if flag]:
+            name = subject_file(".", out["subject_id"].iloc[i], key).name
+            if name not in by_name:
+                raise ValueError(f"{name}: not among the job's declared inputs")
+            paths[i] = by_name[name]
+        out[column] = paths
+    return out
 
 
 def split_items(

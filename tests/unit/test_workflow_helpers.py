@@ -131,3 +131,24 @@ def test_training_memory_mb_counts_every_pair_in_float32():
     assert f3d.training_memory_mb(0, 64) == 6000
     with pytest.raises(ValueError, match="grid"):
         f3d.training_memory_mb(4, 0)
+
+
+def test_split_with_inputs_takes_images_from_the_declared_inputs():
+    split = pd.DataFrame(
+        {
+            "subject_id": ["sub-A_ses-M000", "sub-B_ses-M000"],
+            "split": ["train", "excluded"],
+            "model_mri": ["old/a_mri", "old/b_mri"],
+            "model_pet": ["old/a_pet", "old/b_pet"],
+            "model_mask": ["old/a_mask", "old/b_mask"],
+        }
+    )
+    inputs = [
+        f"in/sub-A_ses-M000/sub-A_ses-M000_desc-model_{s}.nii.gz" for s in ("T1w", "pet", "mask")
+    ]
+    out = f3d.split_with_inputs(split, inputs)
+    assert list(out.iloc[0][["model_mri", "model_pet", "model_mask"]]) == inputs
+    # a subject outside train/val/test keeps its row as it was; the input table is unchanged
+    assert out.iloc[1]["model_mri"] == "old/b_mri" and split.iloc[0]["model_mri"] == "old/a_mri"
+    with pytest.raises(ValueError, match="sub-A_ses-M000_desc-model_pet.nii.gz: not among"):
+        f3d.split_with_inputs(split, inputs[:1] + inputs[2:])

@@ -5,6 +5,7 @@ rule evaluate:
     input:
         index=f"{R}/fused/{{method}}/index.tsv",
         split=f"{R}/split/split.tsv",
+        images=get_all_model_inputs,
     output:
         metrics=f"{R}/metrics/{{method}}.tsv",
     log:

@@ -5,6 +5,7 @@ rule figure_fusion_panel:
     input:
         unpack(get_fused_indexes),
         split=f"{R}/split/split.tsv",
+        images=get_all_model_inputs,
     output:
         png=report(
             f"{R}/figures/fusion_panel.png",

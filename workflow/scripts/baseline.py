@@ -5,13 +5,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
 from fusion3d.io import write_tsv
-from fusion3d.workflow import read_split, script_logging, set_threads, split_items
+from fusion3d.workflow import read_split, script_logging, set_threads, split_items, split_with_inputs
 
 with script_logging(snakemake.log[0]) as log:
     set_threads(snakemake.threads)
     from fusion3d.baselines import fuse_items
 
-    items = split_items(read_split(snakemake.input.split))
+    items = split_items(split_with_inputs(read_split(snakemake.input.split), snakemake.input.images))
     index = fuse_items(
         snakemake.wildcards.method, items, snakemake.params.out_dir, params=dict(snakemake.params.params)
     )

@@ -5,7 +5,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
 from fusion3d.io import read_tsv, write_tsv
-from fusion3d.workflow import evaluation_subjects, read_split, script_logging, set_threads
+from fusion3d.workflow import (
+    evaluation_subjects,
+    read_split,
+    script_logging,
+    set_threads,
+    split_with_inputs,
+)
 
 with script_logging(snakemake.log[0]) as log:
     set_threads(snakemake.threads)
@@ -16,7 +22,9 @@ with script_logging(snakemake.log[0]) as log:
         snakemake.wildcards.method,
         index,
         protocols=list(snakemake.params.protocols),
-        subjects=evaluation_subjects(read_split(snakemake.input.split)),
+        subjects=evaluation_subjects(
+            split_with_inputs(read_split(snakemake.input.split), snakemake.input.images)
+        ),
     )
     write_tsv(long, snakemake.output.metrics)
     log.info("%d metric rows", len(long))

@@ -4,13 +4,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
-from fusion3d.workflow import read_split, script_logging
+from fusion3d.workflow import read_split, script_logging, split_with_inputs
 
 with script_logging(snakemake.log[0]) as log:
     from fusion3d.figures import fusion_panel_from_tables
 
     indexes = {m: snakemake.input[m] for m in snakemake.params.methods}
     fusion_panel_from_tables(
-        read_split(snakemake.input.split), indexes, snakemake.output.png, snakemake.output.pdf,
+        split_with_inputs(read_split(snakemake.input.split), snakemake.input.images),
+        indexes,
+        snakemake.output.png,
+        snakemake.output.pdf,
         n_subjects=snakemake.params.n_subjects,
     )

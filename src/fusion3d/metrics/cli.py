@@ -5,7 +5,7 @@ anything else is read as a 2D image with scikit-image (RGB is converted to grey;
 8-bit images are scaled to [0, 1] by 1/255, 16-bit by 1/65535, floats kept). A mask
 is read the same way and means ``value > 0``.
 
-Use it through the ``fusion3d`` console script (the lead wires :func:`register`) or as
+Use it through the ``fusion3d`` console script (``fusion3d metrics ...``, added by :func:`register`) or as
 ``python -m fusion3d.metrics.cli metrics FUSED MRI PET --protocol paper`` (the leading
 ``metrics`` word may be left out).
 """

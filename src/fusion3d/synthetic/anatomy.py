@@ -329,7 +329,7 @@ def bias_and_noise(
 #: Brain-mask volume (ml) drawn per sex: normal (mean, sd), truncated at +-2.5 sd. The
 #: mask holds the brain with the CSF inside it (as a brain-extraction mask does); the
 #: template's is 1,883 ml (nilearn MNI152 2009a mask > 0.5 at 1 mm, measured), larger
-#: than an elderly adult's. Real heads measured with deepbet: 1,480-1,790 ml (issue 15).
+#: than an elderly adult's. Real heads measured with deepbet: 1,480-1,790 ml (five public heads).
 BRAIN_VOLUME_ML = {"M": (1420.0, 100.0), "F": (1280.0, 100.0)}
 #: Lateral-ventricle dilation (mm) at age 60 and per year of age, plus the diagnosis offset.
 VENTRICLE_MM = {"at_60": 1.4, "per_year": 0.08, "MCI": 1.0, "AD": 2.4, "sd": 0.5}
