@@ -9,7 +9,7 @@ batch 1) it prints, for each throughput variant (fp32 / bf16 autocast, with and 
 - the median inference time per subject;
 
 then, with the fastest bf16 variant, how long a training step waits for data from the
-real streaming DataLoader (``fusion3d.training_loader``: memory-mapped cache, augmentation
+real streaming DataLoader (``fusion3d.learned.loader``: memory-mapped cache, augmentation
 in ``--workers`` worker processes, pinned memory, non-blocking copies) on a synthetic
 cohort written to a temporary folder; and the projections: the paper's 500-epoch training
 (594 subjects) on 1 and ``--gpus`` GPUs, and inference on 660 subjects. The N-GPU figure
@@ -45,7 +45,9 @@ import numpy as np
 import torch
 import yaml
 
-from fusion3d.devices import (
+from fusion3d.io import save_nifti
+from fusion3d.learned.data import augment_pair
+from fusion3d.learned.devices import (
     apply_channels_last,
     autocast_context,
     cuda_report,
@@ -54,11 +56,9 @@ from fusion3d.devices import (
     memory_format,
     to_device,
 )
-from fusion3d.io import save_nifti
-from fusion3d.losses import FusionLoss
-from fusion3d.models import DC2Fusion
-from fusion3d.training_data import augment_pair
-from fusion3d.training_loader import EpochSampler, PairDataset, make_loader, prepare_sources
+from fusion3d.learned.loader import EpochSampler, PairDataset, make_loader, prepare_sources
+from fusion3d.learned.losses import FusionLoss
+from fusion3d.learned.models import DC2Fusion
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_MODEL = dict(

@@ -1,7 +1,7 @@
 """Learning benchmark: train the study's 3D and 2D networks for an equal wall-clock budget.
 
 Reads the split of a finished (or preprocessed) study, trains every network with the
-library's ``fusion3d.training.train_model`` on its training subjects, validates after every
+library's ``fusion3d.learned.training.train_model`` on its training subjects, validates after every
 epoch on its validation subjects, and reports the validation PSNR / SSIM per epoch (3D,
 fused volume against each source, as the training's model selection). Use it to choose
 the training settings (learning rate, schedule, epochs) of a config: every setting comes
@@ -110,7 +110,7 @@ def train_network(name, model_config, train_config, train, val, args):
     """Train one network for the budget in a temporary state folder; its history rows."""
     import pandas as pd
 
-    from fusion3d.training import train_model
+    from fusion3d.learned.training import train_model
 
     with tempfile.TemporaryDirectory(prefix=f"bench-learning-{name}-") as state:
         t0 = time.perf_counter()

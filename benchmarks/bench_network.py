@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
-    from fusion3d.losses import FusionLoss
-    from fusion3d.models import DC2Fusion
+    from fusion3d.learned.losses import FusionLoss
+    from fusion3d.learned.models import DC2Fusion
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

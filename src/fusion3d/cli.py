@@ -64,7 +64,7 @@ def _check_cohort(args: argparse.Namespace) -> int:
 def _import_weights(args: argparse.Namespace) -> int:
     import logging
 
-    from fusion3d.models.published import import_published_weights
+    from fusion3d.learned.models.published import import_published_weights
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sizes = {

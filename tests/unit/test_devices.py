@@ -1,12 +1,12 @@
-"""Tests for fusion3d.devices: no silent CPU fallback, autocast, throughput switches."""
+"""Tests for fusion3d.learned.devices: no silent CPU fallback, autocast, throughput switches."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fusion3d import devices
-from fusion3d.devices import (
+from fusion3d.learned import devices
+from fusion3d.learned.devices import (
     GPUUnavailableError,
     apply_channels_last,
     autocast_context,
@@ -125,8 +125,8 @@ def test_to_device_copies_values():
 
 def test_train_and_infer_stop_at_once_when_the_study_asks_for_a_gpu(no_cuda, tmp_path):
     """Before any data or model is read: the paths need not exist."""
-    from fusion3d.inference import fuse_items
-    from fusion3d.training import train_model
+    from fusion3d.learned.inference import fuse_items
+    from fusion3d.learned.training import train_model
 
     with pytest.raises(GPUUnavailableError, match="resources.gpu: true"):
         train_model(

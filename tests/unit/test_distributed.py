@@ -1,4 +1,4 @@
-"""Tests for fusion3d.distributed: torchrun's environment, gloo collectives with 2 processes."""
+"""Tests for fusion3d.learned.distributed: torchrun's environment, gloo collectives with 2 processes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from fusion3d.distributed import (
+from fusion3d.learned.distributed import (
     DistContext,
     all_reduce_sums,
     barrier,
@@ -65,7 +65,7 @@ def test_inconsistent_environment_is_named(monkeypatch):
 
 
 def test_torchrun_command():
-    cmd = torchrun_command(2, "fusion3d.training", ["spec.json"])
+    cmd = torchrun_command(2, "fusion3d.learned.training", ["spec.json"])
     assert cmd == [
         sys.executable,
         "-m",
@@ -73,7 +73,7 @@ def test_torchrun_command():
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "fusion3d.training",
+        "fusion3d.learned.training",
         "spec.json",
     ]
     with pytest.raises(ValueError, match="nproc"):
@@ -150,7 +150,7 @@ def _ddp_rank(rank, world, port, items, out_dir, spy_dir, train_config):
     """One rank of a DDP run; every rank's weights after each epoch go to ``spy_dir``."""
     import os
 
-    from fusion3d import training
+    from fusion3d.learned import training
 
     os.environ.update(
         RANK=str(rank),
@@ -175,7 +175,7 @@ def _ddp_rank(rank, world, port, items, out_dir, spy_dir, train_config):
 def test_ddp_ranks_stay_identical_resume_with_one_rank_and_learn(tmp_path):
     import pandas as pd
 
-    from fusion3d.training import train_model
+    from fusion3d.learned.training import train_model
 
     items = make_cohort(tmp_path)
     out, spy = tmp_path / "state", tmp_path / "spy"
@@ -203,8 +203,8 @@ def test_ddp_ranks_stay_identical_resume_with_one_rank_and_learn(tmp_path):
 
 
 def test_train_with_torchrun_launches_the_ranks(tmp_path):
-    """The workflow's path: ``python -m torch.distributed.run ... -m fusion3d.training``."""
-    from fusion3d.training import train_with_torchrun
+    """The workflow's path: ``python -m torch.distributed.run ... -m fusion3d.learned.training``."""
+    from fusion3d.learned.training import train_with_torchrun
 
     items = make_cohort(tmp_path, n_subjects=3)
     out = tmp_path / "state"
@@ -226,8 +226,8 @@ def test_train_with_torchrun_launches_the_ranks(tmp_path):
 
 
 def test_train_with_torchrun_stops_at_once_without_gpus(tmp_path, monkeypatch):
-    from fusion3d.devices import GPUUnavailableError
-    from fusion3d.training import train_with_torchrun
+    from fusion3d.learned.devices import GPUUnavailableError
+    from fusion3d.learned.training import train_with_torchrun
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(GPUUnavailableError, match="resources.gpus: 2"):

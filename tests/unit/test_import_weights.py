@@ -1,4 +1,4 @@
-"""Tests for fusion3d.models.published: weights saved by the published DC2Fusion code.
+"""Tests for fusion3d.learned.models.published: weights saved by the published DC2Fusion code.
 
 The published state_dict is built here from the published module definitions
 (``models/DC2Fusion.py``: ``DC2Fusion`` -> ``swin`` = ``FusionModel`` + ``out_conv``), written
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from fusion3d.cli import main
-from fusion3d.inference import load_model
-from fusion3d.models.published import convert_state_dict, import_published_weights
+from fusion3d.learned.inference import load_model
+from fusion3d.learned.models.published import convert_state_dict, import_published_weights
 
 torch.set_num_threads(1)
 E, DEPTHS, HEADS = 12, [1, 2, 1, 1], [3, 6, 12, 24]  # 4 stages, as the published U-net
@@ -130,7 +130,7 @@ def published_file(tmp_path):
 def test_import_and_load(published_file, tmp_path, caplog):
     src, pub = published_file
     out = tmp_path / "imported.pt"
-    with caplog.at_level(logging.INFO, logger="fusion3d.models.published"):
+    with caplog.at_level(logging.INFO, logger="fusion3d.learned.models.published"):
         import_published_weights(src, out, window_size=1)
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert any("swin.concat_back_dim.0.weight" in m for m in dropped)  # the unused bottleneck

@@ -1,4 +1,4 @@
-"""Tests for fusion3d.inference: NIfTI outputs, affines, 2D slice-wise fusion."""
+"""Tests for fusion3d.learned.inference: NIfTI outputs, affines, 2D slice-wise fusion."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from fusion3d.inference import fuse_items, fuse_volume, load_model
 from fusion3d.io import save_nifti
-from fusion3d.models import DC2Fusion
-from fusion3d.training import calibrate_output_scale, train_model
+from fusion3d.learned.inference import fuse_items, fuse_volume, load_model
+from fusion3d.learned.models import DC2Fusion
+from fusion3d.learned.training import calibrate_output_scale, train_model
 
 torch.set_num_threads(1)
 MODEL = dict(embed_dim=8, depths=(1, 1, 1), num_heads=(1, 1, 1), patch_size=2, window_size=2)

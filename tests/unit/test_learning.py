@@ -2,7 +2,7 @@
 
 The other training tests check outputs, checkpoints and exact resume; they pass as well
 when the optimizer never changes a weight (a detached loss, a zero learning rate, a
-frozen network). This one trains the public :func:`fusion3d.training.train_model` on
+frozen network). This one trains the public :func:`fusion3d.learned.training.train_model` on
 four 16^3 subjects for a few epochs at a constant learning rate, without augmentation,
 and checks that the epoch loss falls and that the selected model fuses the validation
 subject better than the untrained network did.
@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fusion3d.training import train_model
+from fusion3d.learned.training import train_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_training import MODEL, make_cohort  # noqa: E402 - the training tests' tiny network and cohort

@@ -1,4 +1,4 @@
-"""Tests for fusion3d.losses against closed forms and scikit-image."""
+"""Tests for fusion3d.learned.losses against closed forms and scikit-image."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from fusion3d.losses import FusionLoss, psnr, ssim
+from fusion3d.learned.losses import FusionLoss, psnr, ssim
 
 torch.set_num_threads(1)
 

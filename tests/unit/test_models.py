@@ -1,4 +1,4 @@
-"""Tests for fusion3d.models: window partition, deformable sampling, DCFB block, DC2Fusion."""
+"""Tests for fusion3d.learned.models: window partition, deformable sampling, DCFB block, DC2Fusion."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fusion3d.models import DC2Fusion, build_model, l1nw_fusion
-from fusion3d.models.dcfb import SWITCHES, VARIANTS
-from fusion3d.models.layers import (
+from fusion3d.learned.models import DC2Fusion, build_model, l1nw_fusion
+from fusion3d.learned.models.dcfb import SWITCHES, VARIANTS
+from fusion3d.learned.models.layers import (
     DCFBBlock,
     DeformableSampler,
     reference_grid,

@@ -1,4 +1,4 @@
-"""Tests for fusion3d.training: outputs, checkpoints, exact resume, config checks."""
+"""Tests for fusion3d.learned.training: outputs, checkpoints, exact resume, config checks."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from fusion3d.io import save_nifti
-from fusion3d.models import DC2Fusion
-from fusion3d.training import (
+from fusion3d.learned.models import DC2Fusion
+from fusion3d.learned.training import (
     calibrate_output_scale,
     resolve_train_config,
     train_model,
@@ -158,7 +158,7 @@ def test_train_2d(cohort, tmp_path):
 
 def test_epoch_samples_are_built_one_at_a_time(cohort, tmp_path):
     """An epoch streams its samples (no list of volumes): every subject once in 3D."""
-    from fusion3d.training_loader import EpochSampler, PairDataset, make_loader, prepare_sources
+    from fusion3d.learned.loader import EpochSampler, PairDataset, make_loader, prepare_sources
 
     sources = prepare_sources(cohort, tmp_path / "cache")
     dataset3d = PairDataset(sources)
@@ -273,8 +273,8 @@ def test_train_model_reads_as_short_documented_steps():
     import ast
     import inspect
 
-    import fusion3d.training as training
-    import fusion3d.training_data as training_data
+    import fusion3d.learned.data as training_data
+    import fusion3d.learned.training as training
 
     for module in (training, training_data):
         tree = ast.parse(inspect.getsource(module))
@@ -297,7 +297,7 @@ def test_rotation_equals_monai_rotate():
     """Geometry, axis naming and sign as MONAI's Rotate (bilinear, border padding)."""
     from monai.transforms import Rotate
 
-    from fusion3d.training_data import rotate, rotation_matrix
+    from fusion3d.learned.data import rotate, rotation_matrix
 
     img = _volume(0, (10, 14, 9))[0]
     for k, axis in enumerate("xyz"):
@@ -316,7 +316,7 @@ def test_rotation_equals_monai_rotate():
 def test_rotation_draws_follow_the_interval(interval):
     from scipy import stats
 
-    from fusion3d.training_data import AugmentConfig, draw_rotations
+    from fusion3d.learned.data import AugmentConfig, draw_rotations
 
     cfg = AugmentConfig(rot_interval=interval)
     gen = torch.Generator().manual_seed(0)
@@ -336,7 +336,7 @@ def test_rotation_draws_follow_the_interval(interval):
 
 def test_augmented_pairs_span_exactly_the_unit_interval():
     """ScaleIntensityd on both images: min 0 and max 1 after every draw."""
-    from fusion3d.training_data import augment_pair
+    from fusion3d.learned.data import augment_pair
 
     gen = torch.Generator().manual_seed(3)
     shifted = 0
@@ -358,7 +358,7 @@ def test_published_rotations_seen_in_the_augmented_pet():
 
     from monai.transforms import Rotate
 
-    from fusion3d.training_data import AugmentConfig, augment_pair
+    from fusion3d.learned.data import AugmentConfig, augment_pair
 
     pet = _volume(7)
     candidates = {}
@@ -389,7 +389,7 @@ def test_contrast_follows_monai_adjust_contrast():
     from monai.transforms import AdjustContrast
     from scipy import stats
 
-    from fusion3d.training_data import AugmentConfig, augment_mri_intensity
+    from fusion3d.learned.data import AugmentConfig, augment_mri_intensity
 
     ramp = torch.linspace(0.0, 1.0, 64).reshape(1, 1, 4, 4, 4)
     cfg = AugmentConfig(noise_prob=0.0)
@@ -415,7 +415,7 @@ def test_noise_follows_monai_random_gaussian_noise():
     """p = 0.5, mean 0.5, std ~ U(0, 0.1) per image (MONAI's sample_std=True)."""
     from scipy import stats
 
-    from fusion3d.training_data import AugmentConfig, augment_mri_intensity
+    from fusion3d.learned.data import AugmentConfig, augment_mri_intensity
 
     mri = _volume(4, (16, 16, 16))
     cfg = AugmentConfig(gamma_prob=0.0)

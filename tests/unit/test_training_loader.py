@@ -1,4 +1,4 @@
-"""Tests for fusion3d.training_loader: cache, per-sample seeding, sharding, worker independence."""
+"""Tests for fusion3d.learned.loader: cache, per-sample seeding, sharding, worker independence."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fusion3d.io import save_nifti
-from fusion3d.training_loader import (
+from fusion3d.learned.loader import (
     EpochSampler,
     PairDataset,
     SampleKey,
@@ -212,7 +212,7 @@ def ball_items(root, n=3, size=16):
 
 @pytest.mark.parametrize("spatial_dims", [3, 2])
 def test_training_gives_the_same_weights_with_0_and_2_workers(tmp_path, spatial_dims):
-    from fusion3d.training import train_model
+    from fusion3d.learned.training import train_model
 
     items = ball_items(tmp_path)
     cfg = {"epochs": 2, "lr": 1e-3, "augment": True, "slices_per_volume": 2, "batch_size": 2}
@@ -238,10 +238,10 @@ def test_training_gives_the_same_weights_with_0_and_2_workers(tmp_path, spatial_
 @pytest.mark.parametrize("spatial_dims", [3, 2])
 def test_on_device_validation_matches_the_host_recipe(tmp_path, spatial_dims):
     """PSNR/SSIM of the clipped fused volume, computed on the host one pair at a time."""
-    from fusion3d.inference import fuse_volume
-    from fusion3d.losses import psnr, ssim
-    from fusion3d.models import DC2Fusion
-    from fusion3d.training import validation_scores
+    from fusion3d.learned.inference import fuse_volume
+    from fusion3d.learned.losses import psnr, ssim
+    from fusion3d.learned.models import DC2Fusion
+    from fusion3d.learned.training import validation_scores
 
     items = ball_items(tmp_path)
     torch.manual_seed(0)
@@ -266,7 +266,7 @@ def test_on_device_validation_matches_the_host_recipe(tmp_path, spatial_dims):
 def test_validation_every_k_epochs_and_at_the_last(tmp_path):
     import pandas as pd
 
-    from fusion3d.training import train_model
+    from fusion3d.learned.training import train_model
 
     items = ball_items(tmp_path)
     out = tmp_path / "state"

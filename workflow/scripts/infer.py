@@ -9,7 +9,7 @@ from fusion3d.workflow import read_split, script_logging, set_threads, split_ite
 
 with script_logging(snakemake.log[0]) as log:
     set_threads(snakemake.threads)
-    from fusion3d.inference import fuse_items
+    from fusion3d.learned.inference import fuse_items
 
     items = split_items(read_split(snakemake.input.split))
     index = fuse_items(snakemake.input.model, items, snakemake.params.out_dir, gpu=snakemake.params.gpu)

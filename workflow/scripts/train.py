@@ -11,7 +11,7 @@ from fusion3d.workflow import read_split, script_logging, set_threads, split_ite
 
 with script_logging(snakemake.log[0]) as log:
     set_threads(snakemake.threads)
-    from fusion3d.training import train_model, train_with_torchrun
+    from fusion3d.learned.training import train_model, train_with_torchrun
 
     split = read_split(snakemake.input.split)
     state_dir = Path(snakemake.params.state_dir)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from fusion3d.models.layers import DCFBBlock, conv_nd, conv_transpose_nd
+from fusion3d.learned.models.layers import DCFBBlock, conv_nd, conv_transpose_nd
 
 __all__ = ["DC2Fusion", "SWITCHES", "VARIANTS", "build_model", "l1nw_fusion"]
 

@@ -7,7 +7,7 @@ The stage, step by step (:func:`train_model`):
 2. prepare the data (:func:`prepare_data`: every pair checked once and written to the
    memory-mapped cache ``cache/`` of the state folder; nothing is held in RAM);
 3. build the model, loss, optimizer and poly schedule (:func:`build_training`) and the
-   streaming loader (:func:`build_loader`, :mod:`fusion3d.training_loader`);
+   streaming loader (:func:`build_loader`, :mod:`fusion3d.learned.loader`);
 4. resume or start (:func:`resume_or_start`): ``checkpoints/last.pt`` is resumed only when
    its fingerprint (:func:`training_fingerprint`: the split rows, the resolved model
    config and the resolved training config) equals this run's; otherwise the old state
@@ -23,19 +23,19 @@ Writes under ``out_dir``: ``checkpoints/last.pt`` (every epoch), ``model.pt`` (b
 validation score), ``history.csv`` (one row per epoch; row 0 scores the
 initialisation). Every file is written atomically; every checkpoint loads with
 ``torch.load(..., weights_only=True)`` and is self-describing: ``init_args`` (the fully
-resolved constructor arguments of :class:`~fusion3d.models.DC2Fusion`), ``variant`` and
-``fingerprint``, so :func:`fusion3d.inference.load_model` rebuilds the network from the
+resolved constructor arguments of :class:`~fusion3d.learned.models.DC2Fusion`), ``variant`` and
+``fingerprint``, so :func:`fusion3d.learned.inference.load_model` rebuilds the network from the
 file alone.
 
 Reproducibility: the model is initialised from ``seed``; every epoch reseeds torch,
 numpy and ``random`` from ``(seed, epoch, rank)``, and every sample (its 2D slice, its
 augmentation) is drawn from its own generator seeded by ``(seed, epoch, sample index)``
-(:mod:`fusion3d.training_loader`), so a run stopped after epoch k and resumed from
+(:mod:`fusion3d.learned.loader`), so a run stopped after epoch k and resumed from
 ``last.pt`` ends with exactly the weights of an uninterrupted run (CPU), whatever the
 number of loader workers.
 
 Several GPUs: ``python -m torch.distributed.run --standalone --nproc_per_node N -m
-fusion3d.training <spec.json>`` (:func:`train_with_torchrun` writes the spec and runs it)
+fusion3d.learned.training <spec.json>`` (:func:`train_with_torchrun` writes the spec and runs it)
 trains with ``DistributedDataParallel``: every rank takes every N-th sample of the epoch's
 shuffled order (an effective batch of ``N * batch_size``), gradients are averaged, only
 rank 0 writes. A checkpoint holds no per-rank state (the global RNGs of the other ranks
@@ -68,8 +68,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fusion3d import distributed
-from fusion3d.devices import (
+from fusion3d.io import atomic_path
+from fusion3d.learned import distributed
+from fusion3d.learned.data import ROTATION_INTERVALS, AugmentConfig, augment_pair
+from fusion3d.learned.devices import (
     apply_channels_last,
     autocast_context,
     make_adam,
@@ -79,13 +81,9 @@ from fusion3d.devices import (
     resolve_device,
     to_device,
 )
-from fusion3d.distributed import DistContext
-from fusion3d.inference import fuse_tensor
-from fusion3d.io import atomic_path
-from fusion3d.losses import TERMS, FusionLoss, psnr, ssim
-from fusion3d.models import DC2Fusion, build_model
-from fusion3d.training_data import ROTATION_INTERVALS, AugmentConfig, augment_pair
-from fusion3d.training_loader import (
+from fusion3d.learned.distributed import DistContext
+from fusion3d.learned.inference import fuse_tensor
+from fusion3d.learned.loader import (
     EpochSampler,
     PairDataset,
     PairSource,
@@ -94,6 +92,8 @@ from fusion3d.training_loader import (
     prepare_sources,
     sample_seed,
 )
+from fusion3d.learned.losses import TERMS, FusionLoss, psnr, ssim
+from fusion3d.learned.models import DC2Fusion, build_model
 
 __all__ = [
     "DEFAULT_TRAIN_CONFIG",
@@ -241,7 +241,7 @@ def model_init_args(model: DC2Fusion, model_config: dict) -> dict:
     """The fully resolved constructor arguments of ``model`` (plain values).
 
     The model's own ``init_args`` when it records them; else ``model_config`` completed
-    with the defaults of :class:`~fusion3d.models.DC2Fusion`'s signature, so a later change
+    with the defaults of :class:`~fusion3d.learned.models.DC2Fusion`'s signature, so a later change
     of a default cannot change what a checkpoint rebuilds.
     """
     recorded = getattr(model, "init_args", None)
@@ -430,7 +430,7 @@ def prepare_data(
     """Check the training and validation pairs (same grid for both) and cache them once.
 
     Each pair is read once and, with ``cache_dir``, written there as a memory-mapped
-    ``.npy`` (:func:`~fusion3d.training_loader.prepare_sources`); only one pair is in RAM at
+    ``.npy`` (:func:`~fusion3d.learned.loader.prepare_sources`); only one pair is in RAM at
     a time. Under torchrun rank 0 writes the cache while the other ranks wait, then they
     find it written.
     """
@@ -481,7 +481,7 @@ def build_loader(
 ) -> TrainData:
     """The streaming loader of this rank (``num_workers`` workers, pinned memory on CUDA).
 
-    The augmentation is the published one (:func:`~fusion3d.training_data.augment_pair`,
+    The augmentation is the published one (:func:`~fusion3d.learned.data.augment_pair`,
     rotation interval ``cfg["rotation_interval"]``), applied in the workers with each
     sample's own generator.
     """
@@ -530,7 +530,7 @@ def build_training(
 
     ``grid_shape`` (a training volume's shape) is checked against the model's size divisor;
     a ValueError names ``grid_source``. The throughput switches ``channels_last`` and
-    ``fused_adam`` apply here (:mod:`fusion3d.devices`).
+    ``fused_adam`` apply here (:mod:`fusion3d.learned.devices`).
     """
     torch.manual_seed(cfg["seed"])
     model = build_model(dict(model_config)).to(device)
@@ -650,7 +650,7 @@ def _set_rng_state(state: dict) -> None:
 def _seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
     """Reseed every global RNG (the model's own randomness: drop path) from ``(seed, epoch)``.
 
-    Rank 0 uses :func:`~fusion3d.training_loader.epoch_seed` ``(seed, epoch)``; rank
+    Rank 0 uses :func:`~fusion3d.learned.loader.epoch_seed` ``(seed, epoch)``; rank
     ``r > 0`` of a data-parallel run uses ``sample_seed(seed, epoch, 2**40 + r)`` (an index no
     sample has), so ranks drop different paths.
     """
@@ -955,7 +955,7 @@ def train_model(
         The state folder: receives ``checkpoints/last.pt``, ``model.pt``, ``history.csv``
         (and ``stale-*/``, the state of another run set aside).
     model_config : dict
-        :class:`~fusion3d.models.DC2Fusion` init kwargs.
+        :class:`~fusion3d.learned.models.DC2Fusion` init kwargs.
     train_config : dict
         Keys of :data:`DEFAULT_TRAIN_CONFIG` (all optional): ``epochs``, ``lr``,
         ``poly_power`` (0: constant lr), ``seed``, ``batch_size``, ``loss_weights``,
@@ -1097,7 +1097,7 @@ def train_with_torchrun(
     """Run :func:`train_model` in ``nproc`` processes under torchrun on this node.
 
     The arguments go to ``out_dir/launch.json`` (written atomically); the command is
-    :func:`fusion3d.distributed.torchrun_command` ``(nproc, "fusion3d.training",
+    :func:`fusion3d.learned.distributed.torchrun_command` ``(nproc, "fusion3d.learned.training",
     [launch.json])``, its output goes to this process's stderr (the rule's log). With
     ``gpu`` the job first checks that ``nproc`` CUDA devices are usable and stops at once
     otherwise. ``threads`` are shared out between the processes.
@@ -1124,7 +1124,7 @@ def train_with_torchrun(
     launch = out / "launch.json"
     with atomic_path(launch) as tmp:
         tmp.write_text(json.dumps(spec, indent=1))
-    cmd = distributed.torchrun_command(nproc, "fusion3d.training", [launch])
+    cmd = distributed.torchrun_command(nproc, "fusion3d.learned.training", [launch])
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]))
     src = str(Path(__file__).resolve().parents[1])  # this fusion3d, also in a checkout
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
@@ -1137,9 +1137,11 @@ def train_with_torchrun(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """One torchrun rank: ``python -m fusion3d.training <launch.json>`` (see
+    """One torchrun rank: ``python -m fusion3d.learned.training <launch.json>`` (see
     :func:`train_with_torchrun`)."""
-    ap = argparse.ArgumentParser(prog="python -m fusion3d.training", description=main.__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m fusion3d.learned.training", description=main.__doc__
+    )
     ap.add_argument("spec", type=Path, help="launch.json written by train_with_torchrun")
     spec_path = ap.parse_args(argv).spec
     try:

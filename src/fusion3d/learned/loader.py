@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fusion3d.io import atomic_path
-from fusion3d.training_data import foreground_slices, load_item
+from fusion3d.learned.data import foreground_slices, load_item
 
 __all__ = [
     "EpochSampler",
@@ -321,7 +321,7 @@ def make_loader(
 
     ``num_workers`` processes build samples ahead (``prefetch_factor`` batches each) and
     stay alive between epochs (persistent workers); batches land in pinned memory when
-    ``device`` is CUDA, so :func:`fusion3d.devices.to_device` copies them without
+    ``device`` is CUDA, so :func:`fusion3d.learned.devices.to_device` copies them without
     blocking. The loader draws from its own generator (seeded with ``seed``), never
     from the global torch RNG, so the model's own randomness (drop path) does not
     depend on the loader; samples are seeded per key (see the module docstring).

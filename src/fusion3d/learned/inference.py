@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fusion3d.devices import autocast_context, resolve_device
 from fusion3d.io import save_nifti
-from fusion3d.models import DC2Fusion
-from fusion3d.training_data import load_item
+from fusion3d.learned.data import load_item
+from fusion3d.learned.devices import autocast_context, resolve_device
+from fusion3d.learned.models import DC2Fusion
 
 __all__ = ["fuse_items", "fuse_tensor", "fuse_volume", "load_model"]
 
@@ -33,7 +33,7 @@ def load_model(model_path: str | os.PathLike, device: torch.device | str = "cpu"
 
     The network is built from the checkpoint's ``init_args`` (the fully resolved
     constructor arguments that training writes), so a later change of a default in
-    :class:`~fusion3d.models.DC2Fusion` cannot change a loaded model. A checkpoint with
+    :class:`~fusion3d.learned.models.DC2Fusion` cannot change a loaded model. A checkpoint with
     only ``config`` (written before ``init_args`` existed) is built from that.
 
     Raises
@@ -141,7 +141,7 @@ def fuse_items(
     Parameters
     ----------
     model_path : path
-        ``model.pt`` written by :func:`fusion3d.training.train_model`.
+        ``model.pt`` written by :func:`fusion3d.learned.training.train_model`.
     items : sequence
         ``(subject_id, mri_path, pet_path)`` on the model grid.
     out_dir : path

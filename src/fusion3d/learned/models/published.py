@@ -190,7 +190,7 @@ def _require(state: dict[str, Tensor], key: str) -> Tensor:
 
 
 def infer_sizes(state: dict[str, Tensor], **given) -> dict:
-    """Constructor sizes of :class:`~fusion3d.models.DC2Fusion` read from published weights.
+    """Constructor sizes of :class:`~fusion3d.learned.models.DC2Fusion` read from published weights.
 
     ``given`` (``spatial_dims``, ``in_channels``, ``patch_size``, ``embed_dim``, ``depths``,
     ``mlp_ratio``, ``qkv_bias``; ``None`` = infer) must agree with the shapes;
@@ -303,7 +303,7 @@ def convert_state_dict(state: dict[str, Tensor], **sizes) -> tuple[dict, dict[st
     ``DC2Fusion(variant="published", ...)``. Raises ``ValueError`` naming a missing or
     unexpected key or a shape mismatch (key and both shapes).
     """
-    from fusion3d.models.dcfb import DC2Fusion
+    from fusion3d.learned.models.dcfb import DC2Fusion
 
     state = {k.removeprefix("module."): v for k, v in state.items()}
     resolved = infer_sizes(state, **sizes)
@@ -344,7 +344,7 @@ def import_published_weights(src: str | os.PathLike, out: str | os.PathLike, **s
 
     The checkpoint is ``{"config": init_args, "model_state": state_dict, "variant":
     "published", "source": <file name of src>}``, which
-    :func:`fusion3d.inference.load_model` reads. Returns ``init_args``.
+    :func:`fusion3d.learned.inference.load_model` reads. Returns ``init_args``.
     """
     src = Path(src)
     init_args, state = convert_state_dict(_read_published(src), **sizes)
