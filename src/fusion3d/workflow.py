@@ -193,9 +193,11 @@ def set_threads(threads: int) -> None:
 def training_memory_mb(n_subjects: int, grid: int, *, base_mb: int = 6000) -> int:
     """``mem_mb`` of a training job: ``base_mb`` plus every subject's model-grid pair.
 
-    Training holds the MRI and PET of all its subjects in memory as float32 (2 x grid^3 x 4
-    bytes: 16.8 MB per subject at 128^3, so 660 subjects add 11,073 MB; Snakemake's ``mem_mb``
-    is in megabytes, 10^6 bytes).
+    Training streams the pairs from a memory-mapped float32 cache (2 x grid^3 x 4 bytes: 16.8
+    MB per subject at 128^3, so 660 subjects add 11,073 MB; Snakemake's ``mem_mb`` is in
+    megabytes, 10^6 bytes). The process itself holds a few pairs at a time, but the cache's
+    pages count against a job's cgroup memory limit while they are cached: with room for the
+    whole cache every epoch after the first reads from memory instead of the disk.
     ``base_mb`` covers the interpreter, torch, the model, its optimizer and one batch (the
     default demo trains in 850 MB; the paper-sized network on CPU at 64^3 peaks at 3.1 GB).
     """

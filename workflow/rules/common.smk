@@ -112,7 +112,7 @@ def get_all_model_inputs(wildcards):
 
 
 def train_mem_mb(wildcards, input):
-    """Training holds every subject's model-grid pair in memory: size the job for it."""
+    """Room for every subject's model-grid pair (the memory-mapped cache stays in memory)."""
     n_subjects = len(input.images) // len(MODEL_INPUTS)
     return f3d.training_memory_mb(n_subjects, config["preprocess"]["grid"])
 

@@ -7,13 +7,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the chec
 import shutil
 
 from fusion3d.io import atomic_path
-from fusion3d.workflow import read_split, script_logging, set_threads, split_items
+from fusion3d.workflow import read_split, script_logging, set_threads, split_items, split_with_inputs
 
 with script_logging(snakemake.log[0]) as log:
     set_threads(snakemake.threads)
     from fusion3d.learned.training import train_model, train_with_torchrun
 
-    split = read_split(snakemake.input.split)
+    # image paths from the job's declared inputs (split.tsv names the subjects and their split)
+    split = split_with_inputs(read_split(snakemake.input.split), snakemake.input.images, ("train", "val"))
     state_dir = Path(snakemake.params.state_dir)
     args = (split_items(split, ("train",)), split_items(split, ("val",)), state_dir)
     kwargs = dict(
