@@ -80,8 +80,8 @@ def test_torchrun_command():
         torchrun_command(0, "m", [])
 
 
-def _rank_main(rank, world, port, out_dir):
-    """One rank: sum a metric, make BatchNorm buffers differ, then broadcast rank 0's."""
+def _set_rank_env(rank, world, port):
+    """The environment torchrun gives rank ``rank`` of ``world`` processes on this host."""
     import os
 
     os.environ.update(
@@ -91,6 +91,12 @@ def _rank_main(rank, world, port, out_dir):
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
+
+
+def _rank_main(rank, world, port, out_dir):
+    """One rank: sum a metric, make BatchNorm buffers differ, then broadcast rank 0's."""
+
+    _set_rank_env(rank, world, port)
     torch.set_num_threads(1)
     ctx = init_distributed(CPU, timeout_s=60)
     sums = all_reduce_sums(ctx, {"loss": rank + 1.0, "n": 1})
@@ -148,17 +154,10 @@ def make_cohort(root, n_subjects=4, size=16):
 
 def _ddp_rank(rank, world, port, items, out_dir, spy_dir, train_config):
     """One rank of a DDP run; every rank's weights after each epoch go to ``spy_dir``."""
-    import os
 
     from fusion3d.learned import training
 
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    _set_rank_env(rank, world, port)
     save = training.save_checkpoints
 
     def spy(run, epoch, *args):
