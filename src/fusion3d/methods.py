@@ -14,12 +14,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Method:
-    """One fusion method: key, display label, ``"2D"``/``"3D"`` and ``"classic"``/``"network"``."""
+    """One fusion method: key, display label, ``"2D"``/``"3D"``, ``"classic"``/``"network"``
+    and, for a network, its architecture (the training recipe of
+    :func:`fusion3d.learned.recipes.recipe_for`)."""
 
     name: str
     label: str
     dims: str
     kind: str
+    network: str | None = None
 
 
 METHODS: tuple[Method, ...] = (
@@ -28,8 +31,8 @@ METHODS: tuple[Method, ...] = (
     Method("pca", "PCA", "3D", "classic"),
     Method("wavelet", "Wavelet (DWT)", "3D", "classic"),
     Method("laplacian", "Laplacian pyramid", "3D", "classic"),
-    Method("dcfb2d", "DCFB slice-wise", "2D", "network"),
-    Method("dcfb3d", "DC2Fusion (ours)", "3D", "network"),
+    Method("dcfb2d", "DCFB slice-wise", "2D", "network", "dcfb"),
+    Method("dcfb3d", "DC2Fusion (ours)", "3D", "network", "dcfb"),
 )
 
 #: Methods by key.

@@ -175,9 +175,11 @@ def apply_channels_last(model: nn.Module, spatial_dims: int, enabled: bool) -> n
 
 
 def make_adam(
-    params: Iterable[nn.Parameter], lr: float, *, fused: bool, device: torch.device
+    params: Iterable[nn.Parameter], lr: float, *, fused: bool, device: torch.device, **kwargs
 ) -> torch.optim.Adam:
     """Adam, fused into one kernel per step when ``fused`` and the device supports it.
+
+    ``kwargs`` (``betas``, ``eps``, ``weight_decay``) go to :class:`torch.optim.Adam`.
 
     PyTorch's fused Adam exists for CUDA and (torch >= 2.4) the CPU; where it does not,
     the default (for-each) implementation is used with an info line. Both compute the
@@ -185,10 +187,11 @@ def make_adam(
     """
     if fused:
         try:
-            return torch.optim.Adam(params, lr=lr, fused=True)
+            params = list(params)
+            return torch.optim.Adam(params, lr=lr, fused=True, **kwargs)
         except (RuntimeError, TypeError, ValueError) as exc:  # device without fused Adam
             log.info("fused Adam unavailable on %s (%s): using the default Adam", device, exc)
-    return torch.optim.Adam(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr, **kwargs)
 
 
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:

@@ -1,6 +1,11 @@
-"""Apply a trained DC2Fusion model to image pairs and write the fused volumes.
+"""Apply a trained fusion network to image pairs and write the fused volumes.
 
-Output range: the network's raw output is unbounded (the L1NW layer is a weighted
+Every network fuses through its ``fuse(mri, pet)`` (the published inference path: for the
+auto-encoders SwinFuse and DILRAN, encode both sources, fuse the features with the
+published rule, decode; for DC2Fusion and MATR, the forward pass), on ``(B, 1, *S)``
+tensors on the [0, 1] scale. A 2D network fuses a volume slice by slice.
+
+Output range: a network's raw output is unbounded (DC2Fusion's L1NW layer is a weighted
 sum without normalisation). The sources are in [0, 1] and the paper's metrics use a
 data range of 1, so the fused volume is clipped to [0, 1] before it is written
 (``clip=False`` keeps the raw map). Validation during training scores the same
@@ -21,28 +26,23 @@ import torch
 from fusion3d.io import save_nifti
 from fusion3d.learned.data import load_item
 from fusion3d.learned.devices import autocast_context, resolve_device
-from fusion3d.learned.models import DC2Fusion
+from torch import nn
 
-__all__ = ["fuse_items", "fuse_tensor", "fuse_volume", "load_model"]
+__all__ = ["fuse_items", "fuse_tensor", "fuse_volume", "load_model", "read_checkpoint"]
 
 log = logging.getLogger(__name__)
 
 
-def load_model(model_path: str | os.PathLike, device: torch.device | str = "cpu") -> DC2Fusion:
-    """Rebuild a model from a self-describing checkpoint alone (``weights_only=True``).
-
-    The network is built from the checkpoint's ``init_args`` (the fully resolved
-    constructor arguments that training writes), so a later change of a default in
-    :class:`~fusion3d.learned.models.DC2Fusion` cannot change a loaded model. A checkpoint with
-    only ``config`` (written before ``init_args`` existed) is built from that.
+def read_checkpoint(model_path: str | os.PathLike) -> dict:
+    """A self-describing checkpoint as a dict (``weights_only=True``), its keys checked.
 
     Raises
     ------
     FileNotFoundError
         When ``model_path`` does not exist.
     ValueError
-        When the file is not a checkpoint, lacks ``model_state`` or the constructor
-        arguments, or its weights do not fit them (naming the file).
+        When the file is not a checkpoint, or lacks ``model_state`` or the constructor
+        arguments (naming the file).
     """
     path = Path(model_path)
     if not path.exists():
@@ -53,21 +53,63 @@ def load_model(model_path: str | os.PathLike, device: torch.device | str = "cpu"
         raise ValueError(f"{path}: cannot load checkpoint ({exc})") from exc
     if not isinstance(ckpt, dict) or "model_state" not in ckpt:
         raise ValueError(f"{path}: checkpoint lacks the key 'model_state'")
-    init_args = ckpt.get("init_args", ckpt.get("config"))
-    if not isinstance(init_args, dict):
+    if not isinstance(ckpt.get("init_args", ckpt.get("config")), dict):
         raise ValueError(
             f"{path}: checkpoint lacks the constructor arguments ('init_args' or 'config')"
         )
+    return ckpt
+
+
+def load_model(
+    model_path: str | os.PathLike, device: torch.device | str = "cpu", *, method: str | None = None
+) -> nn.Module:
+    """Rebuild a network from a self-describing checkpoint alone (``weights_only=True``).
+
+    The architecture is the checkpoint's ``method`` (``"dcfb"`` when absent: files written
+    before other networks existed); the network is built from its ``init_args`` (the fully
+    resolved constructor arguments that training writes), so a later change of a default
+    cannot change a loaded model. A checkpoint with only ``config`` (written before
+    ``init_args`` existed) is built from that.
+
+    Parameters
+    ----------
+    method : str, optional
+        The architecture or method key the caller expects (e.g. ``"matr"``, ``"dcfb3d"``):
+        a checkpoint of another architecture is refused, naming both.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``model_path`` does not exist.
+    ValueError
+        When the file is not a checkpoint, is of another method than ``method``, lacks
+        ``model_state`` or the constructor arguments, or its weights do not fit them.
+    """
+    from fusion3d.learned.recipes import recipe_for
+
+    path = Path(model_path)
+    ckpt = read_checkpoint(path)
+    arch = str(ckpt.get("method", "dcfb"))
+    if method is not None and recipe_for(method).method != arch:
+        raise ValueError(
+            f"{path}: a checkpoint of {arch!r}, not of {method!r} (its architecture "
+            f"{recipe_for(method).method!r})"
+        )
     try:
-        model = DC2Fusion(**init_args)
+        model = recipe_for(arch).build_model(ckpt.get("init_args", ckpt.get("config")))
         model.load_state_dict(ckpt["model_state"])
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{path}: cannot rebuild the network from the checkpoint ({exc})") from exc
     return model.to(device).eval()
 
 
+def _fuse_step(model: nn.Module):
+    """What fuses one batch of pairs: the model's ``fuse`` (its inference path), else forward."""
+    return getattr(model, "fuse", None) or model
+
+
 def fuse_tensor(
-    model: DC2Fusion,
+    model: nn.Module,
     mri: torch.Tensor,
     pet: torch.Tensor,
     *,
@@ -86,15 +128,16 @@ def fuse_tensor(
             f"{tuple(pet.shape)}"
         )
     m, p = mri.float(), pet.float()
+    step = _fuse_step(model)
     with autocast_context(m.device, amp):
         if model.spatial_dims == 3:
-            fused = model(m[None, None], p[None, None])[0, 0]  # (1, 1, D, H, W) -> (D, H, W)
+            fused = step(m[None, None], p[None, None])[0, 0]  # (1, 1, D, H, W) -> (D, H, W)
         else:
             # (D, H, W) -> slices along the last axis: (W, 1, D, H)
             ms = m.permute(2, 0, 1)[:, None]
             ps = p.permute(2, 0, 1)[:, None]
             outs = [
-                model(ms[i : i + slice_batch_size], ps[i : i + slice_batch_size])
+                step(ms[i : i + slice_batch_size], ps[i : i + slice_batch_size])
                 for i in range(0, ms.shape[0], slice_batch_size)
             ]
             fused = torch.cat(outs)[:, 0].permute(1, 2, 0)  # (W, D, H) -> (D, H, W)
@@ -103,7 +146,7 @@ def fuse_tensor(
 
 
 def fuse_volume(
-    model: DC2Fusion,
+    model: nn.Module,
     mri: np.ndarray,
     pet: np.ndarray,
     device: torch.device,
@@ -181,7 +224,7 @@ def fuse_items(
                 m = torch.from_numpy(np.stack([x.mri for x in loaded])[:, None]).to(dev)
                 p = torch.from_numpy(np.stack([x.pet for x in loaded])[:, None]).to(dev)
                 with autocast_context(dev, "auto"):
-                    fused_b = model(m, p)[:, 0].float()  # (B, 1, D, H, W) -> (B, D, H, W)
+                    fused_b = _fuse_step(model)(m, p)[:, 0].float()  # (B, 1, D, H, W) -> (B, D, H, W)
                 if clip:
                     fused_b = fused_b.clamp(0.0, 1.0)
                 fused_list = list(fused_b.cpu().numpy())

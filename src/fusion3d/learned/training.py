@@ -1,12 +1,17 @@
-"""Train DC2Fusion (2D or 3D) with checkpointing, exact resume and validation-based selection.
+"""Train a fusion network with checkpointing, exact resume and validation-based selection.
+
+One loop for every network of the study: DC2Fusion (2D or 3D) and the published 2D
+networks. What differs between them (model, loss, optimiser, schedule, published training
+settings) is the network's :class:`~fusion3d.learned.recipes.Recipe`, chosen by ``method``.
 
 The stage, step by step (:func:`train_model`):
 
-1. resolve the configs (:func:`resolve_train_config`; the rotation interval follows the
-   model's ``variant`` unless set);
+1. resolve the configs (:func:`resolve_train_config`: the recipe's published defaults, then
+   the config's keys; for DC2Fusion the rotation interval follows the model's ``variant``
+   unless set);
 2. prepare the data (:func:`prepare_data`: every pair checked once and written to the
    memory-mapped cache ``cache/`` of the state folder; nothing is held in RAM);
-3. build the model, loss, optimizer and poly schedule (:func:`build_training`) and the
+3. build the model, loss, optimizer and schedule (:func:`build_training`) and the
    streaming loader (:func:`build_loader`, :mod:`fusion3d.learned.loader`);
 4. resume or start (:func:`resume_or_start`): ``checkpoints/last.pt`` is resumed only when
    its fingerprint (:func:`training_fingerprint`: the split rows, the resolved model
@@ -22,10 +27,10 @@ The stage, step by step (:func:`train_model`):
 Writes under ``out_dir``: ``checkpoints/last.pt`` (every epoch), ``model.pt`` (best
 validation score), ``history.csv`` (one row per epoch; row 0 scores the
 initialisation). Every file is written atomically; every checkpoint loads with
-``torch.load(..., weights_only=True)`` and is self-describing: ``init_args`` (the fully
-resolved constructor arguments of :class:`~fusion3d.learned.models.DC2Fusion`), ``variant`` and
-``fingerprint``, so :func:`fusion3d.learned.inference.load_model` rebuilds the network from the
-file alone.
+``torch.load(..., weights_only=True)`` and is self-describing: ``method`` (the architecture
+key of the recipe), ``init_args`` (the fully resolved constructor arguments of the network),
+``variant`` and ``fingerprint``, so :func:`fusion3d.learned.inference.load_model` rebuilds the
+network from the file alone.
 
 Reproducibility: the model is initialised from ``seed``; every epoch reseeds torch,
 numpy and ``random`` from ``(seed, epoch, rank)``, and every sample (its 2D slice, its
@@ -70,11 +75,10 @@ from torch.utils.data import DataLoader
 
 from fusion3d.io import atomic_path
 from fusion3d.learned import distributed
-from fusion3d.learned.data import ROTATION_INTERVALS, AugmentConfig, augment_pair
+from fusion3d.learned.data import AugmentConfig, augment_pair
 from fusion3d.learned.devices import (
     apply_channels_last,
     autocast_context,
-    make_adam,
     maybe_compile,
     memory_format,
     require_gpu,
@@ -92,8 +96,9 @@ from fusion3d.learned.loader import (
     prepare_sources,
     sample_seed,
 )
-from fusion3d.learned.losses import TERMS, FusionLoss, psnr, ssim
-from fusion3d.learned.models import DC2Fusion, build_model
+from fusion3d.learned.losses import psnr, ssim
+from fusion3d.learned.recipes import RUN_CONTROL_KEYS, Recipe, recipe_for
+from fusion3d.learned.recipes.dcfb import DCFB_RECIPE, calibrate_output_scale
 
 __all__ = [
     "DEFAULT_TRAIN_CONFIG",
@@ -121,43 +126,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRAIN_CONFIG: dict = {
-    "epochs": 500,
-    "lr": 1e-4,
-    "poly_power": 0.9,
-    "seed": 3407,
-    "batch_size": 1,
-    "loss_weights": {"mri": 2.0, "pet": 1.0},
-    "loss_terms": list(TERMS),
-    "augment": True,
-    "rotation_interval": None,
-    "amp": "auto",
-    "slices_per_volume": 8,
-    "stop_after_epoch": None,
-    "calibrate_output": True,
-    "val_every": 1,
-    "num_workers": 0,
-    "cache": True,
-    "compile": False,
-    "channels_last": False,
-    "fused_adam": False,
-}
+#: DC2Fusion's resolved defaults (every recipe has its own: ``recipe.all_defaults()``).
+DEFAULT_TRAIN_CONFIG: dict = DCFB_RECIPE.all_defaults()
 
-#: Keys that control one run (where it stops, how fast it runs) rather than what is trained:
-#: left out of the fingerprint, so a run stopped early resumes, also after switching them.
-#: The loader's workers and cache do not change a single number; the throughput switches
-#: (compile, channels-last, fused Adam) change floating-point rounding only.
-RUN_CONTROL_KEYS = (
-    "stop_after_epoch",
-    "num_workers",
-    "cache",
-    "compile",
-    "channels_last",
-    "fused_adam",
-)
-
-#: Train-config switches that must be true or false.
-BOOL_KEYS = ("augment", "calibrate_output", "cache", "compile", "channels_last", "fused_adam")
+#: Common train-config switches that must be true or false.
+BOOL_KEYS = ("augment", "cache", "compile", "channels_last", "fused_adam")
 
 Item = tuple[str, str | os.PathLike, str | os.PathLike]
 
@@ -167,18 +140,31 @@ Item = tuple[str, str | os.PathLike, str | os.PathLike]
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_train_config(train_config: dict | None, model_config: dict | None = None) -> dict:
-    """Merge with :data:`DEFAULT_TRAIN_CONFIG` and check every key (ValueError names it).
+def resolve_train_config(
+    train_config: dict | None, model_config: dict | None = None, recipe: Recipe | None = None
+) -> dict:
+    """The recipe's defaults (``recipe.all_defaults()``: the published settings) updated with
+    ``train_config``, every key checked (ValueError names it). ``recipe``: DC2Fusion's by default.
 
-    ``rotation_interval`` ``None`` (default) follows the model config's ``variant``:
-    ``"published"`` for ``variant: published``, else ``"symmetric"``.
+    For DC2Fusion, ``rotation_interval`` ``None`` (default) follows the model config's
+    ``variant``: ``"published"`` for ``variant: published``, else ``"symmetric"``.
     """
-    cfg = copy.deepcopy(DEFAULT_TRAIN_CONFIG)
+    recipe = recipe or DCFB_RECIPE
+    cfg = copy.deepcopy(recipe.all_defaults())
     train_config = dict(train_config or {})
     unknown = sorted(set(train_config) - set(cfg))
     if unknown:
-        raise ValueError(f"train_config: unknown key(s) {unknown}; allowed: {sorted(cfg)}")
+        raise ValueError(
+            f"train_config: unknown key(s) {unknown} for {recipe.method}; allowed: {sorted(cfg)}"
+        )
     cfg.update(copy.deepcopy(train_config))
+    _check_common_keys(cfg)
+    recipe.check_config(cfg, dict(model_config or {}))
+    return cfg
+
+
+def _check_common_keys(cfg: dict) -> None:
+    """Check (and normalise in place) the keys every recipe has."""
     for key in ("epochs", "batch_size", "slices_per_volume", "val_every"):
         v = cfg[key]
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -189,15 +175,10 @@ def resolve_train_config(train_config: dict | None, model_config: dict | None = 
     workers = cfg["num_workers"]
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
         raise ValueError(f"train_config['num_workers'] must be an integer >= 0, got {workers!r}")
-    if not isinstance(cfg["seed"], int):
+    if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool):
         raise ValueError(f"train_config['seed'] must be an integer, got {cfg['seed']!r}")
     if not (isinstance(cfg["lr"], int | float) and math.isfinite(cfg["lr"]) and cfg["lr"] > 0):
         raise ValueError(f"train_config['lr'] must be a positive number, got {cfg['lr']!r}")
-    power = cfg["poly_power"]
-    if not (isinstance(power, int | float) and math.isfinite(power) and power >= 0):
-        raise ValueError(
-            f"train_config['poly_power'] must be a number >= 0 (0: constant lr), got {power!r}"
-        )
     if cfg["amp"] not in ("auto", "bf16", "off", True, False):
         raise ValueError(f"train_config['amp'] must be 'auto', 'bf16' or 'off', got {cfg['amp']!r}")
     if cfg["stop_after_epoch"] is not None and (
@@ -207,25 +188,7 @@ def resolve_train_config(train_config: dict | None, model_config: dict | None = 
             f"train_config['stop_after_epoch'] must be None or a positive integer, "
             f"got {cfg['stop_after_epoch']!r}"
         )
-    cfg["lr"], cfg["poly_power"] = float(cfg["lr"]), float(power)  # 1 and 1.0: one fingerprint
-    cfg["rotation_interval"] = _resolve_rotation_interval(cfg["rotation_interval"], model_config)
-    cfg["loss_weights"] = {k: float(v) for k, v in dict(cfg["loss_weights"]).items()}
-    cfg["loss_terms"] = list(cfg["loss_terms"])
-    FusionLoss(3, cfg["loss_weights"], cfg["loss_terms"])  # validates weights and terms
-    return cfg
-
-
-def _resolve_rotation_interval(value: str | None, model_config: dict | None) -> str:
-    """``None`` -> the model's variant decides (``published`` -> ``published``)."""
-    if value is None:
-        variant = (model_config or {}).get("variant", "fixed")
-        return "published" if variant == "published" else "symmetric"
-    if value not in ROTATION_INTERVALS:
-        raise ValueError(
-            f"train_config['rotation_interval'] must be null or one of {ROTATION_INTERVALS}, "
-            f"got {value!r}"
-        )
-    return value
+    cfg["lr"] = float(cfg["lr"])  # 1 and 1.0: one fingerprint
 
 
 def _plain(value):
@@ -237,12 +200,12 @@ def _plain(value):
     return value
 
 
-def model_init_args(model: DC2Fusion, model_config: dict) -> dict:
+def model_init_args(model: nn.Module, model_config: dict) -> dict:
     """The fully resolved constructor arguments of ``model`` (plain values).
 
     The model's own ``init_args`` when it records them; else ``model_config`` completed
-    with the defaults of :class:`~fusion3d.learned.models.DC2Fusion`'s signature, so a later change
-    of a default cannot change what a checkpoint rebuilds.
+    with the defaults of the model class's signature, so a later change of a default
+    cannot change what a checkpoint rebuilds.
     """
     recorded = getattr(model, "init_args", None)
     if recorded:
@@ -311,6 +274,8 @@ def fingerprint_changes(ckpt: dict, run: TrainingRun) -> str | None:
     old = ckpt.get("fingerprint")
     if not isinstance(old, dict) or "sha256" not in old:
         return "the checkpoint has no fingerprint (written by an older fusion3d)"
+    if ckpt.get("method", "dcfb") != run.recipe.method:
+        return f"method {ckpt.get('method', 'dcfb')!r} -> {run.recipe.method!r}"
     if old["sha256"] == run.fingerprint["sha256"]:
         return None
     changes = []
@@ -387,8 +352,8 @@ class StatePaths:
 class TrainingRun:
     """The state of one training run: what is trained, with what, and how far it got."""
 
-    model: DC2Fusion
-    loss_fn: FusionLoss
+    model: nn.Module
+    loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     cfg: dict
@@ -400,6 +365,7 @@ class TrainingRun:
     history: list[dict] = field(default_factory=list)
     ctx: DistContext = field(default_factory=DistContext)
     forward: nn.Module | None = None  # what the loop calls: the model, DDP- or compile-wrapped
+    recipe: Recipe = DCFB_RECIPE
 
     @property
     def variant(self) -> str:
@@ -409,6 +375,7 @@ class TrainingRun:
     def record(self) -> dict:
         """What every checkpoint of this run carries to describe itself."""
         return {
+            "method": self.recipe.method,
             "init_args": self.init_args,
             "variant": self.variant,
             "fingerprint": self.fingerprint,
@@ -525,28 +492,28 @@ def build_training(
     grid_shape: tuple[int, ...],
     grid_source: str | os.PathLike = "train_items",
     ctx: DistContext | None = None,
+    recipe: Recipe | None = None,
 ) -> TrainingRun:
-    """Build the model (seeded with ``cfg["seed"]``), loss, Adam and the poly schedule.
+    """Build the recipe's model (seeded with ``cfg["seed"]``), loss, optimiser and schedule.
 
     ``grid_shape`` (a training volume's shape) is checked against the model's size divisor;
     a ValueError names ``grid_source``. The throughput switches ``channels_last`` and
     ``fused_adam`` apply here (:mod:`fusion3d.learned.devices`).
     """
+    recipe = recipe or DCFB_RECIPE
     torch.manual_seed(cfg["seed"])
-    model = build_model(dict(model_config)).to(device)
+    model = recipe.build_model(dict(model_config)).to(device)
     apply_channels_last(model, model.spatial_dims, cfg["channels_last"])
     grid = grid_shape[:2] if model.spatial_dims == 2 else grid_shape
-    if any(s % model.size_divisor for s in grid):
+    divisor = int(getattr(model, "size_divisor", 1))
+    if any(s % divisor for s in grid):
         raise ValueError(
-            f"{grid_source}: grid {grid_shape} not divisible by the model's size divisor "
-            f"{model.size_divisor} (patch_size * 2**(stages-1) * window_size)"
+            f"{grid_source}: grid {grid_shape} not divisible by the {recipe.method} model's "
+            f"size divisor {divisor}"
         )
-    loss_fn = FusionLoss(model.spatial_dims, cfg["loss_weights"], cfg["loss_terms"]).to(device)
-    optimizer = make_adam(model.parameters(), cfg["lr"], fused=cfg["fused_adam"], device=device)
-    epochs, power = cfg["epochs"], cfg["poly_power"]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda e: max(0.0, 1.0 - e / epochs) ** power
-    )
+    loss_fn = recipe.build_loss(cfg, model).to(device)
+    optimizer = recipe.build_optimizer(model.parameters(), cfg, device)
+    scheduler = recipe.build_scheduler(optimizer, cfg)
     init_args = model_init_args(model, model_config)
     return TrainingRun(
         model=model,
@@ -558,6 +525,7 @@ def build_training(
         split=split,
         fingerprint=training_fingerprint(split, init_args, cfg),
         ctx=ctx or DistContext(),
+        recipe=recipe,
     )
 
 
@@ -576,44 +544,6 @@ def wrap_for_training(run: TrainingRun) -> None:
             module, device_ids=[dev.index] if dev.type == "cuda" else None
         )
     run.forward = maybe_compile(module, run.cfg["compile"])
-
-
-def calibrate_output_scale(model: DC2Fusion, mri: torch.Tensor, pet: torch.Tensor) -> float:
-    """Rescale the head's last conv so the initial fused image has the sources' mean magnitude.
-
-    The L1NW layer ``F = |f1|_1 f1 + |f2|_1 f2`` multiplies by sums over all voxels, so
-    with PyTorch's default initialisation ``|F|`` starts ~``N`` times too large
-    (``N`` = voxels) and short trainings spend their budget shrinking it. ``F`` is
-    homogeneous of degree 2 in the head's last (linear) conv, so scaling its weight and
-    bias by ``s = sqrt(mean((mri + pet) / 2) / mean(|F|))`` sets the initial scale
-    exactly. A data-dependent initialisation only: architecture and formula are the
-    paper's (switch off with ``train_config["calibrate_output"] = False``).
-
-    Parameters
-    ----------
-    model : DC2Fusion
-    mri, pet : Tensor
-        One batch ``(B, 1, *S)`` on the model's device.
-
-    Returns
-    -------
-    float
-        The factor ``s`` applied.
-    """
-    buffers = {k: v.clone() for k, v in model.named_buffers()}
-    with torch.no_grad():
-        fused = model(mri, pet).float()
-        current = float(fused.abs().mean())
-        target = float(((mri + pet) / 2).float().mean())
-        if not (math.isfinite(current) and current > 0 and target > 0):
-            return 1.0
-        s = math.sqrt(target / current)
-        model.head_out.weight.mul_(s)
-        if model.head_out.bias is not None:
-            model.head_out.bias.mul_(s)
-        for name, buf in model.named_buffers():  # undo BatchNorm running-stat updates
-            buf.copy_(buffers[name])
-    return s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -704,8 +634,9 @@ def resume_or_start(
     """Resume from ``last.pt`` when it belongs to this run, else start fresh.
 
     A checkpoint of another run (its fingerprint differs, or it has none or cannot be
-    read) is set aside with :func:`set_aside_state`. A fresh start calibrates the output
-    scale (``cfg["calibrate_output"]``) on :func:`first_batch`. Returns ``True`` when the
+    read) is set aside with :func:`set_aside_state`. A fresh start runs the recipe's
+    data-dependent initialisation (:meth:`~fusion3d.learned.recipes.Recipe.on_fresh_start`;
+    DC2Fusion calibrates its output scale) on :func:`first_batch`. Returns ``True`` when the
     run resumed. Under torchrun rank 0 decides first (and sets aside); then every other
     rank reads the same state.
     """
@@ -730,11 +661,11 @@ def _resume_or_start(
             _resume(run, ckpt, paths)
             return True
         set_aside_state(paths.root, reason)
-    if run.cfg["calibrate_output"]:
-        _seed_epoch(run.cfg["seed"], 0)
-        m0, p0 = first_batch(run, train_sources)
-        factor = calibrate_output_scale(run.model, m0.to(device), p0.to(device))
-        log.info("initial output scale calibrated: head_out x %.4g", factor)
+    _seed_epoch(run.cfg["seed"], 0)
+    m0, p0 = first_batch(run, train_sources)
+    line = run.recipe.on_fresh_start(run.model, m0.to(device), p0.to(device), run.cfg)
+    if line:
+        log.info("%s", line)
     return False
 
 
@@ -786,9 +717,7 @@ def train_epoch(run: TrainingRun, data: TrainData, epoch: int, device: torch.dev
     for mri, pet in data.loader:
         mri = to_device(mri, device).contiguous(memory_format=fmt)
         pet = to_device(pet, device).contiguous(memory_format=fmt)
-        with autocast_context(device, cfg["amp"]):
-            fused = forward(mri, pet)
-        loss, parts = run.loss_fn(fused.float(), mri, pet)
+        loss, parts = run.loss_fn(partial(_amp_forward, forward, device, cfg["amp"]), mri, pet)
         if not torch.isfinite(loss):
             raise ValueError(f"epoch {epoch}: non-finite loss {float(loss)} ({parts})")
         run.optimizer.zero_grad(set_to_none=True)
@@ -804,13 +733,20 @@ def train_epoch(run: TrainingRun, data: TrainData, epoch: int, device: torch.dev
     return {"epoch": epoch, "lr": lr, **{k: totals[k] / steps for k in sums}}
 
 
+def _amp_forward(forward, device: torch.device, amp, *inputs: torch.Tensor) -> torch.Tensor:
+    """``forward(*inputs)`` under the run's autocast, as float32 (what a recipe's loss calls)."""
+    with autocast_context(device, amp):
+        out = forward(*inputs)
+    return out.float()
+
+
 # ---------------------------------------------------------------------------------------------
 # 6. Validate and select
 # ---------------------------------------------------------------------------------------------
 
 
 def validation_scores(
-    model: DC2Fusion,
+    model: nn.Module,
     sources: Sequence[PairSource],
     device: torch.device,
     amp: str | bool = "auto",
@@ -940,8 +876,9 @@ def train_model(
     gpu: bool = False,
     threads: int | None = None,
     time_budget_s: float | None = None,
+    method: str = "dcfb",
 ) -> Path:
-    """Train (or resume) a DC2Fusion model and return the path of ``model.pt``.
+    """Train (or resume) a fusion network and return the path of ``model.pt``.
 
     Under torchrun (``WORLD_SIZE`` > 1) every rank calls this; the ranks train the model
     data-parallel and rank 0 writes (see the module docstring).
@@ -955,9 +892,11 @@ def train_model(
         The state folder: receives ``checkpoints/last.pt``, ``model.pt``, ``history.csv``
         (and ``stale-*/``, the state of another run set aside).
     model_config : dict
-        :class:`~fusion3d.learned.models.DC2Fusion` init kwargs.
+        The network's constructor arguments (:class:`~fusion3d.learned.models.DC2Fusion`'s
+        for ``method="dcfb"``).
     train_config : dict
-        Keys of :data:`DEFAULT_TRAIN_CONFIG` (all optional): ``epochs``, ``lr``,
+        Keys of the recipe's defaults (all optional; for DC2Fusion
+        :data:`DEFAULT_TRAIN_CONFIG`): ``epochs``, ``lr``,
         ``poly_power`` (0: constant lr), ``seed``, ``batch_size``, ``loss_weights``,
         ``loss_terms``, ``augment``, ``rotation_interval`` (None: follow the model's
         ``variant``), ``amp`` ("auto": bf16 on CUDA, off on CPU), ``slices_per_volume``
@@ -975,13 +914,17 @@ def train_model(
     time_budget_s : float, optional
         Stop after the first epoch that ends this many seconds after the epoch loop
         started (training and validation time; for benchmarks). Not part of the fingerprint.
+    method : str
+        The architecture (``"dcfb"``, ``"swinfuse"``, ``"matr"``, ``"dilran"``) or a network
+        method key (``"dcfb3d"``, ...): its :class:`~fusion3d.learned.recipes.Recipe` trains it.
 
     Returns
     -------
     pathlib.Path
         ``out_dir / "model.pt"``.
     """
-    cfg = resolve_train_config(train_config, model_config)
+    recipe = recipe_for(method)
+    cfg = resolve_train_config(train_config, model_config, recipe)
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -990,7 +933,9 @@ def train_model(
     owns_group = not torch.distributed.is_initialized()
     ctx = distributed.init_distributed(dev)
     try:
-        return _train(train_items, val_items, Path(out_dir), model_config, cfg, ctx, time_budget_s)
+        return _train(
+            train_items, val_items, Path(out_dir), model_config, cfg, ctx, time_budget_s, recipe
+        )
     finally:
         if owns_group:
             distributed.teardown()
@@ -1004,6 +949,7 @@ def _train(
     cfg: dict,
     ctx: DistContext,
     time_budget_s: float | None,
+    recipe: Recipe,
 ) -> Path:
     """The stage's steps, on one rank (:func:`train_model`)."""
     dev = ctx.device
@@ -1018,6 +964,7 @@ def _train(
         train_sources[0].shape,
         train_items[0][1],
         ctx,
+        recipe,
     )
     if not resume_or_start(run, paths, train_sources, dev) and val_sources:
         _score_initialisation(run, val_sources, dev, paths)
@@ -1093,6 +1040,7 @@ def train_with_torchrun(
     nproc: int,
     gpu: bool,
     threads: int | None = None,
+    method: str = "dcfb",
 ) -> Path:
     """Run :func:`train_model` in ``nproc`` processes under torchrun on this node.
 
@@ -1120,6 +1068,7 @@ def train_with_torchrun(
         "train_config": _plain(dict(train_config)),
         "gpu": bool(gpu),
         "threads": max(1, (threads or nproc) // nproc),
+        "method": method,
     }
     launch = out / "launch.json"
     with atomic_path(launch) as tmp:
@@ -1161,6 +1110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_config=spec["train_config"],
         gpu=spec["gpu"],
         threads=spec["threads"],
+        method=spec.get("method", "dcfb"),
     )
     return 0
 

@@ -1,0 +1,144 @@
+"""What the ``train`` stage needs to know of one network: its training recipe.
+
+Every trained method of the study (DC2Fusion in 2D and 3D, and the published 2D networks
+SwinFuse, MATR and DILRAN) trains through the same loop (:mod:`fusion3d.learned.training`:
+the streaming loader, exact resume, fingerprints, validation-based selection, DDP). What
+differs between them is a :class:`Recipe`:
+
+- ``method``: the architecture key (``"dcfb"``, ``"swinfuse"``, ``"matr"``, ``"dilran"``),
+  written into every checkpoint so that inference rebuilds the right network;
+- ``model_class``: the network (``spatial_dims``, ``size_divisor``, ``init_args``, a
+  ``forward`` for training and a ``fuse(mri, pet)`` for inference, both on ``(B, 1, *S)``
+  tensors on the [0, 1] scale);
+- ``defaults``: the published training settings, as train-config keys. The keys of
+  :data:`COMMON_DEFAULTS` exist for every recipe; a recipe may add its own (loss weights,
+  optimiser constants, schedule);
+- :meth:`Recipe.build_loss`: a module whose ``forward(fwd, mri, pet)`` runs ``fwd`` (the
+  model's forward, possibly DDP-wrapped, already under autocast, returning float32) on the
+  training batch and returns ``(loss, {term: float})``;
+- :meth:`Recipe.build_optimizer` and :meth:`Recipe.build_scheduler` (stepped once per epoch);
+- :meth:`Recipe.on_fresh_start`: a data-dependent initialisation before epoch 1 (DC2Fusion
+  calibrates its output scale), or nothing;
+- :meth:`Recipe.convert_published`: a state_dict saved by the published code ->
+  ``(init_args, our state_dict)`` (``fusion3d import-weights``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["COMMON_DEFAULTS", "RUN_CONTROL_KEYS", "Recipe", "check_positive_number"]
+
+#: Train-config keys every recipe has (a recipe's ``defaults`` give their published values).
+COMMON_DEFAULTS: dict[str, Any] = {
+    "epochs": 500,
+    "lr": 1e-4,
+    "seed": 3407,
+    "batch_size": 1,
+    "augment": False,
+    "amp": "auto",
+    "slices_per_volume": 8,
+    "stop_after_epoch": None,
+    "val_every": 1,
+    "num_workers": 0,
+    "cache": True,
+    "compile": False,
+    "channels_last": False,
+    "fused_adam": False,
+}
+
+#: Keys that control one run (where it stops, how fast it runs) rather than what is trained:
+#: left out of the fingerprint, so a run stopped early resumes, also after switching them.
+#: The loader's workers and cache do not change a single number; the throughput switches
+#: (compile, channels-last, fused Adam) change floating-point rounding only.
+RUN_CONTROL_KEYS = (
+    "stop_after_epoch",
+    "num_workers",
+    "cache",
+    "compile",
+    "channels_last",
+    "fused_adam",
+)
+
+
+def check_positive_number(cfg: Mapping[str, Any], key: str, *, allow_zero: bool = False) -> float:
+    """``cfg[key]`` as a finite float > 0 (>= 0 with ``allow_zero``); ValueError names the key."""
+    v = cfg[key]
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    if not ok or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"train_config[{key!r}] must be a number {bound}, got {v!r}")
+    return float(v)
+
+
+class Recipe:
+    """The training recipe of one architecture (see the module docstring).
+
+    Subclasses set ``method``, ``model_class`` and ``defaults`` and implement
+    :meth:`build_loss`; the other methods have the common behaviour: Adam with the
+    recipe's ``lr`` (and ``betas``/``eps`` when its defaults have them), a constant
+    learning rate, no data-dependent initialisation.
+    """
+
+    method: str = ""
+    model_class: type[nn.Module]
+    defaults: Mapping[str, Any] = {}
+
+    # -- configuration ---------------------------------------------------------------------
+    def all_defaults(self) -> dict[str, Any]:
+        """:data:`COMMON_DEFAULTS` updated with this recipe's published ``defaults``."""
+        return {**COMMON_DEFAULTS, **dict(self.defaults)}
+
+    def check_config(self, cfg: dict[str, Any], model_config: Mapping[str, Any]) -> None:
+        """Check (and normalise in place) this recipe's own keys of the resolved ``cfg``.
+
+        Raises ValueError naming the key. The common keys are checked by the training stage.
+        """
+
+    # -- building ----------------------------------------------------------------------------
+    def build_model(self, model_config: Mapping[str, Any]) -> nn.Module:
+        """The network from its constructor arguments (``models.<network>`` of the config)."""
+        return self.model_class(**dict(model_config))
+
+    def build_loss(self, cfg: Mapping[str, Any], model: nn.Module) -> nn.Module:
+        """The loss module: ``loss(fwd, mri, pet) -> (scalar loss, {term: float})``."""
+        raise NotImplementedError(f"recipe {self.method!r} has no loss")
+
+    def build_optimizer(
+        self, params: Iterable[nn.Parameter], cfg: Mapping[str, Any], device: torch.device
+    ) -> torch.optim.Optimizer:
+        """Adam with ``lr`` (and ``betas``, ``eps``, ``weight_decay`` when ``cfg`` has them)."""
+        from fusion3d.learned.devices import make_adam
+
+        extra = {k: cfg[k] for k in ("betas", "eps", "weight_decay") if k in cfg}
+        if "betas" in extra:
+            extra["betas"] = tuple(float(b) for b in extra["betas"])
+        return make_adam(params, cfg["lr"], fused=cfg["fused_adam"], device=device, **extra)
+
+    def build_scheduler(
+        self, optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any]
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        """The learning-rate schedule, stepped once per epoch (default: constant)."""
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+    # -- training hooks ------------------------------------------------------------------------
+    def on_fresh_start(
+        self, model: nn.Module, mri: torch.Tensor, pet: torch.Tensor, cfg: Mapping[str, Any]
+    ) -> str | None:
+        """A data-dependent initialisation on the first batch before epoch 1; returns a log line."""
+        return None
+
+    # -- published weights -----------------------------------------------------------------
+    def convert_published(
+        self, state: dict[str, torch.Tensor], **sizes: Any
+    ) -> tuple[dict, dict[str, torch.Tensor]]:
+        """A state_dict saved by the published code -> ``(init_args, our state_dict)``."""
+        raise NotImplementedError(f"recipe {self.method!r} cannot import published weights")
+
+    def __repr__(self) -> str:
+        return f"<Recipe {self.method}>"
