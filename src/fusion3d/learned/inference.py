@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from fusion3d.io import save_nifti
 from fusion3d.learned.data import load_item
 from fusion3d.learned.devices import autocast_context, resolve_device
-from torch import nn
 
 __all__ = ["fuse_items", "fuse_tensor", "fuse_volume", "load_model", "read_checkpoint"]
 
@@ -224,7 +224,9 @@ def fuse_items(
                 m = torch.from_numpy(np.stack([x.mri for x in loaded])[:, None]).to(dev)
                 p = torch.from_numpy(np.stack([x.pet for x in loaded])[:, None]).to(dev)
                 with autocast_context(dev, "auto"):
-                    fused_b = _fuse_step(model)(m, p)[:, 0].float()  # (B, 1, D, H, W) -> (B, D, H, W)
+                    fused_b = _fuse_step(model)(m, p)[
+                        :, 0
+                    ].float()  # (B, 1, D, H, W) -> (B, D, H, W)
                 if clip:
                     fused_b = fused_b.clamp(0.0, 1.0)
                 fused_list = list(fused_b.cpu().numpy())

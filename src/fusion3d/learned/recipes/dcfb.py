@@ -112,7 +112,9 @@ class DCFBRecipe(Recipe):
                 f"train_config['calibrate_output'] must be true or false, "
                 f"got {cfg['calibrate_output']!r}"
             )
-        cfg["rotation_interval"] = _resolve_rotation_interval(cfg["rotation_interval"], model_config)
+        cfg["rotation_interval"] = _resolve_rotation_interval(
+            cfg["rotation_interval"], model_config
+        )
         cfg["loss_weights"] = {k: float(v) for k, v in dict(cfg["loss_weights"]).items()}
         cfg["loss_terms"] = list(cfg["loss_terms"])
         FusionLoss(3, cfg["loss_weights"], cfg["loss_terms"])  # validates weights and terms
