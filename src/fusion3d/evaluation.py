@@ -4,6 +4,12 @@ The per-subject metrics of one method are kept in a LONG table (one row per
 subject, protocol and metric) with the columns of :data:`LONG_COLUMNS`; every
 summary in this module is computed from that table, so all methods are
 compared on the same subjects in the same way.
+
+Seeds: a network trained with several seeds has one row per seed (column ``seed``;
+empty for a classic method). Every summary first averages each subject's value over
+the seeds (:func:`average_over_seeds`), so the mean +- sd over subjects, the paired
+tests and the group breakdown all use one seed-averaged value per subject and method;
+Table 1 gives beside it the sd across seeds of the test-set mean (:func:`seed_spread`).
 """
 
 from __future__ import annotations
@@ -49,6 +55,12 @@ PAPER_FMI_NOTE = (
     "published mutual_information (10 bins, nats)."
 )
 
+#: What Table 1 says of its seed columns.
+SEEDS_NOTE = (
+    "A network's value per subject is the mean over its seeds (column Seeds); in brackets: "
+    "the sample sd across seeds of the test-set mean."
+)
+
 MetricsFn = Callable[..., Mapping[str, float]]
 
 
@@ -63,19 +75,53 @@ def metric_name(metric: str) -> str:
 
 
 def method_order(methods: Iterable[str], reference: str | None = "dcfb3d") -> list[str]:
-    """Order methods as in the paper: classic ones, unknown ones, 2D, then the reference last."""
+    """Order methods as the paper's Table 1 lists them: the published 2D networks (SwinFuse,
+    MATR, DILRAN), DC2Fusion, then below them our 2D twin and the classic fusions (the order
+    of :data:`fusion3d.methods.METHODS`); unknown methods last. ``reference`` is accepted
+    for compatibility; it does not move a row."""
     known = list(BY_NAME)
     unique = list(dict.fromkeys(methods))
+    return sorted(unique, key=lambda m: (known.index(m), m) if m in known else (len(known), m))
 
-    def key(m: str) -> tuple[int, int, str]:
-        if m == reference:
-            return (3, 0, m)
-        if m in known:
-            dim_rank = 2 if BY_NAME[m].kind == "network" else 0
-            return (dim_rank, known.index(m), m)
-        return (1, 0, m)
 
-    return sorted(unique, key=key)
+def average_over_seeds(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per subject, method, protocol and metric: the mean over the ``seed`` rows.
+
+    A table without a ``seed`` column is returned as it is. Non-finite values are left
+    out of a mean (a subject with none finite keeps NaN). Columns: :data:`LONG_COLUMNS`.
+    """
+    if "seed" not in long.columns:
+        return long
+    keys = [c for c in LONG_COLUMNS if c != "value"]
+    values = long["value"].astype(float).where(np.isfinite(long["value"].astype(float)))
+    out = (
+        long.assign(value=values)
+        .groupby(keys, sort=False, dropna=False)["value"]
+        .mean()
+        .reset_index()
+    )
+    return out[list(LONG_COLUMNS)]
+
+
+def seed_spread(
+    long: pd.DataFrame, *, split: str | None = "test", protocol: str | None = None
+) -> dict[tuple[str, str], tuple[float, int]]:
+    """``(sd, n_seeds)`` per (method, metric): the sample sd across seeds of the mean over
+    the ``split``'s subjects (``protocol``: all when ``None``, then keyed per protocol too is
+    not needed: pass one). Methods with one seed (or none: classic) are left out."""
+    if "seed" not in long.columns:
+        return {}
+    sel = _select(long, split=split, protocol=protocol)
+    sel = sel[sel["seed"].notna() & (sel["seed"].astype(str) != "")]
+    sel = sel[np.isfinite(sel["value"].astype(float))]
+    out: dict[tuple[str, str], tuple[float, int]] = {}
+    if sel.empty:
+        return out
+    per_seed = sel.groupby(["method", "metric", "seed"])["value"].mean()
+    for (method, metric), vals in per_seed.groupby(level=["method", "metric"]):
+        if len(vals) > 1:
+            out[(str(method), str(metric))] = (float(np.std(vals.to_numpy(), ddof=1)), len(vals))
+    return out
 
 
 def _check_columns(frame: pd.DataFrame, required: Iterable[str], what: str) -> None:
@@ -250,20 +296,31 @@ def table1(
 
     The standard deviation is the sample one (``ddof=1``) over subjects; a
     metric with one subject shows the mean only, a missing one ``"n/a"``.
-    Rows follow :func:`method_order` (the ``reference`` method last, as the
-    paper lists its own method).
+    Rows follow :func:`method_order` (the paper's order, its own method after its three
+    2D baselines). Each subject's value is first averaged over seeds
+    (:func:`average_over_seeds`); when a network has several seeds, a ``Seeds`` column and
+    one ``<metric> sd across seeds`` column per metric (:func:`seed_spread`) follow.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``Method``, ``2D/3D`` and one display-named column per metric.
+        Columns ``Method``, ``2D/3D``, one display-named column per metric, and the seed
+        columns when there are several seeds.
     """
     metrics = list(metrics)
     if not metrics:
         raise ValueError("metrics: at least one metric is needed")
     methods, summary = _summary(
-        long, split=split, protocol=protocol, metrics=metrics, reference=reference
+        average_over_seeds(long),
+        split=split,
+        protocol=protocol,
+        metrics=metrics,
+        reference=reference,
     )
+    spread = seed_spread(long, split=split, protocol=protocol)
+    columns = ["Method", "2D/3D"] + [metric_name(m) for m in metrics]
+    if spread:
+        columns += ["Seeds"] + [seed_column(m) for m in metrics]
     rows = []
     for method in methods:
         row = {
@@ -273,8 +330,21 @@ def table1(
         for metric in metrics:
             mean, std, n = summary.get((method, metric), (math.nan, math.nan, 0))
             row[metric_name(metric)] = _fmt(mean, std, n)
+        if spread:
+            n_seeds = max(
+                (spread[(method, m)][1] for m in metrics if (method, m) in spread), default=1
+            )
+            row["Seeds"] = n_seeds
+            for metric in metrics:
+                sd = spread.get((method, metric), (math.nan, 1))[0]
+                row[seed_column(metric)] = f"{sd:.3f}" if np.isfinite(sd) else ""
         rows.append(row)
-    return pd.DataFrame(rows, columns=["Method", "2D/3D"] + [metric_name(m) for m in metrics])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def seed_column(metric: str) -> str:
+    """Table 1's column of the sd across seeds of ``metric``."""
+    return f"{metric_name(metric)} sd across seeds"
 
 
 def _best_rows(
@@ -372,14 +442,22 @@ def write_table1(
     metrics = list(metrics)
     frame = table1(long, split=split, protocol=protocol, metrics=metrics, reference=reference)
     methods, summary = _summary(
-        long, split=split, protocol=protocol, metrics=metrics, reference=reference
+        average_over_seeds(long),
+        split=split,
+        protocol=protocol,
+        metrics=metrics,
+        reference=reference,
     )
     bold = _best_rows(methods, summary, metrics)
+    shown = _with_seed_spread(frame, metrics)
     n_subjects = _select(long, split=split, protocol=protocol)["subject_id"].nunique()
     caption = (
         f"Fusion metrics, {split or 'all'} split, protocol {protocol}, "
         f"mean +- sample std over {n_subjects} subjects; best mean in bold."
     )
+    seeds_note = SEEDS_NOTE if shown is not frame else ""
+    if seeds_note:
+        caption = f"{caption} {seeds_note}"
     note = PAPER_FMI_NOTE if protocol == "paper" and "fsim" in metrics else ""
     if note:
         caption = f"{caption} {note}"
@@ -388,11 +466,26 @@ def write_table1(
     with atomic_path(paths["csv"]) as tmp:
         frame.to_csv(tmp, index=False)
     with atomic_path(paths["md"]) as tmp:
-        note_md = f"\n{note}\n" if note else ""
-        tmp.write_text(_markdown(frame, bold, metrics) + note_md, encoding="utf-8")
+        note_md = "".join(f"\n{n}\n" for n in (seeds_note, note) if n)
+        tmp.write_text(_markdown(shown, bold, metrics) + note_md, encoding="utf-8")
     with atomic_path(paths["tex"]) as tmp:
-        tmp.write_text(_latex(frame, bold, metrics, caption), encoding="utf-8")
+        tmp.write_text(_latex(shown, bold, metrics, caption), encoding="utf-8")
     return paths
+
+
+def _with_seed_spread(frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Table 1 for reading: each metric cell followed by ``(sd across seeds)`` where there is
+    one; the seed columns dropped. ``frame`` itself when it has no seed columns."""
+    if "Seeds" not in frame.columns:
+        return frame
+    shown = frame.copy()
+    for metric in metrics:
+        label, extra = metric_name(metric), seed_column(metric)
+        shown[label] = [
+            f"{cell} ({sd})" if sd else cell
+            for cell, sd in zip(shown[label], shown[extra], strict=True)
+        ]
+    return shown.drop(columns=[seed_column(m) for m in metrics])
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:
@@ -466,14 +559,14 @@ def paired_tests(
     ``method - reference`` (negative: the reference scores higher). ``p_holm``
     is Holm-corrected within each (protocol, metric) family. Where the test
     cannot run (fewer than ``min_n`` pairs, all differences zero) ``p`` is NaN
-    and ``note`` says why.
+    and ``note`` says why. A network's value per subject is its mean over seeds.
 
     Returns
     -------
     pandas.DataFrame
         Columns of :data:`PAIRED_COLUMNS` (empty when the reference is absent).
     """
-    sel = _select(long, split=split)
+    sel = _select(average_over_seeds(long), split=split)
     sel = sel[np.isfinite(sel["value"].astype(float))]
     rows: list[dict[str, object]] = []
     for (protocol, metric), fam in sel.groupby(["protocol", "metric"], sort=True):
@@ -517,7 +610,7 @@ def group_breakdown(long: pd.DataFrame, split: str | None = "test") -> pd.DataFr
     pandas.DataFrame
         Columns ``method``, ``protocol``, ``metric``, ``group``, ``mean``, ``std``, ``n``.
     """
-    sel = _select(long, split=split)
+    sel = _select(average_over_seeds(long), split=split)
     sel = sel[np.isfinite(sel["value"].astype(float))]
     cols = ["method", "protocol", "metric", "group", "mean", "std", "n"]
     if sel.empty:

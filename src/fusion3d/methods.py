@@ -4,7 +4,8 @@ Each :class:`Method` has its key (the ``methods`` config entry, the ``fused/<met
 folder and the wildcard), its display label (Table 1 and figures), its dimensionality
 (``"2D"`` or ``"3D"``) and its kind: ``"classic"`` (:mod:`fusion3d.baselines`) or
 ``"network"`` (trained, then run by inference). The order of :data:`METHODS` is the
-paper's: classic methods first, then the 2D network, then the 3D network.
+order of the paper's Table 1: its published 2D networks (SwinFuse, MATR, DILRAN), then
+DC2Fusion; below them our 2D twin of DC2Fusion and the classic fusions.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ class Method:
 
 
 METHODS: tuple[Method, ...] = (
+    Method("dcfb3d", "DC2Fusion (ours)", "3D", "network", "dcfb"),
+    Method("dcfb2d", "DCFB slice-wise", "2D", "network", "dcfb"),
     Method("average", "Weighted average", "3D", "classic"),
     Method("maximum", "Maximum", "3D", "classic"),
     Method("pca", "PCA", "3D", "classic"),
     Method("wavelet", "Wavelet (DWT)", "3D", "classic"),
     Method("laplacian", "Laplacian pyramid", "3D", "classic"),
-    Method("dcfb2d", "DCFB slice-wise", "2D", "network", "dcfb"),
-    Method("dcfb3d", "DC2Fusion (ours)", "3D", "network", "dcfb"),
 )
 
 #: Methods by key.

@@ -273,3 +273,32 @@ def evaluation_subjects(split: pd.DataFrame) -> pd.DataFrame:
             "mask_path": rows["model_mask"].to_numpy(),
         }
     )
+
+
+def check_network_config(network: str, model_config: dict, train_config: dict) -> None:
+    """Check one network's config before any job runs (ValueError naming the config keys).
+
+    ``model_config`` (``models.<network>``) must hold only constructor arguments of the
+    network's class; ``train_config`` (``train:`` with ``train.overrides.<network>``) must
+    resolve with the network's recipe (:func:`fusion3d.learned.training.resolve_train_config`).
+    """
+    import inspect
+
+    from fusion3d.learned.recipes import recipe_for
+    from fusion3d.learned.training import resolve_train_config
+
+    recipe = recipe_for(network)
+    params = inspect.signature(recipe.model_class.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(model_config) - set(params) - {"self"})
+        if unknown:
+            raise ValueError(
+                f"config key models.{network}: unknown key(s) {unknown} for "
+                f"{recipe.model_class.__name__}; allowed: {sorted(set(params) - {'self'})}"
+            )
+    try:
+        resolve_train_config(train_config, model_config, recipe)
+    except ValueError as exc:
+        raise ValueError(
+            f"config keys train / train.overrides.{network} ({recipe.method} recipe): {exc}"
+        ) from exc

@@ -22,7 +22,10 @@ def load(name: str) -> dict:
 def test_shipped_configs_validate(name):
     config = load(name)
     validate(config, SCHEMA, set_default=True)
-    assert config["train"]["poly_power"] == 0.9  # defaults are filled in
+    assert config["train"]["val_every"] == 1  # defaults are filled in
+    assert len(config["train"]["seeds"]) >= 2  # every network over several seeds
+    # keys that differ between the networks' published recipes have no schema default
+    assert not {"epochs", "lr", "batch_size", "augment"} & set(config["train"]) - set(load(name)["train"])
 
 
 def test_adni_config_is_the_paper_scale_study():
@@ -31,7 +34,8 @@ def test_adni_config_is_the_paper_scale_study():
     assert config["models"]["dcfb3d"]["depths"] == [2, 2, 6, 2]
     assert config["models"]["dcfb3d"]["num_heads"] == [3, 6, 12, 24]
     assert config["models"]["dcfb3d"]["embed_dim"] == 96
-    assert config["train"]["epochs"] == 500 and config["resources"]["gpu"] is True
+    assert config["train"]["overrides"]["dcfb3d"]["epochs"] == 500
+    assert config["train"]["seeds"] == [3407, 1, 2] and config["resources"]["gpu"] is True
     assert config["cohort"]["image_ids"] == "config/cohorts/dc2fusion_image_ids.csv"
 
 
@@ -57,7 +61,8 @@ def test_every_schema_property_has_a_description():
         (lambda c: c["preprocess"].update(grid="64"), "grid"),
         (lambda c: c["train"].update(epochs=0), "epochs"),
         (lambda c: c["cohort"].update(source="ADNI"), "source"),
-        (lambda c: c.update(methods=["dcfb3d", "swinfuse"]), "swinfuse"),
+        (lambda c: c.update(methods=["dcfb3d", "swinfuze"]), "swinfuze"),
+        (lambda c: c["train"].update(seeds=[1, 1]), "seeds"),
         (lambda c: c["models"]["dcfb3d"].update(spatial_dim=3), "spatial_dim"),
     ],
 )

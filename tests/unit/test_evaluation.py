@@ -12,11 +12,14 @@ from fusion3d.evaluation import (
     PAIRED_COLUMNS,
     PAPER_FMI_NOTE,
     PAPER_METRICS,
+    SEEDS_NOTE,
+    average_over_seeds,
     evaluate_method,
     group_breakdown,
     holm,
     latex_escape,
     paired_tests,
+    seed_spread,
     table1,
     write_table1,
 )
@@ -121,6 +124,41 @@ def make_long(values: dict[str, list[float]], *, metric="psnr", protocol="paper"
     return pd.DataFrame(rows, columns=list(LONG_COLUMNS))
 
 
+def seeded(values_by_seed: dict[int, dict[str, list[float]]], classic: dict[str, list[float]]):
+    """A long table with a seed column: networks per seed, classic methods without a seed."""
+    parts = [make_long(v).assign(seed=seed) for seed, v in values_by_seed.items()]
+    parts.append(make_long(classic).assign(seed=None))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_seeds_are_averaged_per_subject_and_their_spread_reported(tmp_path) -> None:
+    long = seeded(
+        {1: {"dcfb3d": [10.0, 12.0, 14.0]}, 2: {"dcfb3d": [12.0, 14.0, 19.0]}},
+        {"average": [11.0, 11.0, 11.0]},
+    )
+    avg = average_over_seeds(long)
+    net = avg[avg["method"] == "dcfb3d"].set_index("subject_id")["value"]
+    assert net.to_dict() == {"s0": 11.0, "s1": 13.0, "s2": 16.5}  # per-subject mean over seeds
+    assert len(avg[avg["method"] == "average"]) == 3  # a classic method: one value per subject
+    # sd across seeds of the test-set mean: means 12 and 15 -> sd = 3 / sqrt(2)
+    sd, n = seed_spread(long, protocol="paper")[("dcfb3d", "psnr")]
+    assert n == 2 and sd == pytest.approx(3 / np.sqrt(2))
+    assert ("average", "psnr") not in seed_spread(long, protocol="paper")
+    t = table1(long, metrics=["psnr"])
+    row = t.set_index("Method").loc["DC2Fusion (ours)"]
+    mean, std = np.mean([11.0, 13.0, 16.5]), np.std([11.0, 13.0, 16.5], ddof=1)
+    assert row["PSNR"] == f"{mean:.3f} +- {std:.3f}"  # over subjects of the seed average
+    assert row["Seeds"] == 2 and row["PSNR sd across seeds"] == f"{3 / np.sqrt(2):.3f}"
+    assert t.set_index("Method").loc["Weighted average", "PSNR sd across seeds"] == ""
+    # the paired test pairs one seed-averaged value per subject
+    stats_ = paired_tests(long, reference="dcfb3d")
+    assert stats_.loc[0, "n"] == 3 and stats_.loc[0, "median_reference"] == 13.0
+    paths = write_table1(long, tmp_path / "table1", metrics=["psnr"])
+    md = paths["md"].read_text()
+    assert f"{mean:.3f} +- {std:.3f} ({3 / np.sqrt(2):.3f})" in md and SEEDS_NOTE in md
+    assert "PSNR sd across seeds" in pd.read_csv(paths["csv"]).columns
+
+
 def test_table1_layout_and_numbers() -> None:
     long = pd.concat(
         [
@@ -132,14 +170,14 @@ def test_table1_layout_and_numbers() -> None:
     long.loc[len(long)] = ["s9", "train", "CN", "average", "paper", "psnr", 100.0]
     t = table1(long, metrics=("psnr", "ssim", "nmi"))
     assert list(t.columns) == ["Method", "2D/3D", "PSNR", "SSIM", "NMI"]
-    assert t["Method"].tolist() == ["Weighted average", "DC2Fusion (ours)"]  # reference last
-    ours = t.iloc[1]
+    assert t["Method"].tolist() == ["DC2Fusion (ours)", "Weighted average"]  # the paper's order
+    ours = t.iloc[0]
     assert ours["2D/3D"] == "3D"
     assert ours["PSNR"] == "2.000 +- 1.000"  # sample std of 1, 2, 3
     assert ours["SSIM"] == "0.200 +- 0.100"
     assert ours["NMI"] == "n/a"
-    assert t.iloc[0]["PSNR"] == "0.500 +- 0.000"  # the train row is ignored
-    assert t.iloc[0]["SSIM"] == "0.400"  # one subject: mean only
+    assert t.iloc[1]["PSNR"] == "0.500 +- 0.000"  # the train row is ignored
+    assert t.iloc[1]["SSIM"] == "0.400"  # one subject: mean only
     with pytest.raises(ValueError, match="no rows"):
         table1(long, protocol="suite2d")
 
@@ -154,11 +192,11 @@ def test_write_table1(tmp_path) -> None:
     paths = write_table1(long, tmp_path / "tables" / "table1", metrics=("psnr", "fmi_haghighat"))
     assert {p.name for p in paths.values()} == {"table1.csv", "table1.md", "table1.tex"}
     csv = pd.read_csv(paths["csv"])
-    assert csv["Method"].tolist() == ["Wavelet (DWT)", "DCFB slice-wise", "DC2Fusion (ours)"]
+    assert csv["Method"].tolist() == ["DC2Fusion (ours)", "DCFB slice-wise", "Wavelet (DWT)"]
     assert csv["2D/3D"].tolist() == ["3D", "2D", "3D"]
     md = paths["md"].read_text().splitlines()
     assert md[0] == "| Method | 2D/3D | PSNR | FMI_Haghighat |"
-    assert md[2] == "| Wavelet (DWT) | 3D | **3.000 +- 0.000** | 0.150 +- 0.071 |"
+    assert md[4] == "| Wavelet (DWT) | 3D | **3.000 +- 0.000** | 0.150 +- 0.071 |"
     tex = paths["tex"].read_text()
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
     assert "FMI\\_Haghighat" in tex and "FMI_Haghighat" not in tex

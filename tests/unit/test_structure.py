@@ -43,12 +43,12 @@ def test_one_list_of_methods():
     assert {m.kind for m in methods.METHODS} == {"classic", "network"}
     for m in methods.METHODS:
         assert evaluation.method_name(m.name) == m.label and m.dims in ("2D", "3D")
-    # the paper's order: classic methods, the 2D network, the 3D network (the reference) last
-    assert evaluation.method_order(["dcfb3d", "dcfb2d", "pca", "average"]) == [
+    # the paper's order: its 2D baselines, DC2Fusion, then our 2D twin and the classic fusions
+    assert evaluation.method_order(["pca", "dcfb3d", "dcfb2d", "average"]) == [
+        "dcfb3d",
+        "dcfb2d",
         "average",
         "pca",
-        "dcfb2d",
-        "dcfb3d",
     ]
 
 

@@ -18,6 +18,9 @@ if config["resources"]["gpus"] > 1 and not GPU:
         "config key resources.gpus: more than one GPU needs resources.gpu: true"
     )
 THREADS = config["threads"]
+# Every network is trained once per seed (one job per network and seed); Table 1 averages
+# each subject's values over the seeds and gives the spread across seeds beside them.
+SEEDS = [int(s) for s in config["train"]["seeds"]]
 
 # Checks that need more than the schema, done before any job starts.
 for _network in NETWORKS:
@@ -34,6 +37,25 @@ if abs(sum(_fractions.get(k, 0.0) for k in ("train", "val", "test")) - 1.0) > 1e
     raise ValueError("config key split.fractions: train + val + test must add up to 1")
 
 _COHORT = {}
+
+
+def network_train_config(network, seed):
+    """The train config of one network and seed: the keys of train: (less seeds and
+    overrides), then train.overrides.<network>, then the seed. Keys left unset take the
+    network's published settings (fusion3d.learned.recipes)."""
+    common = {k: v for k, v in config["train"].items() if k not in ("seeds", "overrides")}
+    return {**common, **config["train"]["overrides"].get(network, {}), "seed": int(seed)}
+
+
+# Each network's training config (its published settings, then train:, then
+# train.overrides.<network>) is resolved now, so a bad key stops the run before any job.
+for _network in config["train"]["overrides"]:
+    if _network not in NETWORKS:
+        raise ValueError(
+            f"config key train.overrides.{_network}: {_network!r} is not a network of methods"
+        )
+for _network in NETWORKS:
+    f3d.check_network_config(_network, config["models"][_network], network_train_config(_network, SEEDS[0]))
 
 
 def adni_cohort():
@@ -117,12 +139,31 @@ def train_mem_mb(wildcards, input):
     return f3d.training_memory_mb(n_subjects, config["preprocess"]["grid"])
 
 
+def fused_index(method, seed=None):
+    """The fused index of a method: per seed for a network (first seed when not given)."""
+    if method in NETWORKS:
+        return f"{R}/fused/{method}/seed-{SEEDS[0] if seed is None else seed}/index.tsv"
+    return f"{R}/fused/{method}/index.tsv"
+
+
 def get_fused_indexes(wildcards):
-    return {m: f"{R}/fused/{m}/index.tsv" for m in METHODS}
+    """One fused index per method (a network's first seed) for the figures."""
+    return {m: fused_index(m) for m in METHODS}
+
+
+def get_all_metrics(wildcards):
+    """The metric tables of every method, each network once per seed."""
+    return [f"{R}/metrics/{m}/seed-{s}.tsv" for m in NETWORKS for s in SEEDS] + [
+        f"{R}/metrics/{m}.tsv" for m in CLASSIC
+    ]
 
 
 def get_histories(wildcards):
-    return [f"{R}/train/{n}/history.csv" for n in NETWORKS]
+    return [f"{R}/train/{n}/seed-{s}/history.csv" for n in NETWORKS for s in SEEDS]
+
+
+def history_labels():
+    return [f"{n} seed {s}" for n in NETWORKS for s in SEEDS]
 
 
 def get_final_outputs():

@@ -1,4 +1,5 @@
-# Stage 6: metrics of every method on every subject (three protocols), then the study's tables.
+# Stage 6: metrics of every method on every subject (three protocols; each network once per
+# seed), then the study's tables (values averaged over seeds per subject, spread across seeds).
 
 
 rule evaluate:
@@ -8,6 +9,8 @@ rule evaluate:
         images=get_all_model_inputs,
     output:
         metrics=f"{R}/metrics/{{method}}.tsv",
+    wildcard_constraints:
+        method="|".join(f3d.CLASSIC_METHODS),
     log:
         f"{R}/logs/evaluate/{{method}}.log",
     benchmark:
@@ -20,13 +23,41 @@ rule evaluate:
         runtime=30 if SOURCE == "synthetic" else 240,
     params:
         protocols=config["evaluate"]["protocols"],
+        seed=None,
+    script:
+        "../scripts/evaluate.py"
+
+
+rule evaluate_seed:
+    input:
+        index=f"{R}/fused/{{method}}/seed-{{seed}}/index.tsv",
+        split=f"{R}/split/split.tsv",
+        images=get_all_model_inputs,
+    output:
+        metrics=f"{R}/metrics/{{method}}/seed-{{seed}}.tsv",
+    wildcard_constraints:
+        method="|".join(f3d.NETWORK_METHODS),
+        seed=r"\d+",
+    log:
+        f"{R}/logs/evaluate/{{method}}/seed-{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/{{method}}/seed-{{seed}}.tsv"
+    conda:
+        conda_env("evaluate")
+    threads: THREADS["evaluate"]
+    resources:
+        mem_mb=3000,
+        runtime=30 if SOURCE == "synthetic" else 240,
+    params:
+        protocols=config["evaluate"]["protocols"],
+        seed=lambda w: int(w.seed),
     script:
         "../scripts/evaluate.py"
 
 
 rule tables:
     input:
-        metrics=expand(f"{R}/metrics/{{method}}.tsv", method=METHODS),
+        metrics=get_all_metrics,
     output:
         long=f"{R}/tables/metrics_long.tsv",
         table1_csv=f"{R}/tables/table1.csv",

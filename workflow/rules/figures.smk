@@ -75,7 +75,7 @@ rule figure_training_curves:
         mem_mb=1000,
         runtime=10,
     params:
-        networks=NETWORKS,
+        labels=history_labels(),
     script:
         "../scripts/figure_training_curves.py"
 

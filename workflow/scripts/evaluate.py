@@ -1,4 +1,5 @@
-"""Metrics of one method on every subject, all protocols (rule evaluate)."""
+"""Metrics of one method (a network: one seed's fusions) on every subject, all protocols
+(rules evaluate and evaluate_seed)."""
 import sys
 from pathlib import Path
 
@@ -26,5 +27,6 @@ with script_logging(snakemake.log[0]) as log:
             split_with_inputs(read_split(snakemake.input.split), snakemake.input.images)
         ),
     )
+    long["seed"] = snakemake.params.seed  # None (empty) for a classic method
     write_tsv(long, snakemake.output.metrics)
     log.info("%d metric rows", len(long))

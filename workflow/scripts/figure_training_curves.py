@@ -11,5 +11,5 @@ from fusion3d.workflow import script_logging
 with script_logging(snakemake.log[0]) as log:
     from fusion3d.figures import plot_training_curves
 
-    histories = {n: pd.read_csv(p) for n, p in zip(snakemake.params.networks, snakemake.input.histories)}
+    histories = {n: pd.read_csv(p) for n, p in zip(snakemake.params.labels, snakemake.input.histories)}
     plot_training_curves(histories, [snakemake.output.png, snakemake.output.pdf])

@@ -1,4 +1,4 @@
-"""Fuse every subject with a trained network (rule infer)."""
+"""Fuse every subject with one trained network (one seed's model; rule infer)."""
 import sys
 from pathlib import Path
 
@@ -13,6 +13,9 @@ with script_logging(snakemake.log[0]) as log:
 
     # image paths from the job's declared inputs (split.tsv names the subjects and their split)
     items = split_items(split_with_inputs(read_split(snakemake.input.split), snakemake.input.images))
-    index = fuse_items(snakemake.input.model, items, snakemake.params.out_dir, gpu=snakemake.params.gpu)
+    index = fuse_items(
+        snakemake.input.model, items, snakemake.params.out_dir, gpu=snakemake.params.gpu,
+        method=snakemake.wildcards.method,
+    )
     write_tsv(index, snakemake.output.index)
     log.info("%d fused volumes", len(index))

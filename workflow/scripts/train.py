@@ -1,4 +1,4 @@
-"""Train one network, resuming from its last checkpoint when there is one (rule train)."""
+"""Train one network with one seed, resuming from its last checkpoint when there is one (rule train)."""
 import sys
 from pathlib import Path
 
@@ -22,6 +22,7 @@ with script_logging(snakemake.log[0]) as log:
         train_config=dict(snakemake.params.train_config),
         gpu=snakemake.params.gpu,
         threads=snakemake.threads,
+        method=snakemake.wildcards.network,
     )
     if snakemake.params.gpus > 1:  # N processes on this node: torchrun, data-parallel
         model_path = train_with_torchrun(*args, nproc=snakemake.params.gpus, **kwargs)

@@ -178,6 +178,7 @@ def fuse_items(
     gpu: bool = False,
     batch_size: int = 1,
     clip: bool = True,
+    method: str | None = None,
 ) -> pd.DataFrame:
     """Fuse every ``(subject_id, mri_path, pet_path)`` and write ``<subject_id>_fused.nii.gz``.
 
@@ -198,6 +199,8 @@ def fuse_items(
         3D: volumes per forward pass; 2D: slices per forward pass is ``16 * batch_size``.
     clip : bool
         Clip the fused image to [0, 1] (see the module docstring).
+    method : str, optional
+        The method (or architecture) the checkpoint must be of (:func:`load_model`).
 
     Returns
     -------
@@ -207,7 +210,7 @@ def fuse_items(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = resolve_device(device, gpu=gpu)
-    model = load_model(model_path, dev)
+    model = load_model(model_path, dev, method=method)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
