@@ -6,6 +6,10 @@ so :func:`check_dicom_series` checks completeness first: contiguous InstanceNumb
 spacing of the slice positions along the normal, one matrix size, complete pixel data.
 Dynamic series (several frames), raw PET stored as one NIfTI per frame and the frames of ECAT
 files are averaged into one static image by one function, :func:`average_frames`.
+
+Every header is checked before its image is used (:mod:`fusion3d.ingest.headers`): a NIfTI's
+raw header before nibabel loads it (what dcm2niix wrote included), the geometry of every
+format after it is read; nibabel's own log lines are logged again with the file name.
 """
 
 from __future__ import annotations
@@ -21,6 +25,17 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pydicom
+
+from fusion3d.ingest.headers import (
+    HeaderError,
+    check_geometry,
+    check_nifti_header,
+    nibabel_messages,
+    one_line,
+    resolve_header_checks,
+)
+
+log = logging.getLogger("fusion3d.ingest")
 
 _REQUIRED_TAGS = (
     "InstanceNumber",
@@ -53,6 +68,10 @@ class ConvertedImage:
         Number of frames averaged (1 for a static image).
     dtype
         The dtype to write (the source's for an unscaled single frame, else float32).
+    flags
+        Header flags ``{"flag", "reason"}`` (e.g. qform and sform disagree); not refusals.
+    affine_source
+        Which NIfTI affine was used ("sform" or "qform"; "" for ECAT).
     """
 
     data: np.ndarray
@@ -60,6 +79,8 @@ class ConvertedImage:
     sidecar: dict = field(default_factory=dict)
     n_frames: int = 1
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+    flags: list = field(default_factory=list)
+    affine_source: str = ""
 
 
 def find_dcm2niix() -> str:
@@ -81,7 +102,7 @@ def _read_header(path: Path):
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:  # pydicom raises many types for broken files
-        raise ConversionError(f"unreadable DICOM {path.name} ({exc})") from exc
+        raise ConversionError(f"unreadable DICOM {path.name} ({one_line(exc)})") from exc
     missing = [t for t in _REQUIRED_TAGS if t not in ds]
     if missing:
         raise ConversionError(f"DICOM {path.name} lacks {', '.join(missing)}")
@@ -100,7 +121,7 @@ def _read_header(path: Path):
     try:
         n_bytes = len(ds.PixelData)
     except Exception as exc:
-        raise ConversionError(f"truncated pixel data in {path.name} ({exc})") from exc
+        raise ConversionError(f"truncated pixel data in {path.name} ({one_line(exc)})") from exc
     if (not compressed and n_bytes < expected) or n_bytes == 0:
         raise ConversionError(
             f"truncated pixel data in {path.name} ({n_bytes} of {expected} bytes)"
@@ -255,30 +276,61 @@ def _finish(
     )
 
 
-def _load_nifti_file(path: Path) -> tuple[np.ndarray, np.ndarray, np.dtype, bool]:
+def _relog(name: str, messages: list[str]) -> None:
+    """Log nibabel's captured messages about ``name`` with the file name."""
+    for message in messages:
+        log.warning("nibabel on %s: %s", name, message)
+
+
+def _load_nifti_file(
+    path: Path, checks: dict, name: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.dtype, bool, dict]:
+    """Check the raw header (:func:`check_nifti_header`), then load one NIfTI file.
+
+    Returns ``(data, affine, dtype on disk, scaled, header report)``.
+    """
+    name = name or path.name
     if path.stat().st_size == 0:
-        raise ConversionError(f"zero-byte file {path.name}")
-    try:
-        img = nib.load(str(path))
-        data = np.asarray(img.get_fdata(dtype=np.float32))
-    except Exception as exc:  # nibabel raises many types for broken files
-        raise ConversionError(f"corrupt NIfTI {path.name} ({exc})") from exc
+        raise ConversionError(f"zero-byte file {name}")
+    with nibabel_messages() as messages:
+        try:
+            report = check_nifti_header(path, checks, name)
+            img = nib.load(str(path))
+            data = np.asarray(img.get_fdata(dtype=np.float32))
+        except HeaderError as exc:
+            raise ConversionError(str(exc)) from exc
+        except Exception as exc:  # nibabel raises many types for broken files
+            raise ConversionError(f"corrupt NIfTI: {name}: {one_line(exc)}") from exc
+        finally:
+            _relog(name, messages)
+    if not np.allclose(img.affine, report["affine"], atol=1e-4):
+        raise ConversionError(f"invalid NIfTI header: {name}: nibabel read another affine")
     slope, inter = img.dataobj.slope, img.dataobj.inter
     scaled = not (slope in (None, 1.0) and inter in (None, 0.0)) or (
         isinstance(slope, float) and np.isnan(slope)
     )
-    return data, img.affine.copy(), img.get_data_dtype(), bool(scaled)
+    return data, img.affine.copy(), img.get_data_dtype(), bool(scaled), report
 
 
-def load_nifti_image(files: list[Path]) -> ConvertedImage:
-    """Load one NIfTI, or one NIfTI per frame (same grid), averaging frames into 3D."""
-    loaded = [_load_nifti_file(p) for p in files]
+def load_nifti_image(files: list[Path], checks: dict | None = None) -> ConvertedImage:
+    """Load one NIfTI, or one NIfTI per frame (same grid), averaging frames into 3D.
+
+    Every file's raw header is checked first (``checks``: resolved ``ingest.header_checks``,
+    default :data:`fusion3d.ingest.headers.DEFAULT_HEADER_CHECKS`).
+    """
+    checks = checks or resolve_header_checks(None)
+    loaded = [_load_nifti_file(p, checks) for p in files]
+    flags = [f for *_, report in loaded for f in report["flags"]]
+    source = loaded[0][4]["affine_source"]
     if len(loaded) == 1:
-        data, affine, dtype, scaled = loaded[0]
-        return _finish(data, affine, {}, dtype, scaled)
-    frames = [(p.name, data, aff) for p, (data, aff, _, _) in zip(files, loaded, strict=True)]
-    data, affine = stack_frames(frames)
-    return _finish(data, affine, {}, None, True)
+        data, affine, dtype, scaled, _ = loaded[0]
+        img = _finish(data, affine, {}, dtype, scaled)
+    else:
+        frames = [(p.name, data, aff) for p, (data, aff, *_) in zip(files, loaded, strict=True)]
+        data, affine = stack_frames(frames)
+        img = _finish(data, affine, {}, None, True)
+    img.flags, img.affine_source = flags, source
+    return img
 
 
 def dicom_to_nifti(files: list[Path], workdir: str | os.PathLike) -> tuple[Path, Path | None]:
@@ -325,35 +377,71 @@ def dicom_to_nifti(files: list[Path], workdir: str | os.PathLike) -> tuple[Path,
     return volume, sidecar if sidecar.exists() else None
 
 
-def convert_image(files: list[Path], fmt: str, workdir: str | os.PathLike) -> ConvertedImage:
-    """Turn the files of one image (``fmt`` ``"dicom"``, ``"nifti"`` or ``"ecat"``) into a volume.
+def _dicom_name(files: list[Path]) -> str:
+    """How a converted DICOM series is named in reasons: its first file and the count."""
+    more = f" + {len(files) - 1} files" if len(files) > 1 else ""
+    return f"DICOM series {files[0].name}{more} (as written by dcm2niix)"
 
-    Frames (a dynamic DICOM series, one NIfTI per frame, the frames of ECAT 7 files) are
-    averaged into one static image by :func:`average_frames`.
 
-    Raises
-    ------
-    ConversionError
-        With a reason fit for excluded.tsv.
-    """
+def _convert_dicom(files: list[Path], workdir, checks: dict) -> ConvertedImage:
+    """Check and convert one DICOM series; what dcm2niix wrote goes through the NIfTI checks."""
     import json
 
-    if fmt == "nifti":
-        return load_nifti_image(files)
-    if fmt == "ecat":
-        from fusion3d.ingest.ecat import read_ecat_image
-
-        data, affine, sidecar = read_ecat_image(files)
-        return _finish(data, affine, sidecar, None, True)
-    if fmt != "dicom":
-        raise ConversionError(f"unsupported format {fmt!r}")
     info = check_dicom_series(files)
     volume, sidecar_path = dicom_to_nifti(files, workdir)
     try:
-        data, affine, dtype, scaled = _load_nifti_file(volume)
+        data, affine, dtype, scaled, report = _load_nifti_file(volume, checks, _dicom_name(files))
         sidecar = json.loads(sidecar_path.read_text()) if sidecar_path else {}
     finally:
         shutil.rmtree(volume.parent.parent, ignore_errors=True)
     if info.get("n_frames") and info["n_frames"] > 1 and data.ndim == 3:
         raise ConversionError(f"expected {info['n_frames']} frames, dcm2niix wrote one volume")
-    return _finish(data, affine, sidecar, dtype, scaled)
+    img = _finish(data, affine, sidecar, dtype, scaled)
+    img.flags, img.affine_source = report["flags"], report["affine_source"]
+    return img
+
+
+def convert_image(
+    files: list[Path],
+    fmt: str,
+    workdir: str | os.PathLike,
+    *,
+    modality: str | None = None,
+    checks: dict | None = None,
+) -> ConvertedImage:
+    """Turn the files of one image (``fmt`` ``"dicom"``, ``"nifti"`` or ``"ecat"``) into a volume.
+
+    Frames (a dynamic DICOM series, one NIfTI per frame, the frames of ECAT 7 files) are
+    averaged into one static image by :func:`average_frames`. Headers are checked first
+    (:mod:`fusion3d.ingest.headers`; ``checks`` are resolved ``ingest.header_checks``,
+    default :data:`~fusion3d.ingest.headers.DEFAULT_HEADER_CHECKS`); ``modality`` ("t1" or
+    "fdg") chooses the voxel-size range, None checks no voxel range.
+
+    Raises
+    ------
+    ConversionError
+        With a one-line reason fit for excluded.tsv.
+    """
+    checks = checks or resolve_header_checks(None)
+    name = files[0].name if files else "no file"
+    if fmt == "nifti":
+        img = load_nifti_image(files, checks)
+    elif fmt == "ecat":
+        from fusion3d.ingest.ecat import read_ecat_image
+
+        with nibabel_messages() as messages:
+            try:
+                data, affine, sidecar = read_ecat_image(files)
+            finally:
+                _relog(name, messages)
+        img = _finish(data, affine, sidecar, None, True)
+    elif fmt == "dicom":
+        img = _convert_dicom(files, workdir, checks)
+        name = _dicom_name(files)
+    else:
+        raise ConversionError(f"unsupported format {fmt!r}")
+    try:
+        check_geometry(img.affine, img.data.shape, modality, checks, name)
+    except HeaderError as exc:
+        raise ConversionError(str(exc)) from exc
+    return img

@@ -13,7 +13,12 @@ cohort. One subject (:func:`_process_subject`) goes through named steps:
 4. :func:`_write_pair`: the BIDS images and sidecars;
 5. :func:`_pair_row`: its row of pairs.tsv; every other candidate becomes an excluded.tsv row.
 
-When nothing pairs, :class:`NoPairsError` counts the excluded images per reason.
+When nothing pairs, :class:`NoPairsError` counts the excluded images per reason. Every image's
+header is checked as it is converted (:mod:`fusion3d.ingest.headers`, option
+``header_checks``); header flags that do not refuse an image (qform and sform disagree, T1 and
+PET handedness differ) go to ``header_flags.tsv`` and the images' sidecars. Every reason is
+written on one line, and ingest ends with a WARNING that counts the excluded images per reason
+and names the first few files.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from fusion3d.ingest.cohort import (
     read_cohort,
 )
 from fusion3d.ingest.convert import ConversionError, ConvertedImage, convert_image
+from fusion3d.ingest.headers import one_line, pair_handedness_flag, resolve_header_checks
 from fusion3d.ingest.locate import DownloadIndex, locate_image, scan_download
 from fusion3d.ingest.manifest import read_manifests
 from fusion3d.ingest.select import (
@@ -61,6 +67,7 @@ DEFAULT_OPTIONS = {
     "visits": "baseline",
     "relative_to": None,
     "allow_incomplete_cohort": False,
+    "header_checks": None,
 }
 PAIRS_COLUMNS = (
     "participant_id",
@@ -80,6 +87,9 @@ PAIRS_COLUMNS = (
 )
 EXCLUDED_COLUMNS = ("ptid", "image_id", "description", "reason")
 MISSING_COLUMNS = ("image_id", "ptid", "reason", "detail")
+HEADER_FLAG_COLUMNS = ("ptid", "image_id", "flag", "reason")
+#: File names shown per reason in the closing WARNING of ingest.
+SUMMARY_NAMES = 3
 
 
 def resolve_options(options: dict | None) -> dict:
@@ -109,6 +119,7 @@ def resolve_options(options: dict | None) -> dict:
         raise ValueError("ingest option max_days_apart: an integer is required") from exc
     if merged["max_days_apart"] < 0:
         raise ValueError("ingest option max_days_apart: must be >= 0")
+    merged["header_checks"] = resolve_header_checks(merged["header_checks"])
     return merged
 
 
@@ -260,6 +271,7 @@ class _SubjectResult:
 
     pairs: list[dict] = field(default_factory=list)
     excluded: list[dict] = field(default_factory=list)
+    flags: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -297,11 +309,15 @@ def _convert_pairs(
             if cand.image_id in converted:
                 continue
             files, fmt = plan.located[cand.image_id]
+            checks = plan.options["header_checks"]
             try:
-                converted[cand.image_id] = convert_image(files, fmt, workdir)
+                converted[cand.image_id] = convert_image(
+                    files, fmt, workdir, modality=cand.kind, checks=checks
+                )
             except (ConversionError, OSError) as exc:
-                log.warning("%s %s: %s", ptid, cand.image_id, exc)
-                return cand.image_id, f"unusable image: {exc}"
+                reason = one_line(exc)
+                log.warning("%s %s (%s): excluded: %s", ptid, cand.image_id, files[0].name, reason)
+                return cand.image_id, f"unusable image: {reason}"
     return None
 
 
@@ -369,10 +385,34 @@ def _visit_of(
     return _Visit(session, group, group_raw, sex, age), ""
 
 
+def _header_flags(pair: Pair, converted: dict, plan: IngestPlan) -> list[dict]:
+    """The header flags of a pair's images and of the pair (handedness), as table rows."""
+    rows = []
+    for cand in (pair.mri, pair.pet):
+        for item in converted[cand.image_id].flags:
+            rows.append({"ptid": cand.ptid, "image_id": cand.image_id, **item})
+    (t1_files, t1_fmt), (pet_files, pet_fmt) = (
+        plan.located[c.image_id] for c in (pair.mri, pair.pet)
+    )
+    found = pair_handedness_flag(
+        (t1_files[0].name, converted[pair.mri.image_id].affine, t1_fmt),
+        (pet_files[0].name, converted[pair.pet.image_id].affine, pet_fmt),
+    )
+    if found is not None:
+        log.warning("%s: %s", pair.mri.ptid, found["reason"])
+        for cand in (pair.mri, pair.pet):
+            rows.append({"ptid": cand.ptid, "image_id": cand.image_id, **found})
+    return rows
+
+
 def _write_pair(
-    pair: Pair, participant: str, session: str, converted: dict, study: _Study
+    pair: Pair, participant: str, session: str, converted: dict, study: _Study, flags: list
 ) -> tuple[Path, Path]:
-    """Step 4: write the pair's T1 and FDG as BIDS images with their JSON sidecars."""
+    """Step 4: write the pair's T1 and FDG as BIDS images with their JSON sidecars.
+
+    Each sidecar records the NIfTI affine used (``HeaderAffine``: sform or qform) and the
+    image's header flags (``HeaderFlags``, from ``flags``), when there are any.
+    """
     t1_out = bids.t1_path(study.bids_dir, participant, session)
     rec = pet_rec_label(pair.pet.description)
     pet_out = bids.pet_path(study.bids_dir, participant, session, rec)
@@ -387,6 +427,11 @@ def _write_pair(
             "SourceFormat": fmt,
             "SourceFileCount": len(files),
         }
+        if img.affine_source:
+            sidecar["HeaderAffine"] = img.affine_source
+        reasons = [f["reason"] for f in flags if f["image_id"] == cand.image_id]
+        if reasons:
+            sidecar["HeaderFlags"] = reasons
         bids.write_image(img.data, img.affine, out, sidecar, dtype=img.dtype)
     return t1_out, pet_out
 
@@ -425,8 +470,10 @@ def _process_subject(ptid: str, study: _Study) -> _SubjectResult:
         if visit is None:
             reasons.update(dict.fromkeys((pair.mri.image_id, pair.pet.image_id), why))
             continue
-        t1_out, pet_out = _write_pair(pair, participant, visit.session, converted, study)
+        flags = _header_flags(pair, converted, study.plan)
+        t1_out, pet_out = _write_pair(pair, participant, visit.session, converted, study, flags)
         result.pairs.append(_pair_row(pair, participant, visit, t1_out, pet_out))
+        result.flags.extend(flags)
     desc_of = {c.image_id: c.description for c in study.plan.candidates[ptid]}
     for image_id, reason in reasons.items():
         result.excluded.append(_excl(ptid, image_id, desc_of[image_id], reason))
@@ -509,7 +556,7 @@ def _check_cohort(cohort_ids, manifest, download_dir, index, opts, missing_tsv, 
     missing, summary = check_completeness(
         ids, manifest, download_dir, allow_incomplete=True, index=index
     )
-    table = missing.reindex(columns=list(MISSING_COLUMNS))
+    table = one_line_table(missing.reindex(columns=list(MISSING_COLUMNS)))
     where = _write_kept(table, Path(missing_tsv), keep_dir)
     log.info("cohort: %s", describe_summary(summary))
     if len(missing) and not opts["allow_incomplete_cohort"]:
@@ -519,16 +566,49 @@ def _check_cohort(cohort_ids, manifest, download_dir, index, opts, missing_tsv, 
     return ids
 
 
-def _run_subjects(study: _Study, threads: int) -> tuple[list[dict], list[dict]]:
-    """Ingest every subject with candidates on ``threads`` threads; pairs and exclusion rows."""
-    pair_rows: list[dict] = []
-    excluded_rows = list(study.plan.excluded)
+def _run_subjects(study: _Study, threads: int) -> _SubjectResult:
+    """Ingest every subject with candidates on ``threads`` threads; all rows of the tables."""
+    rows = _SubjectResult(excluded=list(study.plan.excluded))
     subjects = sorted(study.plan.candidates)
     with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
         for res in pool.map(lambda ptid: _process_or_exclude(ptid, study), subjects):
-            pair_rows.extend(res.pairs)
-            excluded_rows.extend(res.excluded)
-    return pair_rows, excluded_rows
+            rows.pairs.extend(res.pairs)
+            rows.excluded.extend(res.excluded)
+            rows.flags.extend(res.flags)
+    return rows
+
+
+def one_line_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every text cell on one line (:func:`fusion3d.ingest.headers.one_line`)."""
+    table = table.copy()
+    for col in table.columns:
+        if table[col].dtype == object:
+            table[col] = [one_line(v) if isinstance(v, str) else v for v in table[col]]
+    return table
+
+
+def _summary_kind(reason: str) -> str:
+    """The kind of a reason for the closing summary; an unusable image's names its problem."""
+    head, sep, rest = str(reason).partition("unusable image: ")
+    if sep and not head:
+        return f"unusable image: {reason_kind(rest)}"
+    return reason_kind(reason)
+
+
+def exclusion_summary(excluded: pd.DataFrame, names: dict[str, str]) -> str:
+    """The closing summary: images excluded per reason, with the first few file names.
+
+    ``names`` maps an image ID to its file name (images never located show their ID).
+    """
+    if excluded.empty:
+        return "ingest excluded no image"
+    lines = [f"ingest excluded {len(excluded)} image(s):"]
+    groups = excluded.groupby(excluded["reason"].map(_summary_kind), sort=False)
+    for kind, rows in sorted(groups, key=lambda kv: (-len(kv[1]), kv[0])):
+        shown = [names.get(i, i) for i in rows["image_id"].head(SUMMARY_NAMES)]
+        more = f" and {len(rows) - SUMMARY_NAMES} more" if len(rows) > SUMMARY_NAMES else ""
+        lines.append(f"  {len(rows)} {kind}: {', '.join(shown)}{more}")
+    return "\n".join(lines)
 
 
 def _tables(pair_rows: list[dict], excluded_rows: list[dict], relative_to) -> tuple:
@@ -541,7 +621,7 @@ def _tables(pair_rows: list[dict], excluded_rows: list[dict], relative_to) -> tu
         ]
     pairs = pairs.sort_values(["participant_id", "session_id"]).reset_index(drop=True)
     excluded = pd.DataFrame(excluded_rows, columns=list(EXCLUDED_COLUMNS))
-    excluded = excluded.sort_values(["ptid", "image_id"]).reset_index(drop=True)
+    excluded = one_line_table(excluded.sort_values(["ptid", "image_id"]).reset_index(drop=True))
     participants = (
         pairs.groupby("participant_id", sort=True)
         .agg(
@@ -584,6 +664,7 @@ def run_ingest(
     threads: int = 1,
     keep_dir: str | os.PathLike | None = None,
     require_pairs: bool = False,
+    header_flags_tsv: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Ingest a LONI IDA download into a BIDS tree, ``pairs.tsv`` and ``excluded.tsv``.
 
@@ -600,7 +681,8 @@ def run_ingest(
     options
         ``t1_preference``, ``fdg_preference`` (lists of descriptions, wildcards allowed),
         ``max_days_apart`` (180), ``visits`` ("baseline" or "all"), ``relative_to`` (write
-        pairs.tsv paths relative to this folder), ``allow_incomplete_cohort`` (False).
+        pairs.tsv paths relative to this folder), ``allow_incomplete_cohort`` (False),
+        ``header_checks`` (:data:`fusion3d.ingest.headers.DEFAULT_HEADER_CHECKS` keys).
     cohort_ids
         A cohort list file; when given, completeness is checked first and only its images used.
     missing_tsv
@@ -612,6 +694,9 @@ def run_ingest(
         ``missing.tsv``; the errors point to these copies, which outlive a failed job.
     require_pairs
         Raise :class:`NoPairsError` when no pair is found (after writing every table).
+    header_flags_tsv
+        Where the header flags of the paired images go (:data:`HEADER_FLAG_COLUMNS`; default
+        ``header_flags.tsv`` beside ``excluded_tsv``; a copy in ``keep_dir``).
 
     Returns the pairs table as written. Raises :class:`ManifestError` for a missing, empty or
     malformed collection CSV; :class:`IncompleteCohortError` when cohort images are missing and
@@ -634,15 +719,20 @@ def run_ingest(
     )
     study = _new_study(plan, manifest, adnimerge_rows, Path(bids_dir))
     try:
-        pair_rows, excluded_rows = _run_subjects(study, threads)
+        rows = _run_subjects(study, threads)
     finally:
         shutil.rmtree(study.workdir, ignore_errors=True)
-    pairs, excluded, participants = _tables(pair_rows, excluded_rows, opts["relative_to"])
+    pairs, excluded, participants = _tables(rows.pairs, rows.excluded, opts["relative_to"])
     bids.write_dataset_description(study.bids_dir)
     write_tsv(participants, study.bids_dir / "participants.tsv")
     where = _write_kept(excluded, Path(excluded_tsv), keep_dir)
+    flags = one_line_table(pd.DataFrame(rows.flags, columns=list(HEADER_FLAG_COLUMNS)))
+    flags_tsv = header_flags_tsv or Path(excluded_tsv).with_name("header_flags.tsv")
+    _write_kept(flags, Path(flags_tsv), keep_dir)
     write_tsv(pairs, pairs_tsv)
     log.info("ingest: %d pairs, %d images excluded", len(pairs), len(excluded))
+    names = {i: files[0].name for i, (files, _) in plan.located.items() if files}
+    log.warning("%s", exclusion_summary(excluded, names))
     if require_pairs and pairs.empty:
         raise NoPairsError.from_exclusions(len(manifest), excluded, where)
     return pairs
