@@ -7,9 +7,9 @@ pixdim 0 it sets the voxel sizes to 1 mm; its only trace is an unattributed log 
 back) and refuses, with a one-line reason naming the file, the field and its value:
 
 - a header that is not NIfTI-1/2, an unknown ``datatype``, impossible ``dim``;
-- ``pixdim[1:4]`` zero or not finite;
 - qform and sform codes both 0 (the orientation cannot be known, guessing mirrors), or the
   affine that would be used not finite or singular;
+- ``pixdim[1:4]`` zero or not finite;
 - an uncompressed file shorter than its header says (truncated).
 
 :func:`check_geometry` (every format: NIfTI, what dcm2niix writes, ECAT) refuses voxel sizes
@@ -125,8 +125,12 @@ def read_raw_header(path: str | os.PathLike) -> nib.Nifti1Header:
         return klass.from_fileobj(fobj, check=False)
 
 
-def _check_fields(header, name: str) -> tuple[int, ...]:
-    """datatype, dim and pixdim of a raw header; returns the data shape."""
+def _check_fields(header, name: str) -> tuple[tuple[int, ...], list[str]]:
+    """datatype and dim of a raw header (raising), then its orientation codes and pixdim.
+
+    Returns the data shape and the problems found with the codes and pixdim (the orientation
+    first), so that a header with several wrong fields names them all.
+    """
     code = int(header["datatype"])
     if code not in nib.nifti1.data_type_codes.code or code in (0, 255):
         raise HeaderError(
@@ -138,13 +142,25 @@ def _check_fields(header, name: str) -> tuple[int, ...]:
             f"invalid NIfTI header: {name}: dim {dim} (dim[0] must be 1-7 and each of "
             "dim[1..dim[0]] >= 1)"
         )
+    for field in ("qform_code", "sform_code"):
+        code = int(header[field])
+        if code not in nib.nifti1.xform_codes.code:
+            raise HeaderError(
+                f"invalid NIfTI header: {name}: {field} {code} is not a NIfTI xform code"
+            )
+    problems = []
+    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+        problems.append(
+            "qform_code 0 and sform_code 0 (left and right cannot be told apart; nibabel "
+            "would guess a left-right flipped orientation)"
+        )
     pixdim = np.asarray(header["pixdim"][1:4], dtype=float)
     if not (np.isfinite(pixdim).all() and (pixdim != 0).all()):
-        raise HeaderError(
-            f"invalid NIfTI header: {name}: pixdim[1:4] {_fmt(pixdim)} (voxel sizes must be "
-            "non-zero and finite; nibabel would silently use 1 mm)"
+        problems.append(
+            f"pixdim[1:4] {_fmt(pixdim)} (voxel sizes must be non-zero and finite; nibabel "
+            "would silently use 1 mm)"
         )
-    return tuple(dim[1 : dim[0] + 1])
+    return tuple(dim[1 : dim[0] + 1]), problems
 
 
 def _affine_problem(affine: np.ndarray) -> str | None:
@@ -172,11 +188,6 @@ def _choose_affine(header, name: str, shape, tolerance: float) -> tuple[np.ndarr
     mm apart at a corner of the grid add a ``qform_sform_disagree`` flag.
     """
     qcode, scode = int(header["qform_code"]), int(header["sform_code"])
-    if qcode == 0 and scode == 0:
-        raise HeaderError(
-            f"no orientation: {name}: qform_code 0 and sform_code 0 (left and right cannot be "
-            "told apart; nibabel would guess a left-right flipped orientation)"
-        )
     forms = {}
     for form, code in (("sform", scode), ("qform", qcode)):
         if code == 0:
@@ -249,7 +260,12 @@ def check_nifti_header(path: str | os.PathLike, checks: dict, name: str | None =
     path = Path(path)
     name = name or path.name
     header = read_raw_header(path)
-    shape = _check_fields(header, name)
+    shape, problems = _check_fields(header, name)
+    if problems:
+        kind = (
+            "no orientation" if problems[0].startswith("qform_code 0") else "invalid NIfTI header"
+        )
+        raise HeaderError(f"{kind}: {name}: {'; '.join(problems)}")
     affine, source, flags = _choose_affine(header, name, shape, checks["qform_sform_tolerance_mm"])
     _check_size(path, header, shape)
     for item in flags:
