@@ -650,6 +650,29 @@ def _new_study(plan: IngestPlan, manifest: pd.DataFrame, adnimerge: dict, bids_d
     )
 
 
+def _write_outputs(
+    study: _Study, rows: _SubjectResult, outputs: tuple[Path, Path, Path], keep_dir
+) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
+    """Write participants.tsv, excluded.tsv, header_flags.tsv and pairs.tsv; log the summary.
+
+    ``outputs`` is ``(pairs_tsv, excluded_tsv, header_flags_tsv)``. Returns the pairs and
+    excluded tables and where a reader should look for excluded.tsv (the copy in ``keep_dir``).
+    """
+    pairs_tsv, excluded_tsv, flags_tsv = outputs
+    relative_to = study.plan.options["relative_to"]
+    pairs, excluded, participants = _tables(rows.pairs, rows.excluded, relative_to)
+    bids.write_dataset_description(study.bids_dir)
+    write_tsv(participants, study.bids_dir / "participants.tsv")
+    where = _write_kept(excluded, excluded_tsv, keep_dir)
+    flags = one_line_table(pd.DataFrame(rows.flags, columns=list(HEADER_FLAG_COLUMNS)))
+    _write_kept(flags, flags_tsv, keep_dir)
+    write_tsv(pairs, pairs_tsv)
+    log.info("ingest: %d pairs, %d images excluded", len(pairs), len(excluded))
+    names = {i: files[0].name for i, (files, _) in study.plan.located.items() if files}
+    log.warning("%s", exclusion_summary(excluded, names))
+    return pairs, excluded, where
+
+
 def run_ingest(
     *,
     download_dir: str | os.PathLike,
@@ -722,17 +745,9 @@ def run_ingest(
         rows = _run_subjects(study, threads)
     finally:
         shutil.rmtree(study.workdir, ignore_errors=True)
-    pairs, excluded, participants = _tables(rows.pairs, rows.excluded, opts["relative_to"])
-    bids.write_dataset_description(study.bids_dir)
-    write_tsv(participants, study.bids_dir / "participants.tsv")
-    where = _write_kept(excluded, Path(excluded_tsv), keep_dir)
-    flags = one_line_table(pd.DataFrame(rows.flags, columns=list(HEADER_FLAG_COLUMNS)))
     flags_tsv = header_flags_tsv or Path(excluded_tsv).with_name("header_flags.tsv")
-    _write_kept(flags, Path(flags_tsv), keep_dir)
-    write_tsv(pairs, pairs_tsv)
-    log.info("ingest: %d pairs, %d images excluded", len(pairs), len(excluded))
-    names = {i: files[0].name for i, (files, _) in plan.located.items() if files}
-    log.warning("%s", exclusion_summary(excluded, names))
+    outputs = (Path(pairs_tsv), Path(excluded_tsv), Path(flags_tsv))
+    pairs, excluded, where = _write_outputs(study, rows, outputs, keep_dir)
     if require_pairs and pairs.empty:
         raise NoPairsError.from_exclusions(len(manifest), excluded, where)
     return pairs
