@@ -35,6 +35,7 @@ localrules:
     qc_table,
     split,
     tables,
+    paper_comparison,
     figure_fusion_panel,
     figure_metric_boxes,
     figure_training_curves,

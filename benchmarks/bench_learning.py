@@ -1,11 +1,15 @@
-"""Learning benchmark: train the study's 3D and 2D networks for an equal wall-clock budget.
+"""Learning benchmark: train the study's networks (DC2Fusion 3D and 2D, SwinFuse, MATR, DILRAN)
+for an equal wall-clock budget.
 
 Reads the split of a finished (or preprocessed) study, trains every network with the
 library's ``fusion3d.learned.training.train_model`` on its training subjects, validates after every
 epoch on its validation subjects, and reports the validation PSNR / SSIM per epoch (3D,
 fused volume against each source, as the training's model selection). Use it to choose
-the training settings (learning rate, schedule, epochs) of a config: every setting comes
-from the config's ``train`` section unless given on the command line.
+the training settings (learning rate, schedule, epochs) of a config: every network trains
+with its published recipe, then the config's ``train`` keys and ``train.overrides.<network>``
+(as the workflow does), then the command line (a key the network's recipe does not have,
+e.g. ``--poly-power`` for the baselines, is left out for it). The first of ``train.seeds``
+seeds every run unless ``--seed`` is given.
 
 Example (the default study; run from the repository root after ``snakemake --cores 2``)::
 
@@ -65,12 +69,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def study_settings(args: argparse.Namespace) -> tuple[dict, dict, list[str]]:
-    """``(model configs, train config, networks)`` from the config and the command line."""
+    """``(model configs, train config per network, networks)`` from the config and the
+    command line."""
+    from fusion3d.learned.recipes import recipe_for
+
     config = yaml.safe_load(args.configfile.read_text()) or {}
     models = dict(config.get("models") or {})
     if not models:
         raise SystemExit(f"{args.configfile}: no 'models' section")
     train = dict(config.get("train") or {})
+    seeds = train.pop("seeds", [3407])
+    per_network = train.pop("overrides", {}) or {}
     overrides = {
         "epochs": args.epochs,
         "lr": args.lr,
@@ -79,14 +88,21 @@ def study_settings(args: argparse.Namespace) -> tuple[dict, dict, list[str]]:
         "slices_per_volume": args.slices_per_volume,
         "seed": args.seed,
     }
-    train.update({k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides.setdefault("seed", int(seeds[0]))
     if args.no_augment:
-        train["augment"] = False
+        overrides["augment"] = False
     networks = args.networks or [m for m in config.get("methods", models) if m in models]
     unknown = [n for n in networks if n not in models]
     if unknown:
         raise SystemExit(f"{args.configfile}: no models entry for {unknown}")
-    return models, train, networks
+    configs = {}
+    for n in networks:
+        known = recipe_for(n).all_defaults()
+        cfg = {**train, **per_network.get(n, {})}
+        cfg.update({k: v for k, v in overrides.items() if k in known})
+        configs[n] = cfg
+    return models, configs, networks
 
 
 def split_subjects(args: argparse.Namespace) -> tuple[list, list]:
@@ -123,6 +139,7 @@ def train_network(name, model_config, train_config, train, val, args):
             device=args.device,
             threads=args.threads,
             time_budget_s=args.budget_s,
+            method=name,
         )
         wall = time.perf_counter() - t0
         history = pd.read_csv(Path(state) / "history.csv")
@@ -174,10 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     train, val = split_subjects(args)
     print(
         f"{len(train)} training / {len(val)} validation subjects; {args.budget_s:.0f} s each; "
-        f"train config {train_config}"
+        f"train configs {train_config}"
     )
     table = pd.concat(
-        [train_network(n, models[n], train_config, train, val, args) for n in networks],
+        [train_network(n, models[n], train_config[n], train, val, args) for n in networks],
         ignore_index=True,
     )
     args.out.mkdir(parents=True, exist_ok=True)

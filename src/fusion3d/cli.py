@@ -6,8 +6,10 @@ Sub-commands:
 - ``fusion3d metrics FUSED MRI PET --protocol NAME``: fusion metrics as JSON;
 - ``fusion3d cohort-search IMAGE_IDS``: LONI IDA advanced-search strings for a cohort list;
 - ``fusion3d check-cohort IMAGE_IDS DOWNLOAD_DIR CSV...``: is every cohort image in the download?
-- ``fusion3d import-weights PUBLISHED.pth OUT.pt``: weights trained with the published DC2Fusion
-  code as our checkpoint for ``variant: published``;
+- ``fusion3d import-weights [--method M] PUBLISHED.pth OUT.pt``: weights trained with the
+  published code of DC2Fusion, SwinFuse, MATR or DILRAN as our checkpoint;
+- ``fusion3d fuse --method M [--weights CKPT] MRI PET OUT``: fuse one pair (NIfTI volumes, or
+  PNG slices for the 2D networks) with any method;
 - ``fusion3d version``.
 
 The study itself runs through Snakemake (see the README); these commands are the pieces a
@@ -64,7 +66,7 @@ def _check_cohort(args: argparse.Namespace) -> int:
 def _import_weights(args: argparse.Namespace) -> int:
     import logging
 
-    from fusion3d.learned.models.published import import_published_weights
+    from fusion3d.learned.weights import import_weights
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sizes = {
@@ -76,8 +78,44 @@ def _import_weights(args: argparse.Namespace) -> int:
         "window_size": args.window_size,
         "drop_path_rate": args.drop_path_rate,
     }
-    init_args = import_published_weights(args.published, args.out, **sizes)
+    sizes = {k: v for k, v in sizes.items() if v is not None}
+    if args.method != "dc2fusion" and sizes:
+        raise ValueError(f"--method {args.method}: the size options are DC2Fusion's; use --set")
+    sizes.update(_parse_sets(args.set))
+    init_args = import_weights(args.method, args.published, args.out, **sizes)
     print(json.dumps(init_args))
+    return 0
+
+
+def _parse_sets(items: list[str] | None) -> dict:
+    """``KEY=VALUE`` pairs (VALUE read as JSON when it parses, else as a string)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _fuse(args: argparse.Namespace) -> int:
+    import logging
+
+    from fusion3d.apply import fuse_files
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = fuse_files(
+        args.method,
+        args.mri,
+        args.pet,
+        args.out,
+        weights=args.weights,
+        params=_parse_sets(args.set),
+    )
+    print(out)
     return 0
 
 
@@ -110,21 +148,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "import-weights",
-        help="convert a state_dict saved by the published DC2Fusion code into our checkpoint",
-        description="Convert a state_dict saved by the published DC2Fusion code into a checkpoint "
-        "of DC2Fusion(variant='published') that fusion3d's inference reads. Sizes are read from "
-        "the weights; heads and window size (not in the weights) default to the published "
-        "[3, 6, 12, 24] and 2.",
+        help="convert a state_dict saved by a published network's code into our checkpoint",
+        description="Convert a state_dict saved by the published code of DC2Fusion, SwinFuse, "
+        "MATR or DILRAN (e.g. MATR's models/model_10.pth, DILRAN's pretrained/last.pt) into a "
+        "checkpoint that fusion3d's inference and `fusion3d fuse` read. Sizes are read from the "
+        "weights; any missing, unexpected or mis-shaped key is named. DC2Fusion: heads and window "
+        "size (not in the weights) default to the published [3, 6, 12, 24] and 2.",
     )
-    p.add_argument("published", help="the published model's state_dict (.pth)")
+    p.add_argument(
+        "--method",
+        default="dc2fusion",
+        choices=["dc2fusion", "swinfuse", "matr", "dilran"],
+        help="whose published weights (default dc2fusion)",
+    )
+    p.add_argument("published", help="the published model's state_dict (.pth, .pt)")
     p.add_argument("out", help="our checkpoint to write (.pt)")
-    p.add_argument("--num-heads", type=int, nargs="+", help="heads per stage (default 3 6 12 24)")
-    p.add_argument("--window-size", type=int, help="attention window edge (default 2)")
-    p.add_argument("--drop-path-rate", type=float, help="stochastic depth (default 0.2)")
+    p.add_argument("--num-heads", type=int, nargs="+", help="DC2Fusion: heads per stage")
+    p.add_argument("--window-size", type=int, help="DC2Fusion: attention window edge (default 2)")
+    p.add_argument("--drop-path-rate", type=float, help="DC2Fusion: stochastic depth (0.2)")
     for name in ("spatial-dims", "patch-size", "embed-dim"):
-        p.add_argument(f"--{name}", type=int, help="check against the weights (read from them)")
-    p.add_argument("--depths", type=int, nargs="+", help="check against the weights")
+        p.add_argument(f"--{name}", type=int, help="DC2Fusion: check against the weights")
+    p.add_argument("--depths", type=int, nargs="+", help="DC2Fusion: check against the weights")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="another constructor size")
     p.set_defaults(func=_import_weights)
+
+    p = sub.add_parser(
+        "fuse",
+        help="fuse one MRI-PET pair with any method (NIfTI volumes; PNG slices for 2D networks)",
+        description="Fuse one MRI-PET pair with a classic method or a network checkpoint "
+        "(trained by the workflow or made by import-weights). NIfTI in, NIfTI out (the MRI's "
+        "affine); for the 2D networks also 8-bit grey PNG in, PNG out.",
+    )
+    p.add_argument("--method", required=True, help="a method key (e.g. matr, dcfb3d, pca)")
+    p.add_argument("--weights", help="the network's checkpoint (networks only)")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="a classic method's parameter"
+    )
+    p.add_argument("mri")
+    p.add_argument("pet")
+    p.add_argument("out")
+    p.set_defaults(func=_fuse)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=lambda args: print(__version__) or 0)

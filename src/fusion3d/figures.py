@@ -20,7 +20,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from fusion3d.evaluation import LONG_COLUMNS, method_name, method_order, metric_name
+from fusion3d.evaluation import (
+    LONG_COLUMNS,
+    average_over_seeds,
+    method_name,
+    method_order,
+    metric_name,
+)
 from fusion3d.io import atomic_path, load_nifti, read_tsv
 
 FORMATS: tuple[str, ...] = ("png", "pdf")
@@ -280,7 +286,8 @@ def plot_metric_boxes(
     missing = [c for c in LONG_COLUMNS if c not in long.columns]
     if missing:
         raise ValueError(f"metrics table: missing column(s) {missing}")
-    sel = long[long["protocol"] == protocol]
+    sel = average_over_seeds(long)  # a network: one value per subject, its mean over seeds
+    sel = sel[sel["protocol"] == protocol]
     if split is not None:
         sel = sel[sel["split"] == split]
     sel = sel[np.isfinite(sel["value"].astype(float))]
@@ -312,46 +319,79 @@ def plot_metric_boxes(
     return _save(fig, out)
 
 
-def plot_training_curves(histories: Mapping[str, pd.DataFrame], out: OutSpec) -> list[Path]:
-    """Training loss terms and validation metrics per epoch, one line per method.
+#: History columns that are not loss terms.
+_HISTORY_META = ("epoch", "lr", "seconds", "loss")
 
-    Each history needs an ``epoch`` column; the panels are ``loss`` and every
-    column starting with ``loss_`` or ``val_`` found in any history.
+
+def _check_history(name: str, hist) -> None:
+    if not isinstance(hist, pd.DataFrame):
+        raise ValueError(f"histories[{name!r}]: expected a DataFrame, got {type(hist).__name__}")
+    if "epoch" not in hist.columns:
+        raise ValueError(f"histories[{name!r}]: missing column 'epoch'")
+    if hist.empty:
+        raise ValueError(f"histories[{name!r}]: no epochs")
+
+
+def _history_groups(histories: Mapping[str, pd.DataFrame]) -> dict[str, dict[str, pd.DataFrame]]:
+    """``{"dcfb3d": {"seed 1": history, ...}}`` from keys ``"<network> seed <s>"`` (or plain)."""
+    groups: dict[str, dict[str, pd.DataFrame]] = {}
+    for key, hist in histories.items():
+        _check_history(key, hist)
+        network, _, seed = key.partition(" seed ")
+        groups.setdefault(network, {})[f"seed {seed}" if seed else network] = hist
+    return groups
+
+
+def plot_training_curves(histories: Mapping[str, pd.DataFrame], out: OutSpec) -> list[Path]:
+    """Training curves: one row per network, one line per seed.
+
+    Columns: the total loss and every loss term of the network's recipe (every history
+    column that is not ``epoch``, ``lr``, ``seconds`` or ``val_*``; symmetric log scale), then each
+    ``val_*`` column (validation PSNR, SSIM and the selection score). Keys of
+    ``histories`` are ``"<network> seed <seed>"`` (or a network alone).
     """
+    return _save(training_curves_figure(histories), out)
+
+
+def training_curves_figure(histories: Mapping[str, pd.DataFrame]) -> Figure:
+    """The figure of :func:`plot_training_curves`."""
     if not histories:
         raise ValueError("histories: nothing to plot (empty mapping)")
-    columns: list[str] = []
-    for method, hist in histories.items():
-        if not isinstance(hist, pd.DataFrame):
-            raise ValueError(
-                f"histories[{method!r}]: expected a DataFrame, got {type(hist).__name__}"
-            )
-        if "epoch" not in hist.columns:
-            raise ValueError(f"histories[{method!r}]: missing column 'epoch'")
-        if hist.empty:
-            raise ValueError(f"histories[{method!r}]: no epochs")
-        for col in hist.columns:
-            if (col == "loss" or col.startswith(("loss_", "val_"))) and col not in columns:
-                columns.append(col)
-    if not columns:
-        raise ValueError("histories: no 'loss', 'loss_*' or 'val_*' column to plot")
-    columns.sort(key=lambda c: (0 if c == "loss" else 1 if c.startswith("loss_") else 2, c))
-    ncols = min(3, len(columns))
-    nrows = math.ceil(len(columns) / ncols)
-    fig = Figure(figsize=(4.0 * ncols, 3.0 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, col in zip(axes, columns, strict=False):
-        for method, hist in histories.items():
-            if col in hist.columns:
-                h = hist.sort_values("epoch")
-                ax.plot(h["epoch"], h[col], marker="o", markersize=2, label=method_name(method))
-        ax.set_title(col, fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in axes[len(columns) :]:
-        ax.set_visible(False)
-    return _save(fig, out)
+    groups = _history_groups(histories)
+    for key, hist in histories.items():
+        if not [c for c in hist.columns if c not in _HISTORY_META[:3] and not c.startswith("val_")]:
+            raise ValueError(f"histories[{key!r}]: no 'loss' or loss-term column to plot")
+    val_cols = sorted({c for h in histories.values() for c in h.columns if c.startswith("val_")})
+    fig = Figure(figsize=(4.2 * (1 + len(val_cols)), 3.0 * len(groups)), layout="constrained")
+    axes = fig.subplots(len(groups), 1 + len(val_cols), squeeze=False)
+    for row, (network, runs) in zip(axes, groups.items(), strict=True):
+        for i, (run, hist) in enumerate(runs.items()):
+            h = hist[hist["epoch"] > 0].sort_values("epoch")
+            style = ("-", "--", ":", "-.")[i % 4]
+            terms = [c for c in h.columns if c not in _HISTORY_META and not c.startswith("val_")]
+            for j, col in enumerate(["loss", *terms] if "loss" in h.columns else terms):
+                row[0].plot(
+                    h["epoch"],
+                    h[col],
+                    style,
+                    color=f"C{j}",
+                    lw=1.2 if j else 2.0,
+                    label=col if i == 0 else None,
+                )
+            hv = hist.sort_values("epoch")
+            for ax, col in zip(row[1:], val_cols, strict=True):
+                if col in hv.columns:
+                    ax.plot(hv["epoch"], hv[col], style, marker="o", markersize=2, label=run)
+        row[0].set_yscale("symlog", linthresh=1e-2)  # terms may be negative (LNCC)
+        row[0].set_title(f"{method_name(network)}: loss and its terms", fontsize=9)
+        row[0].legend(fontsize=6, ncol=2)
+        for ax, col in zip(row[1:], val_cols, strict=True):
+            ax.set_title(f"{method_name(network)}: {col}", fontsize=9)
+            ax.legend(fontsize=6)
+        for ax in row:
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+    return fig
 
 
 def _thumbnail(img: np.ndarray, max_side: int = 400) -> np.ndarray:
@@ -422,3 +462,51 @@ def _qc_montage_figure(images: Sequence[tuple[Path, np.ndarray]], ncols: int) ->
     for ax in axes[len(images) :]:
         ax.set_visible(False)
     return fig
+
+
+def plot_paper_comparison(table: pd.DataFrame, out: OutSpec) -> list[Path]:
+    """Ours beside the paper's Table 1: one panel per paper column, one pair of points per method.
+
+    ``table``: :func:`fusion3d.paper.compare_with_paper`. The paper's value is drawn with its
+    reported sd (grey, hollow); ours with its 95 % CI of the mean over test subjects (filled).
+    """
+    if table.empty:
+        raise ValueError("paper comparison: no method of the paper's Table 1 in this study")
+    columns = list(dict.fromkeys(table["paper_column"]))
+    methods = list(dict.fromkeys(table["method"]))
+    fig = Figure(figsize=(3.2 * len(columns), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(columns), squeeze=False).ravel()
+    x = np.arange(len(methods))
+    for ax, column in zip(axes, columns, strict=True):
+        part = table[table["paper_column"] == column].set_index("method").reindex(methods)
+        ax.errorbar(
+            x - 0.12,
+            part["paper_mean"],
+            yerr=part["paper_sd"],
+            fmt="o",
+            mfc="white",
+            color="0.45",
+            capsize=3,
+            label="paper (mean +- sd)",
+        )
+        low = (part["ours_mean"] - part["ours_ci_low"]).fillna(0.0)
+        high = (part["ours_ci_high"] - part["ours_mean"]).fillna(0.0)
+        ax.errorbar(
+            x + 0.12,
+            part["ours_mean"],
+            yerr=[low, high],
+            fmt="o",
+            color="C0",
+            capsize=3,
+            label="ours (mean, 95 % CI)",
+        )
+        ax.set_xticks(x, [method_name(m) for m in methods], rotation=30, ha="right", fontsize=8)
+        metric = part["metric"].dropna().iloc[0]
+        ax.set_title(f"{column} (ours: {metric_name(metric)})", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    n = int(table["n_subjects"].max())
+    fig.suptitle(
+        f"Paper's Table 1 beside this study (paper protocol, {n} test subjects)", fontsize=10
+    )
+    return _save(fig, out)

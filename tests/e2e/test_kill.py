@@ -69,10 +69,11 @@ def test_kill_during_preprocessing_and_training_then_finish(tiny_study, tmp_path
     run_snakemake(tmp_path, "--unlock")
 
     # 2. Kill during training, after the first epoch's checkpoint is on disk.
-    last = results / "train" / "dcfb3d" / "state" / "checkpoints" / "last.pt"
+    run_dir = results / "train" / "dcfb3d" / "seed-3407"
+    last = run_dir / "state" / "checkpoints" / "last.pt"
     kill_when(
         start(tmp_path),
-        lambda: last.exists() and not (results / "train" / "dcfb3d" / "model.pt").exists(),
+        lambda: last.exists() and not (run_dir / "model.pt").exists(),
     )
     assert last.exists()
     assert mtimes(completed) == stamps, "preprocessing completed before the kill was redone"
@@ -81,7 +82,7 @@ def test_kill_during_preprocessing_and_training_then_finish(tiny_study, tmp_path
     # 3. Finish.
     run_snakemake(tmp_path, "--cores", "2", "--rerun-incomplete")
     assert mtimes(completed) == stamps, "preprocessing completed before the kill was redone"
-    log = (results / "logs" / "train" / "dcfb3d.log").read_text()
+    log = (results / "logs" / "train" / "dcfb3d" / "seed-3407.log").read_text()
     assert "resum" in log.lower(), "training did not resume from its checkpoint"
 
     # Same split and same metrics as the uninterrupted run.

@@ -37,6 +37,13 @@ def test_every_subject_method_and_metric_has_a_finite_row(tiny_study):
     paper = long[long["protocol"] == "paper"]
     assert {"psnr", "ssim"} <= set(paper["metric"])
     assert all(math.isfinite(v) for v in long["value"]), long[~long["value"].apply(math.isfinite)]
+    # every network once per seed (train.seeds of config.yaml, inherited), classic methods once
+    seeds = long.groupby("method")["seed"].apply(lambda s: sorted(s.dropna().astype(int).unique()))
+    for method in METHODS:
+        assert seeds[method] == ([1, 3407] if method.startswith("dcfb") else []), method
+    table1 = pd.read_csv(results / "tables" / "table1.csv")
+    assert "PSNR sd across seeds" in table1.columns
+    assert table1.set_index("Method").loc["DC2Fusion (ours)", "Seeds"] == 2
 
 
 def test_tables_and_figures_are_written(tiny_study):

@@ -19,6 +19,7 @@ from fusion3d.figures import (
     plot_metric_boxes,
     plot_qc_montage_pages,
     plot_training_curves,
+    training_curves_figure,
 )
 from fusion3d.io import save_nifti, write_tsv
 
@@ -147,6 +148,42 @@ def test_training_curves(tmp_path) -> None:
         plot_training_curves({"dcfb3d": hist.drop(columns="epoch")}, tmp_path / "x")
     with pytest.raises(ValueError, match="no 'loss'"):
         plot_training_curves({"dcfb3d": hist[["epoch", "lr"]]}, tmp_path / "x")
+
+
+def test_training_curves_plot_every_loss_term_of_every_network() -> None:
+    epochs = np.arange(0, 4)
+    dcfb = pd.DataFrame(
+        {
+            "epoch": epochs,
+            "lr": 1e-4,
+            "loss": 3.0,
+            "lncc_mri": -0.5,
+            "ssim_mri": 0.4,
+            "l1_pet": 0.1,
+            "val_psnr": 12.0,
+            "seconds": 1.0,
+        }
+    )
+    matr = pd.DataFrame(
+        {
+            "epoch": epochs,
+            "lr": 1e-3,
+            "loss": 2.0,
+            "ssim_ir": 0.3,
+            "rmi_vi": 0.2,
+            "val_psnr": 11.0,
+            "seconds": 1.0,
+        }
+    )
+    fig = training_curves_figure(
+        {"dcfb3d seed 1": dcfb, "dcfb3d seed 2": dcfb * 1.01, "matr seed 1": matr}
+    )
+    axes = fig.axes
+    assert len(axes) == 4  # 2 networks x (loss terms, val_psnr)
+    labels = [{ln.get_label() for ln in ax.get_lines()} for ax in axes]
+    assert {"loss", "lncc_mri", "ssim_mri", "l1_pet"} <= labels[0]  # the history's own names
+    assert {"loss", "ssim_ir", "rmi_vi"} <= labels[2]
+    assert {"seed 1", "seed 2"} <= labels[1]
 
 
 def write_png(path: Path, seed: int) -> Path:

@@ -137,7 +137,7 @@ def test_import_and_load(published_file, tmp_path, caplog):
     ckpt = torch.load(out, weights_only=True)
     assert ckpt["variant"] == "published" and ckpt["source"] == "published_best.pth"
     model = load_model(out)
-    assert ckpt["config"] == model.init_args
+    assert ckpt["init_args"] == model.init_args and ckpt["method"] == "dcfb"
     assert model.init_args["variant"] == "published"
     assert model.init_args["depths"] == DEPTHS and model.init_args["embed_dim"] == E
     assert model.init_args["num_heads"] == HEADS and model.init_args["window_size"] == 1

@@ -449,7 +449,7 @@ def test_learning_benchmark_runs_on_a_split(cohort, tmp_path, capsys):
     ]
     pd.DataFrame(rows).assign(model_mask="-").to_csv(tmp_path / "split.tsv", sep="\t", index=False)
     config = {
-        "models": {"a3d": MODEL, "b2d": {**MODEL, "spatial_dims": 2}},
+        "models": {"dcfb3d": MODEL, "dcfb2d": {**MODEL, "spatial_dims": 2}},
         "train": {"epochs": 5, "slices_per_volume": 2},
     }
     (tmp_path / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
@@ -466,7 +466,7 @@ def test_learning_benchmark_runs_on_a_split(cohort, tmp_path, capsys):
         ]
     )
     table = pd.read_csv(out / "learning_curves.tsv", sep="\t")
-    assert table["network"].tolist() == ["a3d", "a3d", "b2d", "b2d"]  # init + 1 epoch each
+    assert table["network"].tolist() == ["dcfb3d", "dcfb3d", "dcfb2d", "dcfb2d"]  # init + 1 epoch
     assert table["lr"].iloc[1] == 0.002 and np.isfinite(table["val_ssim"]).all()
     assert (out / "learning_curves.png").stat().st_size > 0
     assert "best validation scores" in capsys.readouterr().out

@@ -182,6 +182,8 @@ def get_final_outputs():
     ]
     if NETWORKS:
         outputs.append(f"{R}/figures/training_curves.png")
+    if set(METHODS) & {"swinfuse", "matr", "dilran", "dcfb3d"}:
+        outputs += [f"{R}/tables/paper_vs_ours.md", f"{R}/figures/paper_vs_ours.png"]
     if SOURCE == "synthetic":
         outputs.append(f"{R}/qc/accuracy.tsv")
     return outputs

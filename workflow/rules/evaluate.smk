@@ -107,3 +107,30 @@ rule provenance:
         workflow_dir=workflow.basedir,
     script:
         "../scripts/provenance.py"
+
+
+rule paper_comparison:
+    """The paper's Table 1 beside ours (paper protocol, test split, 95 % CI)."""
+    input:
+        long=f"{R}/tables/metrics_long.tsv",
+    output:
+        tsv=f"{R}/tables/paper_vs_ours.tsv",
+        md=f"{R}/tables/paper_vs_ours.md",
+        png=report(
+            f"{R}/figures/paper_vs_ours.png",
+            caption="../report/paper_vs_ours.rst",
+            category="Figures",
+        ),
+        pdf=f"{R}/figures/paper_vs_ours.pdf",
+    log:
+        f"{R}/logs/evaluate/paper_comparison.log",
+    benchmark:
+        f"{R}/benchmarks/tables/paper_comparison.tsv"
+    conda:
+        conda_env("evaluate")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/paper_comparison.py"

@@ -19,12 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-from pathlib import Path
 
 import torch
 from torch import Tensor
-
-from fusion3d.io import atomic_path
 
 __all__ = [
     "BLOCK_KEYS",
@@ -321,40 +318,14 @@ def convert_state_dict(state: dict[str, Tensor], **sizes) -> tuple[dict, dict[st
     return model.init_args, model.state_dict()
 
 
-def _read_published(path: Path) -> dict[str, Tensor]:
-    """Load a published state_dict (optionally under a ``state_dict`` key) safely."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: published weights not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"{path}: cannot load with weights_only=True ({exc}); save the published "
-            "model's state_dict() (torch.save(model.state_dict(), path)), not the module"
-        ) from exc
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: not a state_dict (a dict of tensors)")
-    return dict(obj)
-
-
 def import_published_weights(src: str | os.PathLike, out: str | os.PathLike, **sizes) -> dict:
-    """Convert published weights ``src`` into our checkpoint ``out`` (written atomically).
+    """Convert published DC2Fusion weights ``src`` into our checkpoint ``out`` (written
+    atomically): :func:`fusion3d.learned.weights.import_weights` with ``method="dc2fusion"``.
 
-    The checkpoint is ``{"config": init_args, "model_state": state_dict, "variant":
-    "published", "source": <file name of src>}``, which
+    The checkpoint is ``{"method": "dcfb", "init_args": init_args, "model_state":
+    state_dict, "variant": "published", "source": <file name of src>}``, which
     :func:`fusion3d.learned.inference.load_model` reads. Returns ``init_args``.
     """
-    src = Path(src)
-    init_args, state = convert_state_dict(_read_published(src), **sizes)
-    ckpt = {
-        "config": init_args,
-        "model_state": state,
-        "variant": "published",
-        "source": src.name,
-    }
-    with atomic_path(out) as tmp:
-        torch.save(ckpt, tmp)
-    log.info("wrote %s (variant published, from %s)", out, src.name)
-    return init_args
+    from fusion3d.learned.weights import import_weights
+
+    return import_weights("dc2fusion", src, out, **sizes)
