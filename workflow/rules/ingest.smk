@@ -9,6 +9,7 @@ checkpoint ingest:
         pairs=f"{R}/ingest/pairs.tsv",
         excluded=f"{R}/ingest/excluded.tsv",
         missing=f"{R}/ingest/missing.tsv",
+        header_flags=f"{R}/ingest/header_flags.tsv",
         bids=directory(f"{R}/bids"),
     log:
         f"{R}/logs/ingest/ingest.log",

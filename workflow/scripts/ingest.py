@@ -36,6 +36,7 @@ with script_logging(snakemake.log[0]) as log:
         options=options,
         cohort_ids=spec.get("image_ids"),
         missing_tsv=snakemake.output.missing,
+        header_flags_tsv=snakemake.output.header_flags,
         threads=snakemake.threads,
         # Snakemake deletes the outputs of a failed job: copies of excluded.tsv and missing.tsv
         # stay beside the log, and the errors point there.

@@ -283,7 +283,8 @@ def register_pet_to_t1(brain: _Brain, brain_reg, pet_clip, opts: dict, tmp: str)
     The PET runs at ``max(3, registration_mm)``; the fixed image is the brain at
     ``registration_mm`` (the whole head when the mask is empty). Returns the
     transform file and the QC record: mutual information inside the brain
-    before and after.
+    before and after, and the left-right check (:func:`fusion3d.preprocess.qc.left_right_check`:
+    the PET mirrored left-right, registered the same way).
     """
     reg_mm = float(opts["registration_mm"])
     t1_reg = registration.resample_to_resolution(brain.t1_n4, reg_mm)
@@ -302,6 +303,10 @@ def register_pet_to_t1(brain: _Brain, brain_reg, pet_clip, opts: dict, tmp: str)
         "similarity_before": _similarity(fixed, pet_reg, [], eval_mask, "mi"),
         "similarity_after": _similarity(fixed, pet_reg, [mat], eval_mask, "mi"),
     }
+    # the mirrored PET registered the same way: a header that lies shows as a better fit
+    record["left_right"] = qc.left_right_check(
+        fixed, pet_reg, eval_mask, f"{tmp}/", schedule=sched, as_is=record["similarity_after"]
+    )
     return mat, record
 
 
@@ -438,6 +443,7 @@ def _run_steps(mri_path, pet_path, paths: dict[str, Path], opts: dict, record: d
         clock.tick("t1_to_mni")
         pet_clip = clip_pet(pet, opts)
         pett1_mat, pett1_qc = register_pet_to_t1(brain, brain_reg, pet_clip, opts, tmp)
+        flags.extend(qc.left_right_flags(pett1_qc["left_right"]))
         clock.tick("pet_to_t1")
         files = save_transforms(t1mni, pett1_mat, paths)
         mni = resample_to_mni(brain, pet_clip, t1mni, pett1_mat, opts)

@@ -398,7 +398,13 @@ def _mirror_axis(image) -> int:
 
 
 def left_right_check(
-    fixed, moving, mask: np.ndarray, outprefix: str, *, schedule: dict | None = None
+    fixed,
+    moving,
+    mask: np.ndarray,
+    outprefix: str,
+    *,
+    schedule: dict | None = None,
+    as_is: float | None = None,
 ) -> dict:
     """Register ``moving`` rigidly to ``fixed`` as it is and mirrored left-right; compare.
 
@@ -408,6 +414,9 @@ def left_right_check(
     registrations are :func:`fusion3d.preprocess.registration.register` ("Rigid", Mattes MI,
     centre-of-mass start), scored by the QC's PET -> T1 similarity (mutual information of the
     joint histogram inside ``mask``, a boolean array on ``fixed``'s grid).
+
+    ``as_is``: the similarity of the pipeline's own PET -> T1 registration, when it has run
+    (the same registration and score): then only the mirrored PET is registered.
 
     Returns
     -------
@@ -421,8 +430,10 @@ def left_right_check(
 
     axis = _mirror_axis(moving)
     flipped = moving.new_image_like(np.ascontiguousarray(np.flip(moving.numpy(), axis)))
-    scores = {}
+    scores = {} if as_is is None else {"as_is": float(as_is)}
     for name, image in (("as_is", moving), ("mirrored", flipped)):
+        if name in scores:
+            continue
         res = registration.register(
             fixed, image, "Rigid", outprefix=f"{outprefix}lr_{name}_", schedule=schedule
         )
