@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fusion3d import baselines, evaluation, methods, workflow
+from fusion3d.learned.recipes import recipe_for
 from fusion3d.metrics import PAPER_NAMES, SUITE_NAMES, VOLUME_NAMES, names
 from fusion3d.preprocess import outputs
 
@@ -39,7 +40,11 @@ def test_long_function_finder_finds_one(tmp_path):
 
 def test_one_list_of_methods():
     assert baselines.METHODS == methods.CLASSIC_METHODS == workflow.CLASSIC_METHODS
-    assert set(workflow.NETWORK_METHODS) == {"dcfb2d", "dcfb3d"}
+    assert {"dcfb2d", "dcfb3d", "matr"} <= set(workflow.NETWORK_METHODS)
+    for name in workflow.NETWORK_METHODS:  # every network trains with a recipe of its own kind
+        recipe = recipe_for(name)
+        assert recipe.method == methods.BY_NAME[name].network
+        assert name.startswith("dcfb") or recipe.model_class.spatial_dims == 2
     assert {m.kind for m in methods.METHODS} == {"classic", "network"}
     for m in methods.METHODS:
         assert evaluation.method_name(m.name) == m.label and m.dims in ("2D", "3D")
