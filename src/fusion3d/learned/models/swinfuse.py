@@ -136,7 +136,10 @@ def attention_fusion_weight(
     c1, c2 = _soft_weights(
         column_vector_attention(tensor1, p_type), column_vector_attention(tensor2, p_type), eps
     )
-    return (r1 * tensor1 + r2 * tensor2) + (c1 * tensor1 + c2 * tensor2)
+    fused = (r1 * tensor1 + r2 * tensor2) + (c1 * tensor1 + c2 * tensor2)
+    # the published .repeat() of the weights makes F contiguous (NCHW) whatever the layout
+    # of the features; the decoder's 1x1 conv then runs the same kernel as there
+    return fused.contiguous()
 
 
 # -- Swin blocks (net.py:11-276) --------------------------------------------------------------
@@ -576,14 +579,21 @@ class SwinFuse(nn.Module):
         return float(self._init_args["pad_value"])
 
     def finish_output(self, img: Tensor) -> Tensor:
-        """Per-image min-max stretch and 8-bit truncation of ``save_image_test`` (``utils.py:639``)."""
-        if self._init_args["output_stretch"]:
-            lo = img.amin(dim=(1, 2, 3), keepdim=True)
-            span = img.amax(dim=(1, 2, 3), keepdim=True) - lo
-            img = torch.where(span > 0, (img - lo) / torch.where(span > 0, span, 1), 0)
-        if self._init_args["quantise_output"]:
-            img = torch.floor(img * 255) / 255
-        return img
+        """Per-image min-max stretch and 8-bit truncation of ``save_image_test`` (``utils.py:639``).
+
+        Computed on the published 0..255 scale (``test.py:63``), in its order of operations.
+        """
+        stretch, quantise = self._init_args["output_stretch"], self._init_args["quantise_output"]
+        if not (stretch or quantise):
+            return img
+        v = img * 255
+        if stretch:
+            lo = v.amin(dim=(1, 2, 3), keepdim=True)
+            span = v.amax(dim=(1, 2, 3), keepdim=True) - lo
+            v = torch.where(span > 0, (v - lo) / torch.where(span > 0, span, 1), 0) * 255
+        if quantise:
+            v = torch.floor(v)
+        return v / 255
 
 
 # -- published weights ---------------------------------------------------------------------------
