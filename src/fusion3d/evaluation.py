@@ -168,23 +168,111 @@ def _load_subject_images(subject_id: str, fused_path, sub: pd.Series) -> tuple:
     Raises ``ValueError`` naming the file when a shape differs from the fused volume's.
     """
     fused, _ = load_nifti(fused_path)
+    mri, pet, mask = _load_sources(subject_id, sub)
+    _check_fused_shape(subject_id, fused_path, fused, sub, mri.shape)
+    return fused, mri, pet, mask
+
+
+def _load_sources(subject_id: str, sub: pd.Series) -> tuple:
+    """One subject's MRI, PET and mask (``None`` without one), checked to share one shape."""
     mri, _ = load_nifti(sub["mri_path"])
     pet, _ = load_nifti(sub["pet_path"])
-    for path, arr in ((sub["mri_path"], mri), (sub["pet_path"], pet)):
-        if arr.shape != fused.shape:
-            raise ValueError(
-                f"{subject_id}: {fused_path} has shape {fused.shape} but {path} has {arr.shape}"
-            )
+    if pet.shape != mri.shape:
+        raise ValueError(
+            f"{subject_id}: {sub['pet_path']} has shape {pet.shape} but {sub['mri_path']} "
+            f"has {mri.shape}"
+        )
     mask = None
     mask_path = sub.get("mask_path")
     if isinstance(mask_path, str | os.PathLike) and str(mask_path).strip():
         mask_arr, _ = load_nifti(mask_path)
-        if mask_arr.shape != fused.shape:
+        if mask_arr.shape != mri.shape:
             raise ValueError(
-                f"{subject_id}: mask {mask_path} has shape {mask_arr.shape}, fused {fused.shape}"
+                f"{subject_id}: mask {mask_path} has shape {mask_arr.shape}, images {mri.shape}"
             )
         mask = mask_arr > 0.5
-    return fused, mri, pet, mask
+    return mri, pet, mask
+
+
+def _check_fused_shape(subject_id: str, fused_path, fused, sub: pd.Series, shape) -> None:
+    if fused.shape != shape:
+        raise ValueError(
+            f"{subject_id}: {fused_path} has shape {fused.shape} but {sub['mri_path']} has {shape}"
+        )
+
+
+def _subject_rows(
+    subject_id: str, sub: pd.Series, jobs: list[tuple[int, str, object]], protocols, fn
+) -> list[tuple[int, dict[str, object]]]:
+    """Rows of one subject for every ``(entry, method, fused_path)`` of ``jobs``.
+
+    The sources are loaded once; without ``fn`` their source-side metric work is done
+    once too (:class:`fusion3d.metrics.prepared.SubjectSources`) and reused for every
+    fused image.
+    """
+    mri, pet, mask = _load_sources(subject_id, sub)
+    if fn is None:
+        from fusion3d.metrics.prepared import SubjectSources, score
+
+        prepared = SubjectSources(mri, pet, mask)
+
+        def fn(fused, _mri, _pet, *, protocol, mask=None):
+            return score(fused, prepared, protocol)
+
+    rows = []
+    for entry, method, fused_path in jobs:
+        fused, _ = load_nifti(fused_path)
+        _check_fused_shape(subject_id, fused_path, fused, sub, mri.shape)
+        for protocol in protocols:
+            for metric, value in fn(fused, mri, pet, protocol=protocol, mask=mask).items():
+                row = {"subject_id": subject_id, "split": sub["split"], "group": sub["group"]}
+                row.update(method=method, protocol=protocol, metric=str(metric))
+                rows.append((entry, {**row, "value": float(value)}))
+    return rows
+
+
+def evaluate_methods(
+    entries: Sequence[tuple[str, pd.DataFrame]],
+    *,
+    protocols: Sequence[str],
+    subjects: pd.DataFrame,
+    metrics_fn: MetricsFn | None = None,
+) -> list[pd.DataFrame]:
+    """:func:`evaluate_method` for several fused indexes, all fused images of a subject in one pass.
+
+    Each subject's sources are loaded and prepared once and every fused image of it (any
+    method, any seed) is scored against them: the sources' side of the metrics (phase
+    congruency, gradients, histograms, VIF pyramids, ...) is computed once per subject
+    instead of once per fused image. Memory: one subject's sources and one fused image.
+
+    Parameters
+    ----------
+    entries
+        ``(method, index)`` pairs, as :func:`evaluate_method` takes them (a method may
+        appear more than once, e.g. once per seed).
+    protocols, subjects, metrics_fn
+        As for :func:`evaluate_method`; with ``metrics_fn`` nothing is prepared (each
+        call gets the images).
+
+    Returns
+    -------
+    list of pandas.DataFrame
+        One long table per entry (columns :data:`LONG_COLUMNS`, in its index order).
+    """
+    checked = [_check_evaluation_inputs(m, ix, protocols, subjects) for m, ix in entries]
+    protocols = checked[0] if checked else []
+    info = subjects.set_index("subject_id")
+    jobs: dict[str, list[tuple[int, str, object]]] = {}
+    for entry, (method, index) in enumerate(entries):
+        for subject_id, path in zip(index["subject_id"], index["fused_path"], strict=True):
+            jobs.setdefault(subject_id, []).append((entry, method, path))
+    rows: list[list[dict[str, object]]] = [[] for _ in entries]
+    for subject_id, subject_jobs in jobs.items():
+        for entry, row in _subject_rows(
+            subject_id, info.loc[subject_id], subject_jobs, protocols, metrics_fn
+        ):
+            rows[entry].append(row)
+    return [pd.DataFrame(r, columns=list(LONG_COLUMNS)) for r in rows]
 
 
 def evaluate_method(
@@ -209,8 +297,9 @@ def evaluate_method(
         Columns ``subject_id``, ``split``, ``group``, ``mri_path``, ``pet_path``,
         ``mask_path`` (``mask_path`` may be absent or empty: no mask).
     metrics_fn
-        ``compute_metrics(fused, mri, pet, *, protocol, mask=None) -> dict``;
-        default :func:`fusion3d.metrics.compute_metrics`.
+        ``compute_metrics(fused, mri, pet, *, protocol, mask=None) -> dict``; default:
+        the prepared path of :mod:`fusion3d.metrics.prepared` (the same values as
+        :func:`fusion3d.metrics.compute_metrics`).
 
     Returns
     -------
@@ -223,28 +312,9 @@ def evaluate_method(
         Missing columns, no protocols, duplicate or unknown subject ids, a
         fused image whose shape differs from its sources.
     """
-    protocols = _check_evaluation_inputs(method, index, protocols, subjects)
-    fn = metrics_fn if metrics_fn is not None else _default_metrics_fn()
-    info = subjects.set_index("subject_id")
-    rows: list[dict[str, object]] = []
-    for subject_id, fused_path in zip(index["subject_id"], index["fused_path"], strict=True):
-        sub = info.loc[subject_id]
-        fused, mri, pet, mask = _load_subject_images(subject_id, fused_path, sub)
-        for protocol in protocols:
-            values = fn(fused, mri, pet, protocol=protocol, mask=mask)
-            for metric, value in values.items():
-                rows.append(
-                    {
-                        "subject_id": subject_id,
-                        "split": sub["split"],
-                        "group": sub["group"],
-                        "method": method,
-                        "protocol": protocol,
-                        "metric": str(metric),
-                        "value": float(value),
-                    }
-                )
-    return pd.DataFrame(rows, columns=list(LONG_COLUMNS))
+    return evaluate_methods(
+        [(method, index)], protocols=protocols, subjects=subjects, metrics_fn=metrics_fn
+    )[0]
 
 
 def _select(long: pd.DataFrame, *, split: str | None, protocol: str | None = None) -> pd.DataFrame:

@@ -91,6 +91,7 @@ def ssim_map(
     data_range: float,
     axes: tuple[int, ...] | None = None,
     moments_a: tuple[np.ndarray, np.ndarray] | None = None,
+    moments_b: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Gaussian SSIM map (window sigma 1.5, 11 samples, population covariance).
 
@@ -104,13 +105,13 @@ def ssim_map(
         Axes the Gaussian window extends over (default: all); other axes are not
         filtered, so ``axes=(1, 2)`` scores every slice of an ``(S, H, W)`` stack alone.
         Borders are handled with ``mode='reflect'`` as in scikit-image.
-    moments_a
-        :func:`gaussian_moments` of ``a`` when already known (reused across sources).
+    moments_a, moments_b
+        :func:`gaussian_moments` of ``a`` (``b``) when already known (reused across images).
     """
     axes = tuple(range(a.ndim)) if axes is None else axes
     sigma = [SSIM_SIGMA if ax in axes else 0.0 for ax in range(a.ndim)]
     ux, uxx = gaussian_moments(a, axes) if moments_a is None else moments_a
-    uy, uyy = gaussian_moments(b, axes)
+    uy, uyy = gaussian_moments(b, axes) if moments_b is None else moments_b
     uxy = ndimage.gaussian_filter(a * b, sigma=sigma, truncate=SSIM_TRUNCATE, mode="reflect")
     vx = uxx - ux * ux
     vy = uyy - uy * uy

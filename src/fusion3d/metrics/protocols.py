@@ -27,6 +27,12 @@
 
 PSNR of identical images is reported as :data:`fusion3d.metrics.core.PSNR_MAX_DB`
 (100 dB) instead of ``inf``.
+
+:func:`compute_metrics` goes through :mod:`fusion3d.metrics.prepared` (the sources' side
+computed once, :class:`~fusion3d.metrics.prepared.SubjectSources`, reusable for every
+fused image of a subject); :func:`direct_metrics` computes the same values straight from
+the definitions, one (fused, source) pair at a time, and is what the tests hold the
+prepared path to.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from fusion3d.metrics.core import (
 from fusion3d.metrics.fmi import fmi_haghighat
 from fusion3d.metrics.fsim import fsim_from_parts, fsim_parts
 from fusion3d.metrics.names import PAPER_NAMES, PROTOCOLS, VOLUME_NAMES
+from fusion3d.metrics.prepared import SubjectSources, score
 from fusion3d.metrics.suite import shared_8bit, suite_slices
 
 HIST_BINS = 100
@@ -145,6 +152,27 @@ def _suite2d(f, m, p, mask) -> dict[str, float]:
     return {name: float(v.mean()) for name, v in values.items()}
 
 
+def direct_metrics(
+    fused: np.ndarray,
+    mri: np.ndarray,
+    pet: np.ndarray,
+    *,
+    protocol: str,
+    mask: np.ndarray | None = None,
+) -> dict[str, float]:
+    """:func:`compute_metrics` straight from the definitions (no source-side reuse).
+
+    Same arguments, values and errors as :func:`compute_metrics`; slower, kept as the
+    reference the prepared path is tested against.
+    """
+    f, m, p, mask = _check(fused, mri, pet, mask, protocol)
+    if protocol == "paper":
+        return _paper(f, m, p)
+    if protocol == "volume":
+        return _volume(f, m, p, mask)
+    return _suite2d(f, m, p, mask)
+
+
 def compute_metrics(
     fused: np.ndarray,
     mri: np.ndarray,
@@ -178,8 +206,4 @@ def compute_metrics(
         a non-boolean or empty mask.
     """
     f, m, p, mask = _check(fused, mri, pet, mask, protocol)
-    if protocol == "paper":
-        return _paper(f, m, p)
-    if protocol == "volume":
-        return _volume(f, m, p, mask)
-    return _suite2d(f, m, p, mask)
+    return score(f, SubjectSources(m, p, mask), protocol)

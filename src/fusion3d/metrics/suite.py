@@ -128,23 +128,32 @@ def shared_8bit(
         that are not 8-bit integers, or images on different scales.
     """
     arrays = {"fused": fused, "mri": mri, "pet": pet}
-    kinds = {name: _scale_kind(name, np.asarray(x)) for name, x in arrays.items()}
-    if all(k in ("unit", "both") for k in kinds.values()):
-        scale = "unit"
-    elif all(k in ("8bit", "both") for k in kinds.values()):
-        scale = "8bit"
-    else:
-        unit = [n for n, k in kinds.items() if k == "unit"]
-        eight = [n for n, k in kinds.items() if k == "8bit"]
-        raise ValueError(
-            f"suite2d: images on different scales: {', '.join(unit)} in [0, 1] but "
-            f"{', '.join(eight)} holding 8-bit values (0..255); give all three on one scale"
-        )
+    scale = shared_scale({name: _scale_kind(name, np.asarray(x)) for name, x in arrays.items()})
     out = []
     for x in arrays.values():
         x = np.asarray(x, np.float64)
         out.append(np.clip(np.round(x * 255.0), 0.0, 255.0) if scale == "unit" else x)
     return out[0], out[1], out[2]
+
+
+def shared_scale(kinds: dict[str, str]) -> str:
+    """``'unit'`` or ``'8bit'``: the one scale of images of :func:`_scale_kind` ``kinds``.
+
+    Raises
+    ------
+    ValueError
+        When some images are in [0, 1] and others hold 8-bit values (naming them).
+    """
+    if all(k in ("unit", "both") for k in kinds.values()):
+        return "unit"
+    if all(k in ("8bit", "both") for k in kinds.values()):
+        return "8bit"
+    unit = [n for n, k in kinds.items() if k == "unit"]
+    eight = [n for n, k in kinds.items() if k == "8bit"]
+    raise ValueError(
+        f"suite2d: images on different scales: {', '.join(unit)} in [0, 1] but "
+        f"{', '.join(eight)} holding 8-bit values (0..255); give all three on one scale"
+    )
 
 
 def entropy(f: np.ndarray) -> np.ndarray:
@@ -375,5 +384,135 @@ def suite_slices(f: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict[str, np.nd
         "vif": vif_a + vif_b,
         "qabf": qabf(f, a, b),
         "ssim": ssim_a + ssim_b,
+        "psnr": psnr_suite(f, a, b),
+    }
+
+
+# -- the same metrics with the sources' side computed once (fusion3d.metrics.prepared) ----
+
+
+def _grey(x: np.ndarray) -> np.ndarray:
+    """Integer grey levels 0..255 of a stack, ``(S, H * W)``."""
+    return np.clip(np.round(x), 0, 255).astype(np.int64).reshape(len(x), -1)
+
+
+def mutual_information_grey(ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """:func:`mutual_information_8bit` from :func:`_grey` levels, all slices in one pass.
+
+    One ``(S, 256 * 256)`` count array (0.5 MB a slice); the marginals come from the
+    grey-level counts and only the non-empty joint bins enter the sum, as in the
+    per-slice form.
+    """
+    s = len(ia)
+    offset = np.arange(s)[:, None]
+    counts = np.bincount((ia * 256 + ib + 65536 * offset).ravel(), minlength=65536 * s)
+    total = float(ia.shape[1])
+    pa = np.bincount((ia + 256 * offset).ravel(), minlength=256 * s) / total
+    pb = np.bincount((ib + 256 * offset).ravel(), minlength=256 * s) / total
+    code = np.flatnonzero(counts)
+    pj = counts[code] / total
+    k, j = np.divmod(code, 65536)
+    terms = pj * np.log(pj / (pa[code // 256] * pb[k * 256 + j % 256]))
+    return np.bincount(k, weights=terms, minlength=s)
+
+
+def _ssim_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Local 7x7 mean and (sample) variance of every slice, as :func:`ssim_uniform` uses them."""
+    cov_norm = SSIM_WIN**2 / (SSIM_WIN**2 - 1.0)
+    u = _uniform(x)
+    return u, cov_norm * (_uniform(x * x) - u * u)
+
+
+def prepare_sources(a: np.ndarray, b: np.ndarray) -> dict:
+    """Every source-side part of the suite for two 0..255 float64 stacks ``(S, H, W)``.
+
+    VIF pyramids with local means and variances, SSIM window statistics, Sobel strength
+    and orientation (and the Qabf weight sum), grey levels, centred images for SCD.
+    """
+    if min(a.shape[1:]) < SSIM_WIN:
+        raise ValueError(f"SSIM needs slices of at least {SSIM_WIN} px, got {a.shape[1:]}")
+    sobel = [_sobel_strength_angle(a), _sobel_strength_angle(b)]
+    centred = [x - x.mean(axis=(1, 2), keepdims=True) for x in (a, b)]
+    return {
+        "a": a,
+        "b": b,
+        "vif": [_vif_levels(a), _vif_levels(b)],
+        "ssim": [_ssim_stats(a), _ssim_stats(b)],
+        "sobel": sobel,
+        "qabf_den": (sobel[0][0] + sobel[1][0]).sum(axis=(1, 2)),
+        "grey": [_grey(a), _grey(b)],
+        "centred": [(c, (c**2).sum(axis=(1, 2))) for c in centred],
+    }
+
+
+def _vif_prepared(f: np.ndarray, parts: dict) -> np.ndarray:
+    """``VIF(A, F) + VIF(B, F)`` per slice from the prepared source pyramids."""
+    dist_levels = _vif_levels(f)
+    total = np.zeros(len(f))
+    for ref_levels in parts["vif"]:
+        num = np.zeros(len(f))
+        den = np.zeros(len(f))
+        for (r, w, mu1, s1), (d, _, mu2, s2) in zip(ref_levels, dist_levels, strict=True):
+            s12 = _filter_valid(r * d, w) - mu1 * mu2
+            n, d_ = _vif_terms(s1, s2, s12)
+            num += n
+            den += d_
+        total = total + np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+    return total
+
+
+def _ssim_prepared(f: np.ndarray, parts: dict) -> np.ndarray:
+    """``SSIM(F, A) + SSIM(F, B)`` per slice from the prepared window statistics."""
+    c1 = (0.01 * SSIM_DATA_RANGE) ** 2
+    c2 = (0.03 * SSIM_DATA_RANGE) ** 2
+    cov_norm = SSIM_WIN**2 / (SSIM_WIN**2 - 1.0)
+    pad = (SSIM_WIN - 1) // 2
+    ux, vx = _ssim_stats(f)
+    total = np.zeros(len(f))
+    for r, (uy, vy) in zip((parts["a"], parts["b"]), parts["ssim"], strict=True):
+        vxy = cov_norm * (_uniform(f * r) - ux * uy)
+        smap = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+        total = total + smap[:, pad:-pad, pad:-pad].mean(axis=(1, 2))
+    return total
+
+
+def _qabf_prepared(f: np.ndarray, parts: dict) -> np.ndarray:
+    """:func:`qabf` per slice from the prepared Sobel strength and orientation of A and B."""
+    gf, af = _sobel_strength_angle(f)
+    (ga, aa), (gb, ab) = parts["sobel"]
+    num = (_edge_preservation(ga, aa, gf, af) * ga + _edge_preservation(gb, ab, gf, af) * gb).sum(
+        axis=(1, 2)
+    )
+    den = parts["qabf_den"]
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
+def _scd_prepared(f: np.ndarray, parts: dict) -> np.ndarray:
+    """:func:`scd` per slice from the prepared centred sources."""
+    out = np.zeros(len(f))
+    for other, (dy, dy2) in ((parts["b"], parts["centred"][0]), (parts["a"], parts["centred"][1])):
+        x = f - other
+        dx = x - x.mean(axis=(1, 2), keepdims=True)
+        den = np.sqrt((dx**2).sum(axis=(1, 2)) * dy2)
+        num = (dx * dy).sum(axis=(1, 2))
+        out = out + np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    return out
+
+
+def suite_prepared(f: np.ndarray, parts: dict) -> dict[str, np.ndarray]:
+    """:func:`suite_slices` of a fused 0..255 float64 stack against :func:`prepare_sources`."""
+    a, b = parts["a"], parts["b"]
+    grey_f = _grey(f)
+    return {
+        "en": entropy(f),
+        "sd": standard_deviation(f),
+        "sf": spatial_frequency(f),
+        "ag": average_gradient(f),
+        "mi": mutual_information_grey(grey_f, parts["grey"][0])
+        + mutual_information_grey(grey_f, parts["grey"][1]),
+        "scd": _scd_prepared(f, parts),
+        "vif": _vif_prepared(f, parts),
+        "qabf": _qabf_prepared(f, parts),
+        "ssim": _ssim_prepared(f, parts),
         "psnr": psnr_suite(f, a, b),
     }
