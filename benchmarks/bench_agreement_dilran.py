@@ -29,7 +29,8 @@ and float64. Outputs compared:
   computed by the reference in its dtype), against our ``DILRAN.fuse(mri, pet)`` given the
   unquantised slices (it quantises them itself);
 - ``loss`` (``--loss``): ``loss_func2(vgg, model(x), x, 0.2, 0.2, [0, 1, 2])`` with a seeded
-  random torchvision ``vgg16_bn`` against our recipe's loss given that VGG as a weights file.
+  random torchvision ``vgg16_bn`` against our recipe's loss given that VGG as a weights file
+  (float32 only: the published Sobel kernels are float32 tensors), at 64^2.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ for wname, state in weights.items():
                 f = fusion_strategy(ct_fe, mri_fe, torch.device("cpu"), "SFNN")
                 fused.append(model.recon(f).detach())
             out[tag + "/fuse"] = torch.cat(fused).numpy()
-            if with_loss and size == "64":
+            if with_loss and size == "64" and dtype == "float32":  # loss.py: float32 kernels
                 model = fullModel().to(dt); model.load_state_dict(state)
                 v = copy.deepcopy(vgg).to(dt)
                 terms = loss_func2(v, model(x), x, 0.2, 0.2, [0, 1, 2], torch.device("cpu"))
@@ -173,7 +174,7 @@ def ours(inputs, weights: dict, loss_vgg: str | None) -> dict[str, np.ndarray]:
                 model.eval()  # fuse keeps the published per-slice statistics in eval mode too
                 with torch.no_grad():
                     out[tag + "/fuse"] = model.fuse(mri, pet).numpy()
-                if loss_vgg and size == 64:
+                if loss_vgg and size == 64 and dtype == "float32":
                     out[tag + "/loss"] = _our_loss(init_args, sd, dt, x, loss_vgg)
     return out
 
@@ -188,7 +189,7 @@ def _our_loss(init_args, sd, dt, x, vgg_file: str) -> np.ndarray:
     loss_fn = DILRAN_RECIPE.build_loss(cfg, model).to(dt)
     half = x.shape[0] // 2
     total, terms = loss_fn(model, x[:half], x[half:])
-    return np.array([float(total), terms["mse"], terms["grad"], terms["percep"]])
+    return np.array([float(total.detach()), terms["mse"], terms["grad"], terms["percep"]])
 
 
 def report(ref: dict, got: dict) -> None:
