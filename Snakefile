@@ -1,6 +1,8 @@
 # fusion3d: a reproducible study of 3D MRI-PET fusion (DC2Fusion / DCFB) on ADNI.
 # Table of contents only; the stages live in workflow/rules/, the code in src/fusion3d/.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from fusion3d.workflow import validate_config
 
 min_version("9.0")
 
@@ -8,7 +10,8 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+# One line per problem (the key, what was expected, what was found), then the defaults.
+validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 
 
 report: "workflow/report/workflow.rst"

@@ -302,3 +302,307 @@ def check_network_config(network: str, model_config: dict, train_config: dict) -
         raise ValueError(
             f"config keys train / train.overrides.{network} ({recipe.method} recipe): {exc}"
         ) from exc
+
+
+# ------------------------------------------------------------------ config checks, pre-flight
+def _key_path(parts: Iterable) -> str:
+    return ".".join(str(p) for p in parts) or "(top level)"
+
+
+def _found(value) -> str:
+    text = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _problem_line(error) -> str:
+    """One line for one jsonschema error: the key, what was expected, what was found."""
+    where = _key_path(error.absolute_path)
+    kind, expected, schema = error.validator, error.validator_value, error.schema
+    if kind == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        prefix = "" if not error.absolute_path else f"{where}."
+        return (
+            f"config key {', '.join(prefix + k for k in extra)}: unknown key; "
+            f"expected one of {', '.join(allowed)}"
+        )
+    if kind == "enum":
+        return (
+            f"config key {where}: expected one of {', '.join(map(str, expected))}, "
+            f"found {_found(error.instance)}"
+        )
+    if kind == "type":
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"config key {where}: expected {expected}, found {_found(error.instance)}"
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        sign = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+        found = _found(error.instance)
+        return f"config key {where}: expected {sign[kind]} {expected}, found {found}"
+    if kind == "required":
+        return f"config key {where}: {error.message}"
+    return f"config key {where}: {error.message.splitlines()[0][:160]}"
+
+
+def config_problems(config: dict, schema_path: str | os.PathLike) -> list[str]:
+    """Every problem of ``config`` against the study's schema, one line each.
+
+    Parameters
+    ----------
+    config : dict
+        The study's config (as loaded, before the defaults are filled in).
+    schema_path : path
+        ``workflow/schemas/config.schema.yaml``.
+
+    Returns
+    -------
+    list of str
+        ``config key <key>: expected ..., found ...`` lines in the config's key order (empty
+        when the config is valid); never the schema itself.
+    """
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    lines: list[str] = []
+    for error in errors:
+        # a oneOf/anyOf reports through its sub-errors when it has them
+        for leaf in error.context or [error]:
+            line = _problem_line(leaf)
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
+def validate_config(config: dict, schema_path: str | os.PathLike) -> dict:
+    """Validate ``config`` against the schema and fill in its defaults (in place).
+
+    Raises
+    ------
+    ValueError
+        Listing every problem on its own line (:func:`config_problems`), not the schema.
+    """
+    from snakemake.utils import validate
+
+    problems = config_problems(config, schema_path)
+    if problems:
+        raise ValueError(
+            f"the study's config does not match {schema_path} "
+            f"({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n  "
+            + "\n  ".join(problems)
+        )
+    validate(config, str(schema_path), set_default=True)
+    return config
+
+
+#: The CPU demo's config, which the Snakefile loads before any ``--configfile``.
+DEMO_CONFIG = "config/config.yaml"
+
+#: Keys that set the size and cost of the networks and their training: a real cohort
+#: (``cohort.source: adni``) must not take them from the CPU demo (config/config.yaml) unseen.
+DEMO_MODEL_KEYS = (
+    "preprocess.grid",
+    "preprocess.mni_resolution_mm",
+    "models",
+    "train",
+    "split.fractions",
+    "resources",
+)
+
+
+def _leaves(node, prefix: str, stop: set[str]) -> Iterator[tuple[str, object]]:
+    """Dotted ``(key, value)`` leaves of a nested dict; keys in ``stop`` count as one leaf."""
+    if not isinstance(node, dict) or prefix in stop or not node:
+        yield prefix, node
+        return
+    for key, value in node.items():
+        yield from _leaves(value, f"{prefix}.{key}" if prefix else str(key), stop)
+
+
+def _has_key(config: dict, dotted: str) -> bool:
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def demo_keys(config: dict, user_config: dict, demo_config: dict) -> dict[str, object]:
+    """The model and training keys a study took from the demo config, not from its user.
+
+    Parameters
+    ----------
+    config : dict
+        The study's config (validated).
+    user_config : dict
+        What the user gave: the ``--configfile`` files and ``--config`` values merged
+        (Snakemake's ``workflow.config_settings.overwrite_config``).
+    demo_config : dict
+        ``config/config.yaml`` (the CPU demo), which the Snakefile always loads first.
+
+    Returns
+    -------
+    dict
+        Dotted key -> value, in :data:`DEMO_MODEL_KEYS` order, for every key under those
+        that the demo set and the user did not; ``models.<net>`` and
+        ``train.overrides.<net>`` count as one key each and only for networks of
+        ``methods``. Empty when the user gave no config file (the demo itself).
+    """
+    if not user_config:
+        return {}
+    methods = set(config.get("methods", []))
+    nets = {f"models.{n}" for n in methods} | {f"train.overrides.{n}" for n in methods}
+    found: dict[str, object] = {}
+    for root in DEMO_MODEL_KEYS:
+        if not _has_key(demo_config, root):
+            continue
+        node = demo_config
+        for part in root.split("."):
+            node = node[part]
+        for key, value in _leaves(node, root, nets):
+            if key.startswith(("models.", "train.overrides.")) and key not in nets:
+                continue
+            if not _has_key(user_config, key):
+                found[key] = value
+    return found
+
+
+def loaded_demo_config(configfiles: Iterable, demo_path: str = DEMO_CONFIG) -> dict:
+    """The demo config when the Snakefile's ``configfile:`` loaded it, else ``{}``.
+
+    ``configfiles`` is Snakemake's ``workflow.configfiles``; the directive loads
+    ``config/config.yaml`` only where it exists (relative to the working directory), so a
+    run in another ``--directory`` takes its ``--configfile`` alone.
+    """
+    import yaml
+
+    if demo_path not in [str(p) for p in configfiles] or not Path(demo_path).is_file():
+        return {}
+    return yaml.safe_load(Path(demo_path).read_text(encoding="utf-8")) or {}
+
+
+def demo_warning(keys: dict[str, object], demo_path: str = DEMO_CONFIG) -> str:
+    """The plain warning of a real-cohort study that runs with the demo's values (or '')."""
+    if not keys:
+        return ""
+    listed = "".join(
+        f"\n  {k}: the demo's network" if k.startswith("models.") else f"\n  {k} = {v}"
+        for k, v in keys.items()
+    )
+    return (
+        f"WARNING: cohort.source is adni, but {len(keys)} model and training key(s) come from "
+        f"the CPU demo {demo_path}, not from your config:{listed}\n"
+        "Set them in your config (config/adni.yaml holds the paper's values; "
+        "docs/configuration.md)."
+    )
+
+
+def network_parameters(network: str, model_config: dict) -> int:
+    """Number of parameters of a network built from its config (on the CPU, a few seconds at
+    the paper's size)."""
+    import torch
+
+    from fusion3d.learned.recipes import recipe_for
+
+    with torch.no_grad():
+        model = recipe_for(network).build_model(dict(model_config))
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def _cohort_line(config: dict) -> str:
+    cohort = config["cohort"]
+    if cohort["source"] == "synthetic":
+        syn = cohort["synthetic"]
+        return f"synthetic, {syn['n_subjects']} subjects (seed {syn['seed']})"
+    line = f"adni, download {cohort.get('download_dir')}"
+    ids = cohort.get("image_ids")
+    if ids and Path(ids).is_file():
+        from fusion3d.ingest.cohort import read_cohort
+
+        line += f", cohort list {ids} ({len(read_cohort(ids)):,} image IDs)"
+    return line + (", every pair found" if not ids else "")
+
+
+def _network_lines(config: dict, train_configs: dict, parameters: dict, demo: dict) -> list[str]:
+    from fusion3d.learned.recipes import recipe_for
+    from fusion3d.learned.training import resolve_train_config
+
+    lines = []
+    for net, train_config in train_configs.items():
+        model_config = config["models"].get(net, {})
+        cfg = resolve_train_config(train_config, model_config, recipe_for(net))
+        size = f"{parameters[net] / 1e6:.2f} M parameters" if net in parameters else "size ?"
+        origin = "  [models from config/config.yaml, the demo]" if f"models.{net}" in demo else ""
+        lines.append(
+            f"  {net}: {size}, {cfg['epochs']} epochs, lr {cfg['lr']:g}, "
+            f"batch {cfg['batch_size']}{origin}"
+        )
+    return lines
+
+
+def study_summary(
+    config: dict,
+    train_configs: dict[str, dict],
+    parameters: dict[str, int] | None = None,
+    demo: dict[str, object] | None = None,
+) -> str:
+    """What a study will run, for the console and ``<results>/study.txt``.
+
+    Parameters
+    ----------
+    config : dict
+        The validated config.
+    train_configs : dict
+        Network -> its train config (``network_train_config`` of common.smk, first seed).
+    parameters : dict, optional
+        Network -> parameter count (:func:`network_parameters`).
+    demo : dict, optional
+        :func:`demo_keys` of the study; named under each network and in a warning.
+
+    Returns
+    -------
+    str
+        Lines: cohort, preprocessing, split, device, networks (size, epochs, lr, batch),
+        seeds, methods, protocols, and the demo warning when there is one.
+    """
+    pre, res, demo = config["preprocess"], config["resources"], demo or {}
+    fractions = config["split"]["fractions"]
+    device = (
+        f"CUDA GPU ({res['gpus']} for training)" if res["gpu"] else "CPU (resources.gpu: false)"
+    )
+    lines = [
+        "fusion3d study",
+        f"results: {config['results']}",
+        f"cohort: {_cohort_line(config)}",
+        f"preprocessing: grid {pre['grid']}^3, MNI {pre['mni_resolution_mm']} mm, "
+        f"brain extraction {pre['brain_extraction']}, T1 -> MNI {pre['t1_to_mni']}, "
+        f"SUVR reference {pre['suvr_region']}",
+        "split: "
+        + " / ".join(f"{k} {fractions.get(k, 0):g}" for k in ("train", "val", "test"))
+        + f" (seed {config['split']['seed']})",
+        f"device: {device}",
+        f"networks ({len(train_configs)}):",
+        *_network_lines(config, train_configs, parameters or {}, demo),
+        "seeds: " + ", ".join(str(s) for s in config["train"]["seeds"]),
+        "methods: " + ", ".join(config["methods"]),
+        "protocols: "
+        + ", ".join(config["evaluate"]["protocols"])
+        + f" (reference {config['evaluate']['reference']})",
+    ]
+    if config["cohort"]["source"] == "adni" and demo:
+        lines.append(demo_warning(demo))
+    return "\n".join(lines) + "\n"
+
+
+def write_study_summary(text: str, path: str | os.PathLike) -> Path:
+    """Write the pre-flight summary (``<results>/study.txt``) and print it."""
+    from fusion3d.io import atomic_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    print(text, end="", flush=True)
+    return path

@@ -72,3 +72,35 @@ def test_typos_and_wrong_types_name_the_key(edit, key):
     with pytest.raises(WorkflowError) as info:
         validate(config, SCHEMA, set_default=True)
     assert key in str(info.value)
+
+
+def test_schema_errors_are_one_line_per_problem_not_the_schema():
+    from fusion3d.workflow import config_problems, validate_config
+
+    config = copy.deepcopy(load("config.yaml"))
+    config["reslts"] = "x"
+    config["preprocess"].update(grid="64", gird=3)
+    config["cohort"]["source"] = "ADNI"
+    config["train"]["epochs"] = 0
+    lines = config_problems(config, SCHEMA)
+    assert lines == [
+        "config key reslts: unknown key; expected one of baselines, cohort, evaluate, figures, "
+        "ingest, methods, models, preprocess, resources, results, split, threads, train",
+        "config key cohort.source: expected one of synthetic, adni, found 'ADNI'",
+        "config key preprocess.gird: unknown key; expected one of brain_extraction, grid, "
+        "mni_resolution_mm, on_flag, options, qc, suvr_region, t1_to_mni",
+        "config key preprocess.grid: expected integer, found '64'",
+        "config key train.epochs: expected >= 1, found 0",
+    ]
+    with pytest.raises(ValueError) as info:
+        validate_config(config, SCHEMA)
+    message = str(info.value)
+    assert message.count("\n") == len(lines) and "(5 problems)" in message
+    assert "$schema" not in message and "description" not in message
+
+
+def test_validate_config_fills_the_defaults():
+    from fusion3d.workflow import validate_config
+
+    config = validate_config(copy.deepcopy(load("config.yaml")), SCHEMA)
+    assert config["train"]["val_every"] == 1 and config["figures"]["qc_per_page"] == 48

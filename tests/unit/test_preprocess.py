@@ -554,3 +554,32 @@ def test_worker_returns_results_and_raises_errors():
     finally:
         w.close()
     assert worker.call_in_fresh_process(os.getenv, "X", env={"X": "42"}) == "42"
+
+
+def test_worker_log_lines_reach_the_parents_log(tmp_path, monkeypatch):
+    """A rule's log is its script's sys.stderr: a child's log records must land there too."""
+    import logging
+
+    from fusion3d.preprocess import worker
+
+    log = open(tmp_path / "job.log", "w")  # noqa: SIM115 - closed below
+    monkeypatch.setattr(sys, "stderr", log)
+    try:
+        worker.call_in_fresh_process(logging.getLogger("fusion3d.child").info, "step n4: 1.5 s")
+    finally:
+        monkeypatch.undo()
+        log.close()
+    assert "fusion3d.child [worker]: step n4: 1.5 s" in (tmp_path / "job.log").read_text()
+
+
+def test_every_preprocessing_step_is_logged_with_its_time(caplog):
+    from fusion3d.preprocess import pipeline
+
+    clock = pipeline._Clock()
+    with caplog.at_level("INFO", logger="fusion3d.preprocess.pipeline"):
+        for step in ("load", "n4", "brain_extraction", "t1_to_mni", "pet_to_t1", "suvr"):
+            clock.tick(step)
+        clock.finish()
+    text = caplog.text
+    assert "step n4 (N4 bias-field correction):" in text
+    assert "step pet_to_t1 (registration PET -> T1" in text and "s in all" in text

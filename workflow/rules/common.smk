@@ -1,4 +1,5 @@
 # Shared definitions: the validated config, the subject table, and every input function.
+import sys
 from pathlib import Path
 
 from fusion3d import workflow as f3d
@@ -56,6 +57,33 @@ for _network in config["train"]["overrides"]:
         )
 for _network in NETWORKS:
     f3d.check_network_config(_network, config["models"][_network], network_train_config(_network, SEEDS[0]))
+
+# A real cohort that takes the CPU demo's model or training keys (config/config.yaml is
+# loaded before any --configfile) is warned at once, naming the keys (docs/configuration.md).
+DEMO_KEYS = (
+    f3d.demo_keys(
+        config,
+        dict(workflow.config_settings.overwrite_config),
+        f3d.loaded_demo_config(workflow.configfiles),
+    )
+    if SOURCE == "adni"
+    else {}
+)
+if DEMO_KEYS and workflow.is_main_process:
+    print(f3d.demo_warning(DEMO_KEYS), file=sys.stderr)
+
+
+# What the study will run, printed and written to <results>/study.txt before the first job.
+onstart:
+    f3d.write_study_summary(
+        f3d.study_summary(
+            config,
+            {n: network_train_config(n, SEEDS[0]) for n in NETWORKS},
+            {n: f3d.network_parameters(n, config["models"][n]) for n in NETWORKS},
+            DEMO_KEYS,
+        ),
+        f"{R}/study.txt",
+    )
 
 
 def adni_cohort():

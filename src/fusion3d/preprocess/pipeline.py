@@ -46,6 +46,7 @@ Options (:data:`DEFAULT_OPTIONS`, overridden by the ``options`` of :func:`prepro
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import tempfile
@@ -145,8 +146,24 @@ def _similarity(fixed, moving, transforms, mask: np.ndarray, metric: str) -> flo
     return registration.ncc(f, m, mask)
 
 
+_LOG = logging.getLogger(__name__)
+
+#: What each timed step of :func:`preprocess_pair` did, for its line in the subject's log.
+STEP_LABELS = {
+    "load": "load T1 and PET (reoriented to RAS)",
+    "n4": "N4 bias-field correction",
+    "brain_extraction": "brain extraction",
+    "t1_to_mni": "registration T1 -> MNI152",
+    "pet_to_t1": "registration PET -> T1 (rigid, with the left-right check)",
+    "resample": "resampling onto the MNI grid",
+    "suvr": "SUVR normalisation",
+    "write": "writing the MNI and model-grid images",
+    "qc_figure": "QC figure",
+}
+
+
 class _Clock:
-    """Wall time of each named step, as recorded in the QC record's ``times_s``."""
+    """Wall time of each named step, as recorded in the QC record's ``times_s`` and logged."""
 
     def __init__(self) -> None:
         self.times: dict[str, float] = {}
@@ -157,10 +174,12 @@ class _Clock:
         now = time.perf_counter()
         self.times[step] = round(now - self.last, 3)
         self.last = now
+        _LOG.info("step %s (%s): %.2f s", step, STEP_LABELS.get(step, step), self.times[step])
 
     def finish(self) -> dict[str, float]:
         """Add the ``total`` time and return every step's time."""
         self.times["total"] = round(time.perf_counter() - self.start, 3)
+        _LOG.info("preprocessing done: %.2f s in all", self.times["total"])
         return self.times
 
 
@@ -189,6 +208,7 @@ class _MniImages:
     pet: np.ndarray
     affine: np.ndarray
     template: np.ndarray
+    head: np.ndarray | None = None  # the bias-corrected T1 before skull stripping (QC figure)
 
 
 def load_pair(mri_path: str | os.PathLike, pet_path: str | os.PathLike) -> tuple:
@@ -337,8 +357,14 @@ def resample_to_mni(brain: _Brain, pet_clip, t1mni: list[str], pett1_mat: str, o
     t1 = ants.apply_transforms(ref, brain.full, t1mni, interpolator="linear").numpy()
     t1 = np.clip(t1, 0, None) * (mask if not brain.empty else 1)
     pet = ants.apply_transforms(ref, pet_clip, t1mni + [pett1_mat], interpolator="linear").numpy()
+    head = ants.apply_transforms(ref, brain.t1_n4, t1mni, interpolator="linear").numpy()
     return _MniImages(
-        t1=t1, mask=mask, pet=pet, affine=tpl_out.affine, template=tpl_out.get_fdata()
+        t1=t1,
+        mask=mask,
+        pet=pet,
+        affine=tpl_out.affine,
+        template=tpl_out.get_fdata(),
+        head=np.clip(head, 0, None),
     )
 
 
@@ -454,7 +480,10 @@ def _run_steps(mri_path, pet_path, paths: dict[str, Path], opts: dict, record: d
     files.update(write_images(mni, pet_suvr, paths, opts["grid"]))
     clock.tick("write")
     title = record["subject_id"]
-    qc.qc_figure(mni.t1, mni.mask, pet_suvr, mni.template, paths["qc_png"], title=title)
+    voxel_mm = float(opts["mni_resolution_mm"])
+    qc.qc_figure(
+        mni.t1, mni.mask, pet_suvr, mni.template, paths["qc_png"], title, mni.head, voxel_mm
+    )
     clock.tick("qc_figure")
     record.update(
         {

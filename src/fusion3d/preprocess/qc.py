@@ -199,6 +199,45 @@ def _edges(vol: np.ndarray) -> np.ndarray:
     return g
 
 
+#: The PET contour of the QC figure: this fraction of the brain's median uptake, on the PET
+#: smoothed with a Gaussian of this FWHM (mm). The brain's own uptake sets the level, so the
+#: contour follows the PET's brain, not its background noise.
+PET_CONTOUR_FRACTION = 0.5
+PET_CONTOUR_FWHM_MM = 6.0
+MASK_COLOUR, PET_COLOUR, TEMPLATE_COLOUR = "#ff0000", "#ffff00", "#00ffff"
+
+
+def pet_contour_level(
+    pet: np.ndarray, mask: np.ndarray, voxel_mm: float = 1.5
+) -> tuple[np.ndarray, float]:
+    """The smoothed PET and the level of its QC contour (the brain's own uptake).
+
+    Parameters
+    ----------
+    pet : ndarray
+        The PET (SUVR) on the QC grid.
+    mask : ndarray
+        The brain mask on the same grid; an empty mask takes the voxels above 0.
+    voxel_mm : float
+        Voxel edge of the grid, for the Gaussian of ``PET_CONTOUR_FWHM_MM``.
+
+    Returns
+    -------
+    smoothed : ndarray
+        The PET smoothed with a Gaussian of ``PET_CONTOUR_FWHM_MM`` FWHM.
+    level : float
+        ``PET_CONTOUR_FRACTION`` of the smoothed PET's median within the brain (0.5 when
+        there is no uptake at all).
+    """
+    from scipy import ndimage
+
+    sigma = PET_CONTOUR_FWHM_MM / (2.0 * np.sqrt(2.0 * np.log(2.0))) / float(voxel_mm)
+    smoothed = ndimage.gaussian_filter(np.nan_to_num(pet).astype(np.float32), sigma)
+    inside = smoothed[mask > 0] if np.any(mask > 0) else smoothed[smoothed > 0]
+    median = float(np.median(inside)) if inside.size else 0.0
+    return smoothed, (PET_CONTOUR_FRACTION * median if median > 0 else 0.5)
+
+
 def qc_figure(
     t1: np.ndarray,
     mask: np.ndarray,
@@ -206,34 +245,69 @@ def qc_figure(
     template: np.ndarray,
     path: str | os.PathLike,
     title: str = "",
+    head: np.ndarray | None = None,
+    voxel_mm: float = 1.5,
 ) -> Path:
-    """Write the 3x3 QC figure (rows: mask contour on T1; PET contour on T1; T1 on template edges).
+    """Write the 3x3 QC figure: rows brain mask on the head, PET contour on the head, T1 on
+    the template's edges; columns sagittal, coronal, axial.
 
-    All inputs are on the same (MNI output) grid. Columns: sagittal, coronal, axial.
+    Parameters
+    ----------
+    t1 : ndarray
+        The skull-stripped T1 (MNI output grid), under the template's edges.
+    mask : ndarray
+        The brain mask; its outline (red) is drawn on ``head``, so over- or under-stripping
+        shows as an outline inside the brain or out on the skull.
+    pet : ndarray
+        The SUVR PET; its contour (yellow) is drawn at :func:`pet_contour_level` on the
+        smoothed PET, so a misregistered PET shows as a contour off the head's brain.
+    template : ndarray
+        The MNI template (its edges in cyan over ``t1``).
+    path : path
+        The PNG to write.
+    title : str
+        Figure title (the subject).
+    head : ndarray, optional
+        The T1 before skull stripping on the same grid (``t1`` when not given).
+    voxel_mm : float
+        Voxel edge of the grid (mm), for the PET smoothing.
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not (t1.shape == mask.shape == pet.shape == template.shape):
-        raise ValueError("qc_figure: all volumes must share one grid")
+    head = t1 if head is None else head
+    if not (t1.shape == mask.shape == pet.shape == template.shape == head.shape):
+        raise ValueError(f"{path}: qc_figure: all volumes must share one grid")
     fig, axes = plt.subplots(3, 3, figsize=(9, 9))
-    pos = pet[pet > 0]
-    pet_level = float(np.percentile(pos, 60)) if pos.size else 0.5
+    pet_smooth, pet_level = pet_contour_level(pet, mask, voxel_mm)
     tpl_edges = _edges(template)
     tpl_level = float(np.percentile(tpl_edges, 92)) if tpl_edges.any() else 0.5
+    pct = round(100 * PET_CONTOUR_FRACTION)
     rows = [
-        ("brain mask on T1", t1, mask.astype(float), 0.5, "r"),
-        ("PET contour on T1", t1, pet, pet_level, "y"),
-        ("T1 on MNI edges", t1, tpl_edges, tpl_level, "c"),
+        ("brain mask on the T1 before skull stripping", head, mask.astype(float), 0.5, MASK_COLOUR),
+        (
+            f"PET at {pct} % of its brain median on the T1\n"
+            f"({pet_level:.2f} SUVR, {PET_CONTOUR_FWHM_MM:g} mm FWHM smoothing)",
+            head,
+            pet_smooth,
+            pet_level,
+            PET_COLOUR,
+        ),
+        ("skull-stripped T1 on MNI edges", t1, tpl_edges, tpl_level, TEMPLATE_COLOUR),
     ]
     for r, (label, under, over, level, colour) in enumerate(rows):
         for c, (u, o) in enumerate(zip(_mid_slices(under), _mid_slices(over), strict=True)):
             ax = axes[r, c]
             ax.imshow(u, cmap="gray")
             if np.ptp(o) > 0 and o.min() < level < o.max():
-                ax.contour(o, levels=[level], colors=colour, linewidths=0.7)
+                ax.contour(o, levels=[level], colors=colour, linewidths=0.8)
             ax.set_axis_off()
             if c == 0:
                 ax.set_title(label, fontsize=9, loc="left")

@@ -53,6 +53,7 @@ class Worker:
             [sys.executable, "-c", code],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=_stderr_target(),
             env=child_env,
         )
 
@@ -83,6 +84,18 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+
+
+def _stderr_target():
+    """The parent's ``sys.stderr`` when it is a file (a rule's log, see
+    :func:`fusion3d.workflow.script_logging`), so the child's log lines and C-level output
+    reach the same log; else ``None`` (the inherited stderr)."""
+    try:
+        sys.stderr.flush()
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return sys.stderr
 
 
 def call_in_fresh_process(fn, /, *args, env: dict[str, str] | None = None, **kwargs):
@@ -116,10 +129,18 @@ def _close_shared() -> None:
 def _serve(preload: tuple[str, ...] = ()) -> None:
     """Child side: answer pickled requests from stdin until it closes."""
     import importlib
+    import logging
 
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed (Python or C) now goes to stderr
     sys.stdout = sys.stderr
+    # the child's log records (e.g. each preprocessing step with its time) go to its stderr,
+    # which is the parent's log file when the parent runs in a rule (see _stderr_target)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s [worker]: %(message)s",
+    )
     for name in preload:
         importlib.import_module(name)
     inp = sys.stdin.buffer
