@@ -28,6 +28,7 @@ class Method:
 
 METHODS: tuple[Method, ...] = (
     Method("matr", "MATR", "2D", "network", "matr"),
+    Method("dilran", "DILRAN", "2D", "network", "dilran"),
     Method("dcfb3d", "DC2Fusion (ours)", "3D", "network", "dcfb"),
     Method("dcfb2d", "DCFB slice-wise", "2D", "network", "dcfb"),
     Method("average", "Weighted average", "3D", "classic"),

@@ -16,6 +16,7 @@ __all__ = ["ARCHITECTURES", "COMMON_DEFAULTS", "RUN_CONTROL_KEYS", "Recipe", "re
 ARCHITECTURES: dict[str, str] = {
     "dcfb": "fusion3d.learned.recipes.dcfb:DCFB_RECIPE",
     "matr": "fusion3d.learned.recipes.matr:MATR_RECIPE",
+    "dilran": "fusion3d.learned.recipes.dilran:DILRAN_RECIPE",
 }
 
 
