@@ -27,6 +27,7 @@ include: "workflow/rules/infer.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/viewer.smk"
 
 
 # Jobs of seconds that read tables or a handful of images (measured in
@@ -42,6 +43,7 @@ localrules:
     figure_fusion_panel,
     figure_metric_boxes,
     figure_training_curves,
+    front_page,
 
 
 rule all:

@@ -606,3 +606,136 @@ def write_study_summary(text: str, path: str | os.PathLike) -> Path:
         Path(tmp).write_text(text, encoding="utf-8")
     print(text, end="", flush=True)
     return path
+
+
+# ------------------------------------------------------------------ cross-key checks, at start
+def _size_divisor(network: str, model_config: dict) -> tuple[int, int | None]:
+    """``(size_divisor, patch_size)`` of a network's config: every side of its input must be
+    divisible by the divisor. Read from the class, from the DC2Fusion formula
+    (``patch_size * 2**(len(depths) - 1) * window_size``) or, failing both, from the network
+    built on the CPU."""
+    import inspect
+
+    from fusion3d.learned.recipes import recipe_for
+
+    cls = recipe_for(network).model_class
+    params = inspect.signature(cls.__init__).parameters
+    args = {k: v.default for k, v in params.items() if v.default is not inspect.Parameter.empty}
+    args.update(model_config)
+    patch = int(args["patch_size"]) if "patch_size" in args else None
+    if isinstance(getattr(cls, "size_divisor", None), int):
+        return int(cls.size_divisor), patch
+    if {"patch_size", "depths", "window_size"} <= set(args):
+        return int(args["patch_size"]) * 2 ** (len(args["depths"]) - 1) * int(
+            args["window_size"]
+        ), patch
+    model = cls(**model_config)
+    return int(getattr(model, "size_divisor", 1) or 1), patch
+
+
+def _grid_conflicts(config: dict, networks: list[str]) -> list[str]:
+    grid = int(config["preprocess"]["grid"])
+    out = []
+    for network in networks:
+        model_config = config["models"].get(network, {})
+        try:
+            divisor, patch = _size_divisor(network, model_config)
+        except (TypeError, ValueError) as exc:
+            out.append(f"config key models.{network}: the network cannot be built: {exc}")
+            continue
+        if patch is not None and patch > grid:
+            out.append(
+                f"config keys preprocess.grid ({grid}) and models.{network}.patch_size ({patch}): "
+                f"the patch is larger than the grid; rule: patch_size <= grid"
+            )
+        elif grid % divisor:
+            low, high = grid // divisor * divisor, (grid // divisor + 1) * divisor
+            nearest = f"{low} or {high}" if low else str(high)
+            out.append(
+                f"config keys preprocess.grid ({grid}) and models.{network}: {network} cannot tile "
+                f"a grid of {grid}; rule: every grid side divisible by {divisor} (for DC2Fusion "
+                f"patch_size x 2^(stages - 1) x window_size); nearest valid grid {nearest}"
+            )
+    return out
+
+
+def _split_conflicts(config: dict, networks: list[str], n_subjects: int | None) -> list[str]:
+    from fusion3d.split import SPLITS, _allocate
+
+    fractions = {k: float(config["split"]["fractions"].get(k, 0.0)) for k in SPLITS}
+    needed = ["train", "val", "test"] if networks else ["test"]
+    why = {
+        "train": "the networks train on it",
+        "val": "the networks select their model on it",
+        "test": "Table 1 and the tests are computed on it",
+    }
+    counts = _allocate(n_subjects, fractions) if n_subjects is not None else None
+    out = []
+    for name in needed:
+        if fractions[name] <= 0 or (counts is not None and counts[name] == 0):
+            size = f" of {n_subjects} subjects" if n_subjects is not None else ""
+            keys = "split.fractions" + (
+                " and cohort.synthetic.n_subjects" if n_subjects is not None else ""
+            )
+            out.append(
+                f"config keys {keys}: fraction {name} {fractions[name]:g} leaves the {name} split "
+                f"empty{size} ({why[name]}); rule: every split a study needs holds a subject"
+            )
+    return out
+
+
+def config_conflicts(config: dict) -> list[str]:
+    """Every pair of config values that cannot work together, one line each naming the keys
+    and the rule (empty when the config is consistent). Checked before any job runs, since
+    the first job to notice may come hours later (after preprocessing every subject).
+
+    - ``preprocess.grid`` and each network's ``models.<network>``: the patch fits in the grid
+      and the network tiles it (its ``size_divisor`` divides the grid);
+    - ``resources.gpus`` > 1 needs ``resources.gpu: true``;
+    - ``split.fractions`` (with ``cohort.synthetic.n_subjects`` for the synthetic cohort):
+      the test split, and with networks the train and val splits, are not empty;
+    - method names in lists and maps: ``baselines.<method>`` a classic method,
+      ``models.<method>`` and ``train.overrides.<method>`` networks of ``methods``,
+      ``evaluate.reference`` one of ``methods``.
+    """
+    methods = list(config["methods"])
+    networks = [m for m in methods if m in NETWORK_METHODS]
+    out = []
+    unknown = [m for m in config.get("baselines", {}) if m not in CLASSIC_METHODS]
+    if unknown:
+        out.append(
+            f"config key baselines: unknown method(s) {unknown}; rule: baselines holds "
+            f"parameters of classic methods only ({', '.join(CLASSIC_METHODS)})"
+        )
+    for key in ("models", "train.overrides"):
+        section = config["models"] if key == "models" else config["train"].get("overrides", {})
+        extra = [m for m in section if m not in NETWORK_METHODS]
+        if extra:
+            out.append(
+                f"config key {key}: unknown network(s) {extra}; rule: one of "
+                f"{', '.join(NETWORK_METHODS)}"
+            )
+    if config["evaluate"]["reference"] not in methods:
+        out.append(
+            f"config keys evaluate.reference ({config['evaluate']['reference']!r}) and methods: "
+            "rule: the reference is one of methods"
+        )
+    if int(config["resources"]["gpus"]) > 1 and not config["resources"]["gpu"]:
+        out.append(
+            f"config keys resources.gpus ({config['resources']['gpus']}) and resources.gpu "
+            "(false): rule: more than one GPU needs resources.gpu: true"
+        )
+    synthetic = config["cohort"]["source"] == "synthetic"
+    n_subjects = config["cohort"].get("synthetic", {}).get("n_subjects") if synthetic else None
+    out += _split_conflicts(config, networks, n_subjects)
+    out += _grid_conflicts(config, [n for n in networks if n in config["models"]])
+    return out
+
+
+def check_config_consistency(config: dict) -> None:
+    """Raise ValueError listing :func:`config_conflicts` (one line each) when there are any."""
+    problems = config_conflicts(config)
+    if problems:
+        raise ValueError(
+            "the config's values cannot work together:\n" + "\n".join(f"- {p}" for p in problems)
+        )

@@ -361,3 +361,92 @@ def test_noise_pet_is_flagged_with_a_reason_not_a_silent_bad_image(tmp_path):
     )
     reasons = " ".join(f["flag"] + " " + f["reason"] for f in result["qc"]["flags"]).lower()
     assert "pet" in reasons
+
+
+# ----------------------------------------------------------------- cross-key checks, at start
+def consistent_config() -> dict:
+    config = default_config()
+    validate(config, SCHEMA, set_default=True)
+    return config
+
+
+def conflicts_of(change) -> list[str]:
+    from fusion3d.workflow import config_conflicts
+
+    config = consistent_config()
+    change(config)
+    return config_conflicts(config)
+
+
+def test_default_config_has_no_conflict():
+    from fusion3d.workflow import config_conflicts
+
+    assert config_conflicts(consistent_config()) == []
+
+
+def test_grid_the_network_cannot_tile_names_grid_model_and_rule():
+    problems = conflicts_of(lambda c: c["preprocess"].update(grid=63))
+    line = next(p for p in problems if "models.dcfb3d" in p)
+    assert (
+        "preprocess.grid (63)" in line and "divisible by" in line and "nearest valid grid" in line
+    )
+
+
+def test_patch_larger_than_grid_names_both_keys():
+    problems = conflicts_of(lambda c: c["preprocess"].update(grid=2))
+    assert any("models.dcfb3d.patch_size (4)" in p and "patch_size <= grid" in p for p in problems)
+
+
+def test_several_gpus_without_gpu_names_both_keys():
+    problems = conflicts_of(lambda c: c["resources"].update(gpus=2, gpu=False))
+    assert problems == [
+        "config keys resources.gpus (2) and resources.gpu (false): rule: more than one GPU "
+        "needs resources.gpu: true"
+    ]
+
+
+def test_split_fractions_that_leave_a_split_empty_name_the_split():
+    problems = conflicts_of(
+        lambda c: c["split"].update(fractions={"train": 0.9, "val": 0.1, "test": 0.0})
+    )
+    assert len(problems) == 1 and "test split empty" in problems[0]
+    assert "split.fractions and cohort.synthetic.n_subjects" in problems[0]
+
+
+def test_split_empty_for_a_small_cohort():
+    def tiny(config):
+        config["cohort"]["synthetic"]["n_subjects"] = 2
+
+    problems = conflicts_of(tiny)
+    assert any("empty of 2 subjects" in p for p in problems), problems
+
+
+def test_unknown_method_in_baselines_is_named():
+    problems = conflicts_of(lambda c: c.update(baselines={"averge": {"weight": 0.5}}))
+    assert any("baselines" in p and "'averge'" in p for p in problems), problems
+
+
+def test_conflicts_stop_the_workflow_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("preprocess: {grid: 63}\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "tests" / "e2e" / "config_tiny.yaml"),
+            str(bad),
+            "-n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode != 0
+    assert "preprocess.grid (63)" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()

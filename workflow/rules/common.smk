@@ -24,6 +24,8 @@ THREADS = config["threads"]
 SEEDS = [int(s) for s in config["train"]["seeds"]]
 
 # Checks that need more than the schema, done before any job starts.
+# Values that cannot work together (grid and networks, GPUs, split sizes, method names).
+f3d.check_config_consistency(config)
 for _network in NETWORKS:
     if _network not in config["models"]:
         raise ValueError(
@@ -214,4 +216,6 @@ def get_final_outputs():
         outputs += [f"{R}/tables/paper_vs_ours.md", f"{R}/figures/paper_vs_ours.png"]
     if SOURCE == "synthetic":
         outputs.append(f"{R}/qc/accuracy.tsv")
+    # the viewer pages and the report's front page (workflow/rules/viewer.smk)
+    outputs += [f"{R}/viewer", f"{R}/report/front_page.rst"]
     return outputs
