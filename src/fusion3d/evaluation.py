@@ -61,6 +61,9 @@ SEEDS_NOTE = (
     "the sample sd across seeds of the test-set mean."
 )
 
+#: The significance level that the notes of the paired tests and Table 1 refer to.
+ALPHA = 0.05
+
 MetricsFn = Callable[..., Mapping[str, float]]
 
 
@@ -531,16 +534,31 @@ def write_table1(
     note = PAPER_FMI_NOTE if protocol == "paper" and "fsim" in metrics else ""
     if note:
         caption = f"{caption} {note}"
+    reach = table1_reach_note(n_subjects, split)
+    if reach:
+        caption = f"{caption} {reach}"
     prefix = str(out_prefix)
     paths = {ext: Path(f"{prefix}.{ext}") for ext in ("csv", "md", "tex")}
     with atomic_path(paths["csv"]) as tmp:
         frame.to_csv(tmp, index=False)
     with atomic_path(paths["md"]) as tmp:
-        note_md = "".join(f"\n{n}\n" for n in (seeds_note, note) if n)
+        note_md = "".join(f"\n{n}\n" for n in (seeds_note, reach, note) if n)
         tmp.write_text(_markdown(shown, bold, metrics) + note_md, encoding="utf-8")
     with atomic_path(paths["tex"]) as tmp:
         tmp.write_text(_latex(shown, bold, metrics, caption), encoding="utf-8")
     return paths
+
+
+def table1_reach_note(n_subjects: int, split: str | None = "test", alpha: float = ALPHA) -> str:
+    """Table 1's note when no paired test of its ``n_subjects`` can reach ``alpha`` ('' else)."""
+    floor = min_attainable_p(n_subjects)
+    if not math.isfinite(floor) or floor < alpha:
+        return ""
+    return (
+        f"With {n_subjects} {split or 'all'} subjects the paired two-sided Wilcoxon test of a "
+        f"method against the reference cannot give p below {floor:.3g} (2 / 2^{n_subjects}): "
+        f"no difference in this table can be significant at {alpha:g} (wilcoxon_holm.tsv)."
+    )
 
 
 def _with_seed_spread(frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
@@ -592,8 +610,27 @@ PAIRED_COLUMNS: tuple[str, ...] = (
     "statistic",
     "p",
     "p_holm",
+    "min_p",
     "note",
 )
+
+
+def min_attainable_p(n: int) -> float:
+    """The smallest two-sided p-value the exact Wilcoxon signed-rank test can give with ``n``
+    non-zero paired differences: every difference of one sign, ``2 / 2**n`` (0.125 at n = 4,
+    0.0625 at n = 5, 0.03125 at n = 6). NaN for n < 1."""
+    return 2.0 ** (1 - int(n)) if n >= 1 else math.nan
+
+
+def reach_note(n: int, alpha: float = ALPHA) -> str:
+    """What the paired test cannot show at ``n`` pairs ('' when p < ``alpha`` is attainable)."""
+    floor = min_attainable_p(n)
+    if not math.isfinite(floor) or floor < alpha:
+        return ""
+    return (
+        f"n={n}: the smallest attainable p is {floor:.3g} (exact two-sided Wilcoxon), "
+        f"so no difference can reach p < {alpha:g}"
+    )
 
 
 def _wilcoxon(diff: np.ndarray, min_n: int) -> tuple[float, float, str]:
@@ -629,7 +666,10 @@ def paired_tests(
     ``method - reference`` (negative: the reference scores higher). ``p_holm``
     is Holm-corrected within each (protocol, metric) family. Where the test
     cannot run (fewer than ``min_n`` pairs, all differences zero) ``p`` is NaN
-    and ``note`` says why. A network's value per subject is its mean over seeds.
+    and ``note`` says why. ``min_p`` is the smallest p the test can give with ``n``
+    pairs (:func:`min_attainable_p`, over the non-zero differences); when it is not
+    below :data:`ALPHA`, ``note`` says that no difference can reach significance.
+    A network's value per subject is its mean over seeds.
 
     Returns
     -------
@@ -662,7 +702,10 @@ def paired_tests(
                     "median_diff": float(np.median(diff)) if diff.size else math.nan,
                     "statistic": statistic,
                     "p": p,
-                    "note": note,
+                    "min_p": min_attainable_p(int(np.count_nonzero(diff))),
+                    "note": "; ".join(
+                        x for x in (note, reach_note(int(np.count_nonzero(diff)))) if x
+                    ),
                 }
             )
         adjusted = holm([r["p"] for r in family])

@@ -337,3 +337,22 @@ def test_evaluate_method_with_real_metrics(tmp_path) -> None:
     for name, value in expected.items():
         assert got[("volume", name)] == pytest.approx(value)
     assert set(long.loc[long["protocol"] == "paper", "metric"]) >= {"psnr", "ssim", "nmi"}
+
+
+def test_paired_tests_state_their_reach(tmp_path) -> None:
+    from fusion3d.evaluation import min_attainable_p, reach_note, table1_reach_note
+
+    assert [min_attainable_p(n) for n in (4, 5, 6)] == [0.125, 0.0625, 0.03125]
+    assert np.isnan(min_attainable_p(0)) and reach_note(6) == ""
+    # 4 subjects, every difference of one sign: the exact test's floor, not significant
+    long = make_long({"dcfb3d": [1.0, 2.0, 3.0, 4.0], "average": [2.0, 3.0, 4.5, 6.0]})
+    row = paired_tests(long).iloc[0]
+    assert row["n"] == 4 and row["min_p"] == 0.125 and row["p"] == pytest.approx(0.125)
+    assert "smallest attainable p is 0.125" in row["note"] and "p < 0.05" in row["note"]
+    seven = make_long({"dcfb3d": list(range(7)), "average": [x + 1.0 for x in range(7)]})
+    row7 = paired_tests(seven).iloc[0]
+    assert row7["min_p"] == pytest.approx(2 / 2**7) and row7["note"] == ""
+    md = write_table1(long, tmp_path / "t", metrics=["psnr"])["md"].read_text()
+    assert table1_reach_note(4) in md and "cannot give p below 0.125" in md
+    md7 = write_table1(seven, tmp_path / "u", metrics=["psnr"])["md"].read_text()
+    assert "cannot give" not in md7
