@@ -553,7 +553,8 @@ class SwinFuse(nn.Module):
         Returns
         -------
         Tensor
-            ``(B, 1, H, W)`` fused images on the [0, 1] scale.
+            ``(B, 1, H, W)`` fused images on the [0, 1] scale (call in ``eval()`` mode: in
+            training mode stochastic depth is active, as in the published model).
         """
         for name, t in (("mri", mri), ("pet", pet)):
             if t.ndim != 4 or t.shape[1] != 1:
@@ -584,6 +585,8 @@ class SwinFuse(nn.Module):
         Computed on the published 0..255 scale (``test.py:63``), in its order of operations.
         """
         stretch, quantise = self._init_args["output_stretch"], self._init_args["quantise_output"]
+        if img.dtype in (torch.float16, torch.bfloat16):  # under autocast: finish in float32
+            img = img.float()
         if not (stretch or quantise):
             return img
         v = img * 255
