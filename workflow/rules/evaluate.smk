@@ -9,12 +9,12 @@ rule evaluate:
         images=get_all_model_inputs,
     output:
         metrics=f"{R}/metrics/{{method}}.tsv",
-    wildcard_constraints:
-        method="|".join(f3d.CLASSIC_METHODS),
     log:
         f"{R}/logs/evaluate/{{method}}.log",
     benchmark:
         f"{R}/benchmarks/evaluate/{{method}}.tsv"
+    wildcard_constraints:
+        method="|".join(f3d.CLASSIC_METHODS),
     conda:
         conda_env("evaluate")
     threads: THREADS["evaluate"]
@@ -35,13 +35,13 @@ rule evaluate_seed:
         images=get_all_model_inputs,
     output:
         metrics=f"{R}/metrics/{{method}}/seed-{{seed}}.tsv",
-    wildcard_constraints:
-        method="|".join(f3d.NETWORK_METHODS),
-        seed=r"\d+",
     log:
         f"{R}/logs/evaluate/{{method}}/seed-{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/evaluate/{{method}}/seed-{{seed}}.tsv"
+    wildcard_constraints:
+        method="|".join(f3d.NETWORK_METHODS),
+        seed=r"\d+",
     conda:
         conda_env("evaluate")
     threads: THREADS["evaluate"]
