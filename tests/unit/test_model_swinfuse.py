@@ -139,9 +139,9 @@ def test_convert_published_state_dict_loads_and_agrees():
 def test_convert_names_bad_keys():
     state = tiny().state_dict()
     missing = {k: v for k, v in state.items() if k != "conv.weight"}
-    with pytest.raises(ValueError, match=r"missing: conv\.weight"):
+    with pytest.raises(ValueError, match=r"missing: conv\.weight \(expected \(1, 8, 1, 1\)\)"):
         convert_published_state_dict(missing)
-    with pytest.raises(ValueError, match=r"unexpected: head\.extra"):
+    with pytest.raises(ValueError, match=r"unexpected: head\.extra \(found \(1,\)\)"):
         convert_published_state_dict({**state, "head.extra": torch.zeros(1)})
     bad = {**state, "EN1_0.blocks.0.mlp.fc2.bias": torch.zeros(5)}
     with pytest.raises(

@@ -685,8 +685,12 @@ def convert_published_state_dict(
         raise ValueError("published SwinFuse weights: " + "; ".join(conflicts))
     model = SwinFuse(**{**inferred, **sizes})
     ours = model.state_dict()
-    missing = [k for k in ours if k not in state and k.rsplit(".", 1)[-1] not in DERIVED_BUFFERS]
-    unexpected = [k for k in state if k not in ours]
+    missing = [
+        f"{k} (expected {tuple(v.shape)})"
+        for k, v in ours.items()
+        if k not in state and k.rsplit(".", 1)[-1] not in DERIVED_BUFFERS
+    ]
+    unexpected = [f"{k} (found {tuple(v.shape)})" for k, v in state.items() if k not in ours]
     misshaped = [
         f"{k} (expected {tuple(ours[k].shape)}, found {tuple(state[k].shape)})"
         for k in ours
