@@ -28,6 +28,7 @@ from fusion3d.evaluation import (
     metric_name,
 )
 from fusion3d.io import atomic_path, load_nifti, read_tsv
+from fusion3d.metrics.names import metric_axis_label
 
 FORMATS: tuple[str, ...] = ("png", "pdf")
 PLANES: tuple[str, ...] = ("axial", "coronal", "sagittal")
@@ -105,26 +106,8 @@ def _display_range(vol: np.ndarray) -> tuple[float, float]:
     return lo, float(hi) if hi > lo else lo + 1.0
 
 
-def plot_fusion_panel(
-    subjects: Sequence[Mapping[str, Any]], out: OutSpec, *, max_subjects: int = 3
-) -> list[Path]:
-    """Paper-style qualitative figure: MRI, PET and every fused volume, three planes.
-
-    Parameters
-    ----------
-    subjects
-        Dicts with ``subject_id``, ``mri``, ``pet`` (3D arrays) and ``fused``
-        (``{method: 3D array}``, the same methods for every subject). Only the
-        first ``max_subjects`` are drawn.
-    out
-        Output prefix or explicit ``.png`` / ``.pdf`` path(s).
-
-    Returns
-    -------
-    list of pathlib.Path
-        The files written.
-    """
-    subjects = list(subjects)[:max_subjects]
+def _check_panel_subjects(subjects: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The methods of the panel's subjects (the same for all); ValueError naming a bad entry."""
     if not subjects:
         raise ValueError("subjects: nothing to plot (empty list)")
     methods: list[str] | None = None
@@ -146,20 +129,89 @@ def plot_fusion_panel(
         if len(set(shapes.values())) != 1 or len(shapes["mri"]) != 3:
             raise ValueError(f"subjects: {sid} volumes must be 3D of one shape, got {shapes}")
     assert methods is not None
+    return methods
+
+
+def shared_window(volumes: Sequence[np.ndarray]) -> tuple[float, float]:
+    """One display window for several volumes: :func:`_display_range` of all their voxels."""
+    return _display_range(np.concatenate([np.ravel(np.asarray(v, np.float32)) for v in volumes]))
+
+
+#: World axis of each plane's slice position (its index in a RAS+ world point).
+PLANE_AXES: dict[str, tuple[int, str]] = {
+    "axial": (2, "z"),
+    "coronal": (1, "y"),
+    "sagittal": (0, "x"),
+}
+
+
+def slice_positions(shape: Sequence[int], affine: np.ndarray | None) -> dict[str, str]:
+    """Where :func:`centre_slices` cuts, per plane: ``"z = +12.0 mm"`` (world RAS+ millimetres
+    of the centre voxel) or, without an affine, ``"slice 32 / 64"``."""
+    centre = [n // 2 for n in shape]
+    if affine is None:
+        return {p: f"slice {centre[a]} / {shape[a]}" for p, (a, _) in PLANE_AXES.items()}
+    world = np.asarray(affine, dtype=float) @ np.array([*centre, 1.0])
+    return {p: f"{name} = {world[a]:+.1f} mm" for p, (a, name) in PLANE_AXES.items()}
+
+
+#: Colour-bar label of the panel's PET (the model grid's PET: SUVR min-max scaled per subject).
+PET_UNITS = "PET: SUVR, min-max\nscaled to [0, 1] per subject"
+
+
+def plot_fusion_panel(
+    subjects: Sequence[Mapping[str, Any]], out: OutSpec, *, max_subjects: int = 3
+) -> list[Path]:
+    """Paper-style qualitative figure: MRI, PET and every fused volume, three planes.
+
+    Every fused image of the panel shares one intensity window (stated under the fused
+    columns, with its grey colour bar), so a darker or brighter fusion shows as such; the
+    PET has one window and a colour bar; each row names its plane and slice position.
+
+    Parameters
+    ----------
+    subjects
+        Dicts with ``subject_id``, ``mri``, ``pet`` (3D arrays), ``fused``
+        (``{method: 3D array}``, the same methods for every subject) and optionally
+        ``affine`` (the grid's voxel -> world matrix, for the slice positions in mm).
+        Only the first ``max_subjects`` are drawn.
+    out
+        Output prefix or explicit ``.png`` / ``.pdf`` path(s).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+    """
+    fig = fusion_panel_figure(subjects, max_subjects=max_subjects)
+    return _save(fig, out, _capped_dpi(*fig.get_size_inches()))
+
+
+def fusion_panel_figure(subjects: Sequence[Mapping[str, Any]], *, max_subjects: int = 3) -> Figure:
+    """The figure of :func:`plot_fusion_panel` (not saved)."""
+    subjects = list(subjects)[:max_subjects]
+    methods = _check_panel_subjects(subjects)
+    fused_window = shared_window([v for s in subjects for v in s["fused"].values()])
+    windows = {
+        "pet": shared_window([s["pet"] for s in subjects]),
+        **dict.fromkeys(methods, fused_window),
+    }
     columns = [("MRI", "mri", "gray"), ("PET", "pet", "inferno")] + [
         (method_name(m), m, "gray") for m in methods
     ]
     nrows, ncols = 3 * len(subjects), len(columns)
-    fig = Figure(figsize=(1.9 * ncols + 0.6, 1.9 * nrows), layout="constrained")
+    fig = Figure(figsize=(1.9 * ncols + 0.6, 1.9 * nrows + 0.9), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
+    shown = {}
     for s, sub in enumerate(subjects):
         vols = {"mri": sub["mri"], "pet": sub["pet"], **sub["fused"]}
+        where = slice_positions(np.shape(sub["mri"]), sub.get("affine"))
         for c, (title, key, cmap) in enumerate(columns):
             vol = np.asarray(vols[key], dtype=np.float32)
-            vmin, vmax = _display_range(vol)
+            vmin, vmax = windows.get(key) or _display_range(vol)
             for p, (plane, img) in enumerate(centre_slices(vol).items()):
                 ax = axes[3 * s + p, c]
-                ax.imshow(
+                shown[key] = ax.imshow(
                     img, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest"
                 )
                 ax.set_xticks([])
@@ -167,8 +219,18 @@ def plot_fusion_panel(
                 if 3 * s + p == 0:
                     ax.set_title(title, fontsize=9)
                 if c == 0:
-                    ax.set_ylabel(f"{sub['subject_id']}\n{plane}" if p == 1 else plane, fontsize=8)
-    return _save(fig, out, _capped_dpi(*fig.get_size_inches()))
+                    label = f"{plane}\n{where[plane]}"
+                    ax.set_ylabel(f"{sub['subject_id']}\n{label}" if p == 1 else label, fontsize=7)
+    fig.colorbar(shown["pet"], ax=axes[:, 1], location="bottom", aspect=12).set_label(
+        PET_UNITS, fontsize=7
+    )
+    lo, hi = fused_window
+    fig.colorbar(shown[methods[0]], ax=axes[:, 2:], location="bottom", aspect=40).set_label(
+        f"fused images: one window for every method, [{lo:.2f}, {hi:.2f}] "
+        "(0.5th-99.5th percentile of all their non-zero voxels)",
+        fontsize=7,
+    )
+    return fig
 
 
 GROUP_ORDER: tuple[str, ...] = ("CN", "MCI", "AD")
@@ -260,12 +322,14 @@ def fusion_panel_from_tables(
     subjects = []
     for sid in chosen:
         row = info.loc[sid]
+        mri, affine = load_nifti(row["model_mri"])
         subjects.append(
             {
                 "subject_id": f"{sid} ({row['group']})",
-                "mri": load_nifti(row["model_mri"])[0],
+                "mri": mri,
                 "pet": load_nifti(row["model_pet"])[0],
                 "fused": {m: load_nifti(paths[sid])[0] for m, paths in fused_paths.items()},
+                "affine": affine,
             }
         )
     out = [png] if pdf is None else [png, pdf]
@@ -280,7 +344,24 @@ def plot_metric_boxes(
     split: str | None = "test",
     reference: str = "dcfb3d",
 ) -> list[Path]:
-    """One box plot per metric (methods on the x axis) for one protocol and split."""
+    """One box plot per metric (methods on the x axis) for one protocol and split.
+
+    Each axis names its metric's unit; each method its n; the title the number of
+    subjects; every subject is a dot over its box.
+    """
+    return _save(
+        metric_boxes_figure(long, protocol=protocol, split=split, reference=reference), out
+    )
+
+
+def metric_boxes_figure(
+    long: pd.DataFrame,
+    *,
+    protocol: str = "paper",
+    split: str | None = "test",
+    reference: str = "dcfb3d",
+) -> Figure:
+    """The figure of :func:`plot_metric_boxes` (not saved)."""
     if not isinstance(long, pd.DataFrame):
         raise ValueError(f"long: expected a DataFrame, got {type(long).__name__}")
     missing = [c for c in LONG_COLUMNS if c not in long.columns]
@@ -300,7 +381,7 @@ def plot_metric_boxes(
     ncols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
     width = max(3.5, 0.55 * len(methods) + 1.2)
-    fig = Figure(figsize=(width * ncols, 3.4 * nrows), layout="constrained")
+    fig = Figure(figsize=(width * ncols, 3.4 * nrows + 0.3), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, metric in zip(axes, metrics, strict=False):
         data, labels = [], []
@@ -308,15 +389,23 @@ def plot_metric_boxes(
             vals = sel[(sel["metric"] == metric) & (sel["method"] == m)]["value"].to_numpy(float)
             if vals.size:
                 data.append(vals)
-                labels.append(method_name(m))
+                labels.append(f"{method_name(m)} (n={vals.size})")
         ax.boxplot(data, tick_labels=labels, showmeans=True)
+        for x, vals in enumerate(data, start=1):  # every subject, so a box of 4 shows as 4
+            ax.plot(np.full(vals.size, x), vals, "o", ms=2.5, color="0.3", alpha=0.6, zorder=3)
         ax.set_title(metric_name(metric), fontsize=10)
+        ax.set_ylabel(metric_axis_label(metric), fontsize=8)
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[len(metrics) :]:
         ax.set_visible(False)
-    fig.suptitle(f"Protocol {protocol}, {split or 'all'} split", fontsize=11)
-    return _save(fig, out)
+    n_subjects = sel["subject_id"].nunique()
+    fig.suptitle(
+        f"Protocol {protocol}, {split or 'all'} split: {n_subjects} subjects (n per box under "
+        "each method; a network's value per subject is its mean over seeds; dots: subjects)",
+        fontsize=10,
+    )
+    return fig
 
 
 #: History columns that are not loss terms.

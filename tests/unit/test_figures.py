@@ -263,3 +263,63 @@ def test_fusion_panel_from_tables(tmp_path) -> None:
     bad = {"average": pd.DataFrame({"subject_id": ["x"]})}
     with pytest.raises(ValueError, match="average index: missing column 'fused_path'"):
         fusion_panel_from_tables(pd.DataFrame(rows), bad, tmp_path / "x.png")
+
+
+def test_fusion_panel_shares_one_window_for_every_fused_image() -> None:
+    from fusion3d.figures import PET_UNITS, fusion_panel_figure, shared_window
+
+    bright = volume(1)
+    subjects = [
+        {
+            "subject_id": f"s{i}",
+            "mri": volume(i),
+            "pet": volume(10 + i),
+            "fused": {"average": bright, "pca": 0.5 * bright},  # pca: a darker fusion
+            "affine": np.diag([2.0, 2.0, 2.0, 1.0]),
+        }
+        for i in range(2)
+    ]
+    fig = fusion_panel_figure(subjects)
+    ncols = 4
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 6 * ncols
+    fused = [im for k, im in enumerate(images) if k % ncols >= 2]
+    window = shared_window([bright, 0.5 * bright] * 2)
+    assert all(im.get_clim() == pytest.approx(window) for im in fused)
+    # the darker fusion stays darker: its pixels sit lower in the one window
+    avg, pca = (np.mean([im.get_array().mean() for im in fused[c::2]]) for c in (0, 1))
+    assert pca == pytest.approx(0.5 * avg, rel=1e-5)
+    pets = {im.get_clim() for k, im in enumerate(images) if k % ncols == 1}
+    assert len(pets) == 1  # one PET window, so its colour bar holds for every row
+    labels = [ax.get_xlabel() for ax in fig.axes if not ax.images]
+    assert PET_UNITS in labels
+    assert any(f"[{window[0]:.2f}, {window[1]:.2f}]" in label for label in labels)
+    # slice positions in mm from the affine (centre voxel 5, 6, 4 at 2 mm)
+    ylabels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert "axial\nz = +8.0 mm" in ylabels and "sagittal\nx = +10.0 mm" in ylabels
+    assert any("coronal\ny = +12.0 mm" in y for y in ylabels)
+
+
+def test_slice_positions_without_an_affine() -> None:
+    from fusion3d.figures import slice_positions
+
+    assert slice_positions((10, 12, 8), None)["axial"] == "slice 4 / 8"
+    moved = np.eye(4)
+    moved[:3, 3] = [-5.0, 0.0, 2.5]
+    assert slice_positions((10, 12, 8), moved) == {
+        "axial": "z = +6.5 mm",
+        "coronal": "y = +6.0 mm",
+        "sagittal": "x = +0.0 mm",
+    }
+
+
+def test_metric_boxes_state_units_and_n() -> None:
+    from fusion3d.figures import metric_boxes_figure
+
+    long = long_table(["dcfb3d", "average"], ["psnr", "ssim", "mi"], n=4)
+    fig = metric_boxes_figure(long)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_ylabel() for ax in visible] == ["PSNR (dB)", "SSIM (unitless)", "MI (nats)"]
+    ticks = [t.get_text() for t in visible[0].get_xticklabels()]
+    assert all(t.endswith("(n=4)") for t in ticks) and len(ticks) == 2
+    assert "4 subjects" in fig.get_suptitle()

@@ -51,3 +51,21 @@ TABLE1_METRICS: tuple[str, ...] = (
     "fsim_zhang",
     "fmi_haghighat",
 )
+
+#: Units of the metric values (the same in every protocol; a metric not listed is unitless).
+#: ``mi`` is in nats in every protocol (natural-log histograms); ``en`` in bits (log2, as
+#: MMIF-CDDFuse); ``sd``, ``sf`` and ``ag`` in grey levels of the 8-bit slices.
+METRIC_UNITS: dict[str, str] = {
+    "psnr": "dB",
+    "mi": "nats",
+    "en": "bits",
+    "sd": "grey levels",
+    "sf": "grey levels / pixel",
+    "ag": "grey levels / pixel",
+}
+
+
+def metric_axis_label(metric: str) -> str:
+    """``"PSNR (dB)"``, ``"SSIM (unitless)"``: a metric's label with its unit."""
+    label = METRIC_LABELS.get(metric, metric.upper())
+    return f"{label} ({METRIC_UNITS.get(metric, 'unitless')})"
