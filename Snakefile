@@ -39,6 +39,7 @@ localrules:
     qc_table,
     split,
     tables,
+    volume_protocol,
     paper_comparison,
     figure_fusion_panel,
     figure_metric_boxes,

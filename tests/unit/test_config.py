@@ -25,7 +25,9 @@ def test_shipped_configs_validate(name):
     assert config["train"]["val_every"] == 1  # defaults are filled in
     assert len(config["train"]["seeds"]) >= 2  # every network over several seeds
     # keys that differ between the networks' published recipes have no schema default
-    assert not {"epochs", "lr", "batch_size", "augment"} & set(config["train"]) - set(load(name)["train"])
+    assert not {"epochs", "lr", "batch_size", "augment"} & set(config["train"]) - set(
+        load(name)["train"]
+    )
 
 
 def test_adni_config_is_the_paper_scale_study():

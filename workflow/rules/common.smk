@@ -214,6 +214,12 @@ def get_final_outputs():
         outputs.append(f"{R}/figures/training_curves.png")
     if set(METHODS) & {"swinfuse", "matr", "dilran", "dcfb3d"}:
         outputs += [f"{R}/tables/paper_vs_ours.md", f"{R}/figures/paper_vs_ours.png"]
+    # Table 1 of the 3D volume protocol and its box plots, beside the paper protocol's
+    if "volume" in config["evaluate"]["protocols"]:
+        outputs += [
+            f"{R}/tables/table1_volume.md",
+            f"{R}/figures/metric_boxes_volume.png",
+        ]
     if SOURCE == "synthetic":
         outputs.append(f"{R}/qc/accuracy.tsv")
     # the viewer pages and the report's front page (workflow/rules/viewer.smk)

@@ -85,6 +85,36 @@ rule tables:
         "../scripts/tables.py"
 
 
+# Table 1 and the box plots of the 3D volume protocol, beside the paper protocol's.
+rule volume_protocol:
+    input:
+        long=f"{R}/tables/metrics_long.tsv",
+    output:
+        table_csv=f"{R}/tables/table1_volume.csv",
+        table_md=f"{R}/tables/table1_volume.md",
+        table_tex=f"{R}/tables/table1_volume.tex",
+        png=report(
+            f"{R}/figures/metric_boxes_volume.png",
+            caption="../report/volume_protocol.rst",
+            category="Figures",
+        ),
+        pdf=f"{R}/figures/metric_boxes_volume.pdf",
+    log:
+        f"{R}/logs/evaluate/volume_protocol.log",
+    benchmark:
+        f"{R}/benchmarks/tables/volume_protocol.tsv"
+    conda:
+        conda_env("evaluate")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        reference=config["evaluate"]["reference"],
+    script:
+        "../scripts/volume_protocol.py"
+
+
 rule provenance:
     """Versions, git commit, resolved config and checksums of the inputs of this study."""
     input:
