@@ -448,7 +448,9 @@ def demo_keys(config: dict, user_config: dict, demo_config: dict) -> dict[str, o
         Dotted key -> value, in :data:`DEMO_MODEL_KEYS` order, for every key under those
         that the demo set and the user did not; ``models.<net>`` and
         ``train.overrides.<net>`` count as one key each and only for networks of
-        ``methods``. Empty when the user gave no config file (the demo itself).
+        ``methods``; a ``train.<key>`` that every network overrides (e.g. the demo's
+        ``train.epochs`` under the paper config's ``train.overrides.<net>.epochs``) is not
+        named. Empty when the user gave no config file (the demo itself).
     """
     if not user_config:
         return {}
@@ -464,9 +466,20 @@ def demo_keys(config: dict, user_config: dict, demo_config: dict) -> dict[str, o
         for key, value in _leaves(node, root, nets):
             if key.startswith(("models.", "train.overrides.")) and key not in nets:
                 continue
-            if not _has_key(user_config, key):
+            if not _has_key(user_config, key) and not _overridden(config, key, methods):
                 found[key] = value
     return found
+
+
+def _overridden(config: dict, key: str, methods: set[str]) -> bool:
+    """A ``train.<k>`` that every network of ``methods`` sets in ``train.overrides.<net>``
+    (so the demo's value reaches none of them)."""
+    part = key.removeprefix("train.")
+    if part == key or "." in part or part in ("seeds", "overrides"):
+        return False
+    networks = [m for m in methods if m in NETWORK_METHODS]
+    overrides = config.get("train", {}).get("overrides", {})
+    return bool(networks) and all(part in overrides.get(n, {}) for n in networks)
 
 
 def loaded_demo_config(configfiles: Iterable, demo_path: str = DEMO_CONFIG) -> dict:

@@ -39,18 +39,27 @@ def _train_configs(config: dict) -> dict:
 def test_cohort_keys_alone_take_the_demo_model_and_are_named():
     user = {"cohort": COHORT}
     keys = f3d.demo_keys(_study(user), user, DEMO)
-    for key in ("preprocess.grid", "models.dcfb3d", "models.dcfb2d", "train.overrides.dcfb3d"):
+    for key in ("preprocess.grid", "models.dcfb3d", "models.dcfb2d", "train.epochs"):
         assert key in keys
-    assert keys["preprocess.grid"] == 64 and keys["train.overrides.dcfb3d"]["epochs"] == 30
+    assert keys["preprocess.grid"] == 64 and keys["train.epochs"] == 30
     text = f3d.demo_warning(keys)
     assert text.startswith("WARNING: cohort.source is adni")
     assert "preprocess.grid = 64" in text and "models.dcfb3d: the demo's network" in text
-    assert "train.overrides.dcfb3d = {'epochs': 30" in text and "config/adni.yaml" in text
+    assert "train.epochs = 30" in text and "config/adni.yaml" in text
 
 
 def test_the_paper_config_takes_nothing_from_the_demo():
     user = yaml.safe_load((REPO / "config" / "adni.yaml").read_text())
-    assert f3d.demo_keys(_study(user), user, DEMO) == {}
+    # the demo's train.epochs (30) is still in the merged config, but every network of the
+    # paper config overrides it (train.overrides.<net>.epochs: 500)
+    config = _study(user)
+    assert config["train"]["epochs"] == 30
+    assert f3d.demo_keys(config, user, DEMO) == {}
+    # a network without its own epochs would train the demo's 30: named
+    user = copy.deepcopy(user)
+    user["methods"] = [*user["methods"], "matr"]
+    user["models"]["matr"] = {}
+    assert f3d.demo_keys(_study(user), user, DEMO) == {"train.epochs": 30}
 
 
 def test_keys_the_user_set_are_not_named_and_unused_networks_are_skipped():
