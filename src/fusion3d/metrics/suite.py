@@ -313,7 +313,8 @@ def _edge_preservation(ga, aa, gf, af) -> np.ndarray:
     """Per-pixel ``Q^{AF} = Q_g Q_alpha`` with the evaluator's strength ratio (``g_F`` where equal)."""
     p = QABF_PARAMS
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(ga > gf, gf / ga, np.where(ga < gf, ga / gf, gf))
+        # gf / ga where ga > gf, ga / gf where ga < gf: the smaller over the larger.
+        ratio = np.where(ga == gf, gf, np.minimum(ga, gf) / np.maximum(ga, gf))
     align = 1.0 - np.abs(aa - af) / (np.pi / 2)
     qg = p["tg"] / (1.0 + np.exp(p["kg"] * (ratio - p["dg"])))
     qa = p["ta"] / (1.0 + np.exp(p["ka"] * (align - p["da"])))
@@ -417,10 +418,20 @@ def mutual_information_grey(ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
 
 
 def _ssim_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Local 7x7 mean and (sample) variance of every slice, as :func:`ssim_uniform` uses them."""
+    """Local 7x7 mean and (sample) variance of every slice inside the 3-px border.
+
+    As :func:`ssim_uniform` computes them, cropped to the pixels its mean covers.
+    """
     cov_norm = SSIM_WIN**2 / (SSIM_WIN**2 - 1.0)
     u = _uniform(x)
-    return u, cov_norm * (_uniform(x * x) - u * u)
+    v = cov_norm * (_crop(_uniform(x * x)) - _crop(u) * _crop(u))
+    return np.ascontiguousarray(_crop(u)), v
+
+
+def _crop(x: np.ndarray) -> np.ndarray:
+    """The pixels of every slice the SSIM mean covers (a 3-px border less)."""
+    pad = (SSIM_WIN - 1) // 2
+    return x[:, pad:-pad, pad:-pad]
 
 
 def prepare_sources(a: np.ndarray, b: np.ndarray) -> dict:
@@ -436,7 +447,7 @@ def prepare_sources(a: np.ndarray, b: np.ndarray) -> dict:
     return {
         "a": a,
         "b": b,
-        "vif": [_vif_levels(a), _vif_levels(b)],
+        "vif": [_vif_reference(_vif_levels(a)), _vif_reference(_vif_levels(b))],
         "ssim": [_ssim_stats(a), _ssim_stats(b)],
         "sobel": sobel,
         "qabf_den": (sobel[0][0] + sobel[1][0]).sum(axis=(1, 2)),
@@ -445,18 +456,51 @@ def prepare_sources(a: np.ndarray, b: np.ndarray) -> dict:
     }
 
 
+def _vif_reference(levels) -> list[dict[str, np.ndarray]]:
+    """A reference's side of :func:`_vif_terms` per scale: its guards and denominator sums."""
+    out = []
+    for r, w, mu1, s1 in levels:
+        low1 = s1 < VIF_EPS
+        s1z = np.where(low1, 0.0, s1)
+        den = np.log10(1 + s1z / VIF_SIGMA_N_SQ).sum(axis=(1, 2))
+        out.append({"r": r, "w": w, "mu": mu1, "s1eps": s1 + VIF_EPS, "low1": low1})
+        out[-1].update(s1z=s1z, den=den)
+    return out
+
+
+def _vif_num(ref: dict, s2: np.ndarray, low2: np.ndarray, s12: np.ndarray) -> np.ndarray:
+    """:func:`_vif_terms`' numerator sums from a :func:`_vif_reference` scale (same steps)."""
+    g = s12 / ref["s1eps"]
+    sv = g * s12
+    np.subtract(s2, sv, out=sv)
+    low1 = ref["low1"]
+    g[low1] = 0.0
+    sv[low1] = s2[low1]
+    g[low2] = 0.0
+    sv[low2] = 0.0
+    neg = g < 0
+    sv[neg] = s2[neg]
+    g[neg] = 0.0
+    np.maximum(sv, VIF_EPS, out=sv)  # where(sv <= eps, eps, sv)
+    sv += VIF_SIGMA_N_SQ
+    t = g * g
+    t *= ref["s1z"]
+    t /= sv
+    t += 1
+    return np.log10(t, out=t).sum(axis=(1, 2))
+
+
 def _vif_prepared(f: np.ndarray, parts: dict) -> np.ndarray:
     """``VIF(A, F) + VIF(B, F)`` per slice from the prepared source pyramids."""
-    dist_levels = _vif_levels(f)
+    dist_levels = [(d, mu2, s2, s2 < VIF_EPS) for d, _, mu2, s2 in _vif_levels(f)]
     total = np.zeros(len(f))
     for ref_levels in parts["vif"]:
         num = np.zeros(len(f))
         den = np.zeros(len(f))
-        for (r, w, mu1, s1), (d, _, mu2, s2) in zip(ref_levels, dist_levels, strict=True):
-            s12 = _filter_valid(r * d, w) - mu1 * mu2
-            n, d_ = _vif_terms(s1, s2, s12)
-            num += n
-            den += d_
+        for ref, (d, mu2, s2, low2) in zip(ref_levels, dist_levels, strict=True):
+            s12 = _filter_valid(ref["r"] * d, ref["w"]) - ref["mu"] * mu2
+            num += _vif_num(ref, s2, low2, s12)
+            den += ref["den"]
         total = total + np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
     return total
 
@@ -466,13 +510,12 @@ def _ssim_prepared(f: np.ndarray, parts: dict) -> np.ndarray:
     c1 = (0.01 * SSIM_DATA_RANGE) ** 2
     c2 = (0.03 * SSIM_DATA_RANGE) ** 2
     cov_norm = SSIM_WIN**2 / (SSIM_WIN**2 - 1.0)
-    pad = (SSIM_WIN - 1) // 2
     ux, vx = _ssim_stats(f)
     total = np.zeros(len(f))
     for r, (uy, vy) in zip((parts["a"], parts["b"]), parts["ssim"], strict=True):
-        vxy = cov_norm * (_uniform(f * r) - ux * uy)
+        vxy = cov_norm * (_crop(_uniform(f * r)) - ux * uy)
         smap = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
-        total = total + smap[:, pad:-pad, pad:-pad].mean(axis=(1, 2))
+        total = total + smap.mean(axis=(1, 2))
     return total
 
 
