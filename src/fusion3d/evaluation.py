@@ -320,6 +320,93 @@ def evaluate_method(
     )[0]
 
 
+#: Subjects a job of the evaluation pass scores (rule evaluate_pass): 100 subjects x 30 fused
+#: images at 128^3 are about 1 h of one CPU.
+EVALUATION_SUBJECTS_PER_JOB = 100
+
+
+def pass_tables(
+    root: str, n_subjects: int, per_job: int = EVALUATION_SUBJECTS_PER_JOB
+) -> list[str]:
+    """The evaluation pass's shard tables of a study of ``n_subjects`` subjects under ``root``.
+
+    ``ceil(n_subjects / per_job)`` shards (at least one):
+    ``<root>/metrics/pass/shard-<k>-of-<n>.tsv``.
+    """
+    n = max(1, -(-int(n_subjects) // int(per_job)))
+    return [f"{root}/metrics/pass/shard-{k}-of-{n}.tsv" for k in range(n)]
+
+
+def evaluate_pass(
+    entries: Sequence[tuple[str, object, pd.DataFrame]],
+    *,
+    protocols: Sequence[str],
+    subjects: pd.DataFrame,
+    shard: int = 0,
+    n_shards: int = 1,
+) -> pd.DataFrame:
+    """One shard of the evaluation pass: every fused image of a share of the subjects.
+
+    The subjects listed in any index, sorted, are dealt to ``n_shards`` shards in turn
+    (subject ``i`` to shard ``i % n_shards``); this shard's subjects are scored with
+    :func:`evaluate_methods` (sources prepared once per subject, every method and seed).
+
+    Parameters
+    ----------
+    entries
+        ``(method, seed, index)``: a fused index per method and seed (``seed`` ``None``
+        for a classic method).
+    protocols, subjects
+        As for :func:`evaluate_method`.
+    shard, n_shards
+        Which share of the subjects (``0 <= shard < n_shards``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The long tables of every entry, one after the other, with a ``seed`` column.
+    """
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard: {shard} is not in 0..{n_shards - 1}")
+    ids = sorted({str(s) for _, _, index in entries for s in index["subject_id"]})
+    mine = set(ids[shard::n_shards])
+    kept = []
+    for method, seed, index in entries:
+        part = index[index["subject_id"].astype(str).isin(mine)]
+        if not part.empty:
+            kept.append((method, seed, part))
+    tables = evaluate_methods(
+        [(m, ix) for m, _, ix in kept], protocols=protocols, subjects=subjects
+    )
+    out = [t.assign(seed=seed) for (_, seed, _), t in zip(kept, tables, strict=True)]
+    columns = [*LONG_COLUMNS, "seed"]
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=columns)
+
+
+def select_pass_rows(
+    passes: Sequence[pd.DataFrame], method: str, seed, index: pd.DataFrame
+) -> pd.DataFrame:
+    """One method's (and seed's) rows of the :func:`evaluate_pass` shards, in index order.
+
+    Raises
+    ------
+    ValueError
+        When a subject of ``index`` has no rows in the shards (naming it).
+    """
+    long = pd.concat(passes, ignore_index=True)
+    sel = long[long["method"].astype(str) == method]
+    if seed is not None:
+        sel = sel[pd.to_numeric(sel["seed"], errors="coerce") == int(seed)]
+    missing = sorted(set(index["subject_id"].astype(str)) - set(sel["subject_id"].astype(str)))
+    if missing:
+        raise ValueError(f"{method} (seed {seed}): no metric rows for {missing[:5]} in the shards")
+    order = {s: i for i, s in enumerate(index["subject_id"].astype(str))}
+    sel = sel[sel["subject_id"].astype(str).isin(order)]
+    key = sel["subject_id"].astype(str).map(order)
+    sel = sel.assign(_order=key.to_numpy()).sort_values("_order", kind="stable")
+    return sel[list(LONG_COLUMNS)].reset_index(drop=True)
+
+
 def _select(long: pd.DataFrame, *, split: str | None, protocol: str | None = None) -> pd.DataFrame:
     """Rows of ``long`` in ``split`` (all when ``None``) and ``protocol`` (all when ``None``)."""
     _check_columns(long, LONG_COLUMNS, "metrics table")

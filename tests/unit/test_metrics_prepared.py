@@ -145,3 +145,33 @@ def test_evaluate_methods_one_pass_equals_per_method(tmp_path, monkeypatch) -> N
             table.drop(columns="value"), direct.drop(columns="value"), check_dtype=False
         )
         np.testing.assert_allclose(table["value"], direct["value"], rtol=RTOL, atol=1e-12)
+
+
+def test_evaluate_pass_shards_and_selection_round_trip(tmp_path) -> None:
+    from fusion3d.evaluation import evaluate_pass, select_pass_rows
+    from fusion3d.io import read_tsv, write_tsv
+
+    subjects, indexes = _cohort(tmp_path, n=3)
+    entries = [
+        ("net", 0, indexes["blend"]),
+        ("net", 1, indexes["mri"]),
+        ("avg", None, indexes["blend"]),
+    ]
+    paths = []
+    for shard in range(2):
+        table = evaluate_pass(
+            entries, protocols=["paper"], subjects=subjects, shard=shard, n_shards=2
+        )
+        paths.append(write_tsv(table, tmp_path / f"shard-{shard}.tsv"))
+    passes = [
+        read_tsv(p, dtype={"subject_id": str, "method": str}, float_precision="round_trip")
+        for p in paths
+    ]
+    for method, seed, index in entries:
+        got = select_pass_rows(passes, method, seed, index)
+        want = evaluate_method(method, index, protocols=["paper"], subjects=subjects)
+        pd.testing.assert_frame_equal(got, want, check_dtype=False, check_exact=True)
+    with pytest.raises(ValueError, match="no metric rows"):
+        select_pass_rows(passes[:1], "avg", None, indexes["blend"])
+    with pytest.raises(ValueError, match="shard: 2"):
+        evaluate_pass(entries, protocols=["paper"], subjects=subjects, shard=2, n_shards=2)

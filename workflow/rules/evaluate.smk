@@ -6,7 +6,7 @@ rule evaluate:
     input:
         index=f"{R}/fused/{{method}}/index.tsv",
         split=f"{R}/split/split.tsv",
-        images=get_all_model_inputs,
+        passes=lambda w: pass_tables(R, len(subject_ids())),
     output:
         metrics=f"{R}/metrics/{{method}}.tsv",
     log:
@@ -32,7 +32,7 @@ rule evaluate_seed:
     input:
         index=f"{R}/fused/{{method}}/seed-{{seed}}/index.tsv",
         split=f"{R}/split/split.tsv",
-        images=get_all_model_inputs,
+        passes=lambda w: pass_tables(R, len(subject_ids())),
     output:
         metrics=f"{R}/metrics/{{method}}/seed-{{seed}}.tsv",
     log:
