@@ -32,7 +32,10 @@ Rows (largest relative difference ``max |ours - ref| / max |ref|``, float32 and 
   before the output stretch (ours: ``output_stretch=False, quantise_output=False``);
   ``stretched``: after the per-image min-max stretch of ``save_image_test``; ``png``: the
   8-bit image ``save_image_test`` writes vs our default ``fuse`` output times 255 (the
-  largest difference in grey levels and the share of differing pixels).
+  largest difference in grey levels and the share of differing pixels);
+- ``loss-pixel``, ``loss-ssim``: the two terms of ``train.py:88-98`` (``L1Loss / n`` and
+  ``(1 - pytorch_msssim.msssim(out, x, normalize=True)) / n``) on the forward's output,
+  float32 only (the published MS-SSIM builds a float32 window).
 
 Sizes: the published model (``img_size=224, window_size=7``) at 64, 128, 224 (one padded
 tile; the published ``get_test_images`` has no branch for these) and 256 (the published
@@ -51,9 +54,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from fusion3d.learned.models.swinfuse import SwinFuse, convert_published_state_dict
+from fusion3d.learned.recipes.swinfuse import msssim
 
 SEED = 0
 TRAIN_SEED = 123
@@ -99,6 +104,7 @@ sys.modules["timm.models.layers"] = shim
 sys.path.insert(0, sys.argv[1])
 os.chdir(sys.argv[1])
 import utils
+import pytorch_msssim
 from net import SwinFuse
 
 data = np.load(sys.argv[2])
@@ -147,6 +153,13 @@ for key, (img_size, ws) in spec["models"].items():
             torch.manual_seed(int(spec["train_seed"]))
             results[f"{key}/forward-train/{dn}"] = m.finaldecoder(x).numpy()
             m.eval()
+            if dtype == torch.float32:  # train.py:88-98 (its msssim is float32 only)
+                out = m.finaldecoder(x)
+                n = len(out)
+                pixel = torch.nn.L1Loss()(out, x) / n
+                ssim = (1 - pytorch_msssim.msssim(out, x, normalize=True)) / n
+                results[f"{key}/loss-pixel/{dn}"] = pixel.numpy()
+                results[f"{key}/loss-ssim/{dn}"] = ssim.numpy()
             for size in spec["sizes"][key]:
                 ir_png = os.path.join(out_dir, f"pet{size}.png")
                 vi_png = os.path.join(out_dir, f"mri{size}.png")
@@ -226,6 +239,11 @@ def ours(data: dict, tmp: Path) -> dict[str, np.ndarray]:
                 torch.manual_seed(TRAIN_SEED)
                 out[f"{key}/forward-train/{dn}"] = raw(x).numpy()
                 raw.eval()
+                if dtype == torch.float32:
+                    o = raw(x)
+                    out[f"{key}/loss-pixel/{dn}"] = (F.l1_loss(o, x) / len(o)).numpy()
+                    ssim = (1 - msssim(o, x, normalize=True)) / len(o)
+                    out[f"{key}/loss-ssim/{dn}"] = ssim.numpy()
                 for size in sizes:
                     mri = torch.from_numpy(data[f"mri{size}"] / 255.0).to(dtype)[None, None]
                     pet = torch.from_numpy(data[f"pet{size}"] / 255.0).to(dtype)[None, None]
@@ -253,9 +271,12 @@ def report(ref: dict, got: dict) -> None:
             continue
         vals = []
         for dn in ("float32", "float64"):
+            if f"{row}/{dn}" not in ref:
+                vals.append("-")
+                continue
             a, b = got[f"{row}/{dn}"], ref[f"{row}/{dn}"]
-            vals.append(np.abs(a.astype(np.float64) - b).max() / np.abs(b).max())
-        print(f"{model:10s} {what:16s} {vals[0]:10.2e} {vals[1]:10.2e}")
+            vals.append(f"{np.abs(a.astype(np.float64) - b).max() / np.abs(b).max():.2e}")
+        print(f"{model:10s} {what:16s} {vals[0]:>10s} {vals[1]:>10s}")
 
 
 def build_venv(venv: Path) -> str:
