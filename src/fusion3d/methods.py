@@ -27,6 +27,7 @@ class Method:
 
 
 METHODS: tuple[Method, ...] = (
+    Method("swinfuse", "SwinFuse", "2D", "network", "swinfuse"),
     Method("matr", "MATR", "2D", "network", "matr"),
     Method("dilran", "DILRAN", "2D", "network", "dilran"),
     Method("dcfb3d", "DC2Fusion (ours)", "3D", "network", "dcfb"),

@@ -15,6 +15,7 @@ __all__ = ["ARCHITECTURES", "COMMON_DEFAULTS", "RUN_CONTROL_KEYS", "Recipe", "re
 #: Architecture key -> ``module:object`` of its recipe (imported on first use).
 ARCHITECTURES: dict[str, str] = {
     "dcfb": "fusion3d.learned.recipes.dcfb:DCFB_RECIPE",
+    "swinfuse": "fusion3d.learned.recipes.swinfuse:SWINFUSE_RECIPE",
     "matr": "fusion3d.learned.recipes.matr:MATR_RECIPE",
     "dilran": "fusion3d.learned.recipes.dilran:DILRAN_RECIPE",
 }
