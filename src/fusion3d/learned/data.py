@@ -1,4 +1,4 @@
-"""Training data for DC2Fusion: load model-grid volume pairs, augment, sample 2D slices.
+"""Training data of the networks: model-grid volume pairs, augmentation, 2D slice sampling.
 
 Items are ``(subject_id, mri_path, pet_path)`` NIfTI volumes already on the model grid
 (a cube, values in [0, 1]). All randomness comes from an explicit ``torch.Generator``

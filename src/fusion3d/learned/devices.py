@@ -124,7 +124,7 @@ def resolve_device(device: str | torch.device | None, *, gpu: bool = False) -> t
     if device is None:
         if torch.cuda.is_available():
             return torch.device("cuda")
-        log.warning("no CUDA device found: running DC2Fusion on the CPU (slow)")
+        log.warning("no CUDA device found: running the network on the CPU (slow)")
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda":
@@ -134,7 +134,7 @@ def resolve_device(device: str | torch.device | None, *, gpu: bool = False) -> t
             f"resources.gpu: true but device {str(device)!r} was requested; {CPU_ON_PURPOSE}"
         )
     if dev.type == "cpu":
-        log.warning("running DC2Fusion on the CPU (slow)")
+        log.warning("running the network on the CPU (slow)")
     return dev
 
 
