@@ -642,7 +642,7 @@ def table1_reach_note(n_subjects: int, split: str | None = "test", alpha: float 
     if not math.isfinite(floor) or floor < alpha:
         return ""
     return (
-        f"With {n_subjects} {split or 'all'} subjects the paired two-sided Wilcoxon test of a "
+        f"With {n_subjects} {split or 'all'} subject{'s' if n_subjects != 1 else ''} the paired two-sided Wilcoxon test of a "
         f"method against the reference cannot give p below {floor:.3g} (2 / 2^{n_subjects}): "
         f"no difference in this table can be significant at {alpha:g} (wilcoxon_holm.tsv)."
     )
