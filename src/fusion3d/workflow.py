@@ -447,8 +447,8 @@ def demo_keys(config: dict, user_config: dict, demo_config: dict) -> dict[str, o
     dict
         Dotted key -> value, in :data:`DEMO_MODEL_KEYS` order, for every key under those
         that the demo set and the user did not; ``models.<net>`` and
-        ``train.overrides.<net>`` count as one key each and only for networks of
-        ``methods``; a ``train.<key>`` that every network overrides (e.g. the demo's
+        ``train.overrides.<net>`` count as one key each when the user gave no entry
+        (else each key of the entry they left out), and only for networks of ``methods``; a ``train.<key>`` that every network overrides (e.g. the demo's
         ``train.epochs`` under the paper config's ``train.overrides.<net>.epochs``) is not
         named. Empty when the user gave no config file (the demo itself).
     """
@@ -463,8 +463,12 @@ def demo_keys(config: dict, user_config: dict, demo_config: dict) -> dict[str, o
         node = demo_config
         for part in root.split("."):
             node = node[part]
-        for key, value in _leaves(node, root, nets):
-            if key.startswith(("models.", "train.overrides.")) and key not in nets:
+        # a network the user left out counts as one key; of one they gave, each key they
+        # left out (nested sections merge: the rest of its entry is still the demo's)
+        whole = {k for k in nets if not _has_key(user_config, k)}
+        for key, value in _leaves(node, root, whole):
+            net = ".".join(key.split(".")[: 3 if key.startswith("train.overrides.") else 2])
+            if key.startswith(("models.", "train.overrides.")) and net not in nets:
                 continue
             if not _has_key(user_config, key) and not _overridden(config, key, methods):
                 found[key] = value

@@ -51,14 +51,13 @@ def test_cohort_keys_alone_take_the_demo_model_and_are_named():
 def test_the_paper_config_takes_nothing_from_the_demo():
     user = yaml.safe_load((REPO / "config" / "adni.yaml").read_text())
     # the demo's train.epochs (30) is still in the merged config, but every network of the
-    # paper config overrides it (train.overrides.<net>.epochs: 500)
+    # paper config overrides it (train.overrides.<net>.epochs: its published number)
     config = _study(user)
     assert config["train"]["epochs"] == 30
     assert f3d.demo_keys(config, user, DEMO) == {}
     # a network without its own epochs would train the demo's 30: named
     user = copy.deepcopy(user)
-    user["methods"] = [*user["methods"], "matr"]
-    user["models"]["matr"] = {}
+    del user["train"]["overrides"]["matr"]
     assert f3d.demo_keys(_study(user), user, DEMO) == {"train.epochs": 30}
 
 
@@ -74,6 +73,8 @@ def test_keys_the_user_set_are_not_named_and_unused_networks_are_skipped():
     assert "preprocess.grid" not in keys and "train.slices_per_volume" not in keys
     assert "models.dcfb3d" not in keys and "models.dcfb2d" not in keys
     assert "train.overrides.dcfb2d" not in keys and "train.overrides.dcfb3d" in keys
+    # the rest of a network entry the user gave is still the demo's (nested sections merge)
+    assert keys["models.dcfb3d.depths"] == [1, 1, 2, 1] and "models.dcfb3d.embed_dim" not in keys
 
 
 def test_the_demo_itself_is_not_warned():
