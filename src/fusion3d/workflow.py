@@ -550,7 +550,14 @@ def _network_lines(config: dict, train_configs: dict, parameters: dict, demo: di
     for net, train_config in train_configs.items():
         model_config = config["models"].get(net, {})
         cfg = resolve_train_config(train_config, model_config, recipe_for(net))
-        size = f"{parameters[net] / 1e6:.2f} M parameters" if net in parameters else "size ?"
+        count = parameters.get(net)
+        size = (
+            "size ?"
+            if count is None
+            else f"{count / 1e6:.2f} M parameters"
+            if count >= 100_000
+            else f"{count:,} parameters"
+        )
         origin = "  [models from config/config.yaml, the demo]" if f"models.{net}" in demo else ""
         lines.append(
             f"  {net}: {size}, {cfg['epochs']} epochs, lr {cfg['lr']:g}, "
