@@ -165,17 +165,6 @@ def _check_evaluation_inputs(
     return protocols
 
 
-def _load_subject_images(subject_id: str, fused_path, sub: pd.Series) -> tuple:
-    """Load one subject's fused, MRI and PET volumes and its mask (``None`` without one).
-
-    Raises ``ValueError`` naming the file when a shape differs from the fused volume's.
-    """
-    fused, _ = load_nifti(fused_path)
-    mri, pet, mask = _load_sources(subject_id, sub)
-    _check_fused_shape(subject_id, fused_path, fused, sub, mri.shape)
-    return fused, mri, pet, mask
-
-
 def _load_sources(subject_id: str, sub: pd.Series) -> tuple:
     """One subject's MRI, PET and mask (``None`` without one), checked to share one shape."""
     mri, _ = load_nifti(sub["mri_path"])
