@@ -39,6 +39,8 @@ localrules:
     all,
     qc_table,
     split,
+    evaluate,
+    evaluate_seed,
     tables,
     volume_protocol,
     paper_comparison,

@@ -31,6 +31,8 @@ COMPARED = ("results/split/split.tsv", "results/tables/metrics_long.tsv")
 LOCAL_RULES = (
     "qc_table",
     "split",
+    "evaluate",
+    "evaluate_seed",
     "tables",
     "figure_fusion_panel",
     "figure_metric_boxes",
@@ -158,13 +160,14 @@ def test_tiny_study_on_slurm(slurm_cluster, tiny_study: Path, tmp_path: Path) ->
     comments = {j["comment"] for j in jobs}
     for rule in ("rule_synthetic_cohort", "rule_ingest", "rule_train", "rule_infer"):
         assert any(c.startswith(rule) for c in comments), (rule, sorted(comments))
-    # The profile's groups: one job per subject's preprocessing, one per method's evaluation
-    # (a classic baseline runs in the job that evaluates it).
+    # The profile's groups: one job per subject's preprocessing; the metrics of every method in
+    # one evaluate_pass job per 100 subjects (one here), each baseline a job of its own.
     per_subject = [j for j in jobs if j["comment"].startswith("rule_subject_preprocess")]
     assert len(per_subject) == N_SUBJECTS, f"expected one group job per subject: {jobs}"
-    per_method = [j for j in jobs if j["comment"].startswith("rule_baseline_metrics")]
-    assert len(per_method) == N_METHODS, f"expected one evaluation job per method: {jobs}"
-    assert sum("_baseline_evaluate" in j["comment"] for j in per_method) == 5, per_method
+    passes = [j for j in jobs if j["comment"].startswith("rule_evaluate_pass")]
+    assert len(passes) == 1, f"expected one evaluation pass: {jobs}"
+    baselines = [j for j in jobs if j["comment"].startswith("rule_baseline")]
+    assert len(baselines) == N_METHODS - 2, f"expected one job per classic baseline: {jobs}"
     # Light rules ran locally, not in SLURM.
     for rule in LOCAL_RULES:
         assert f"localrule {rule}:" in output, f"{rule} did not run as a local rule"

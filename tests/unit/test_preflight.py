@@ -41,11 +41,11 @@ def test_cohort_keys_alone_take_the_demo_model_and_are_named():
     keys = f3d.demo_keys(_study(user), user, DEMO)
     for key in ("preprocess.grid", "models.dcfb3d", "models.dcfb2d", "train.epochs"):
         assert key in keys
-    assert keys["preprocess.grid"] == 64 and keys["train.epochs"] == 30
+    assert keys["preprocess.grid"] == 64 and keys["train.epochs"] == DEMO["train"]["epochs"]
     text = f3d.demo_warning(keys)
     assert text.startswith("WARNING: cohort.source is adni")
     assert "preprocess.grid = 64" in text and "models.dcfb3d: the demo's network" in text
-    assert "train.epochs = 30" in text and "config/adni.yaml" in text
+    assert f"train.epochs = {DEMO['train']['epochs']}" in text and "config/adni.yaml" in text
 
 
 def test_the_paper_config_takes_nothing_from_the_demo():
@@ -53,12 +53,15 @@ def test_the_paper_config_takes_nothing_from_the_demo():
     # the demo's train.epochs (30) is still in the merged config, but every network of the
     # paper config overrides it (train.overrides.<net>.epochs: its published number)
     config = _study(user)
-    assert config["train"]["epochs"] == 30
+    assert config["train"]["epochs"] == DEMO["train"]["epochs"]
     assert f3d.demo_keys(config, user, DEMO) == {}
-    # a network without its own epochs would train the demo's 30: named
+    # a network without its own settings would train with the demo's: named
     user = copy.deepcopy(user)
     del user["train"]["overrides"]["matr"]
-    assert f3d.demo_keys(_study(user), user, DEMO) == {"train.epochs": 30}
+    assert f3d.demo_keys(_study(user), user, DEMO) == {
+        "train.epochs": DEMO["train"]["epochs"],
+        "train.overrides.matr": DEMO["train"]["overrides"]["matr"],
+    }
 
 
 def test_keys_the_user_set_are_not_named_and_unused_networks_are_skipped():
@@ -102,10 +105,10 @@ def test_study_summary_names_what_will_run(tmp_path):
         "cohort: adni, download data/adni",
         "grid 64^3",
         "device: CPU (resources.gpu: false)",
-        f"dcfb3d: {sizes['dcfb3d'] / 1e6:.2f} M parameters, 30 epochs, lr 0.0001, batch 1",
+        f"dcfb3d: {sizes['dcfb3d'] / 1e6:.2f} M parameters, 20 epochs, lr 0.0001, batch 1",
         "[models from config/config.yaml, the demo]",
         "seeds: 3407, 1",
-        "methods: dcfb3d, dcfb2d, average",
+        "methods: swinfuse, matr, dilran, dcfb3d, dcfb2d, average",
         "protocols: paper, volume, suite2d (reference dcfb3d)",
         "WARNING: cohort.source is adni",
     ):

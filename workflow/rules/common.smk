@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 from fusion3d import workflow as f3d
+from fusion3d.paper import PAPER_TABLE1
 from fusion3d.preprocess import outputs as preprocess_outputs
 
 R = config["results"]
@@ -26,11 +27,15 @@ SEEDS = [int(s) for s in config["train"]["seeds"]]
 # Checks that need more than the schema, done before any job starts.
 # Values that cannot work together (grid and networks, GPUs, split sizes, method names).
 f3d.check_config_consistency(config)
+# A network without a models entry takes its published sizes (DC2Fusion's need the entry:
+# its spatial_dims tells the 3D network from the 2D twin).
 for _network in NETWORKS:
     if _network not in config["models"]:
-        raise ValueError(
-            f"config key models.{_network} is missing: method {_network} needs a network configuration"
-        )
+        if _network.startswith("dcfb"):
+            raise ValueError(
+                f"config key models.{_network} is missing: method {_network} needs a network configuration"
+            )
+        config["models"][_network] = {}
 if config["evaluate"]["reference"] not in METHODS:
     raise ValueError(
         f"config key evaluate.reference: {config['evaluate']['reference']!r} is not one of methods"
@@ -46,8 +51,14 @@ def network_train_config(network, seed):
     """The train config of one network and seed: the keys of train: (less seeds and
     overrides), then train.overrides.<network>, then the seed. Keys left unset take the
     network's published settings (fusion3d.learned.recipes)."""
-    common = {k: v for k, v in config["train"].items() if k not in ("seeds", "overrides")}
-    return {**common, **config["train"]["overrides"].get(network, {}), "seed": int(seed)}
+    common = {
+        k: v for k, v in config["train"].items() if k not in ("seeds", "overrides")
+    }
+    return {
+        **common,
+        **config["train"]["overrides"].get(network, {}),
+        "seed": int(seed),
+    }
 
 
 # Each network's training config (its published settings, then train:, then
@@ -58,7 +69,9 @@ for _network in config["train"]["overrides"]:
             f"config key train.overrides.{_network}: {_network!r} is not a network of methods"
         )
 for _network in NETWORKS:
-    f3d.check_network_config(_network, config["models"][_network], network_train_config(_network, SEEDS[0]))
+    f3d.check_network_config(
+        _network, config["models"][_network], network_train_config(_network, SEEDS[0])
+    )
 
 # A real cohort that takes the CPU demo's model or training keys (config/config.yaml is
 # loaded before any --configfile) is warned at once, naming the keys (docs/configuration.md).
@@ -225,3 +238,29 @@ def get_final_outputs():
     # the viewer pages and the report's front page (workflow/rules/viewer.smk)
     outputs += [f"{R}/viewer", f"{R}/report/front_page.rst"]
     return outputs
+
+
+def get_front_page_inputs(wildcards):
+    """The tables of the front page; paper_vs_ours only where the study compares with the paper."""
+    inputs = {
+        "pairs": f"{R}/ingest/pairs.tsv",
+        "excluded": f"{R}/ingest/excluded.tsv",
+        "split": f"{R}/split/split.tsv",
+        "flags": f"{R}/qc/flags.tsv",
+        "qc": f"{R}/qc/qc.tsv",
+        "table1": f"{R}/tables/table1.md",
+        "viewer": f"{R}/viewer",
+    }
+    if set(METHODS) & set(PAPER_TABLE1):
+        inputs["paper_vs_ours"] = f"{R}/tables/paper_vs_ours.md"
+    return inputs
+
+
+def front_page_figures():
+    """The report's figures of this study, by file name (fusion3d.frontpage.FIGURES)."""
+    names = ["fusion_panel.png", "metric_boxes.png"]
+    if set(METHODS) & set(PAPER_TABLE1):
+        names.append("paper_vs_ours.png")
+    if NETWORKS:
+        names.append("training_curves.png")
+    return names + ["page-001.png"]
