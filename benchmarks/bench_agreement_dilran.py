@@ -8,7 +8,7 @@ inputs as our port, and this script prints the largest relative difference
 
     python3.11 -m venv /tmp/dilran_ref && /tmp/dilran_ref/bin/pip install torch==2.13.0
     /tmp/dilran_ref/bin/pip install numpy==2.3.5 scikit-image torchmetrics "torchvision<0.29"
-    mkdir -p /tmp/dilran_pub && git -C PATH/TO/dilran/repo archive HEAD | tar -x -C /tmp/dilran_pub
+    mkdir -p /tmp/dilran_pub && git -C dilran archive HEAD | tar -x -C /tmp/dilran_pub
     .venv/bin/python benchmarks/bench_agreement_dilran.py --published-dir /tmp/dilran_pub \\
         --reference-python /tmp/dilran_ref/bin/python [--loss]
 

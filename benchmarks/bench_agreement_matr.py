@@ -23,7 +23,7 @@ of 189) with a pseudo-PET (the grey-matter map blurred by 4 mm) at 64, 128 and 2
 published AANLIB size) pixels, and the authors' own sample pair
 ``source images/PET-MRI`` (256 x 256). Usage::
 
-    git -C /work/.mirror/tthinking+MATR/repo archive HEAD | tar -x -C /tmp/matr_pub
+    git clone https://github.com/tthinking/MATR && git -C MATR archive HEAD | tar -x -C /tmp/matr_pub
     .venv/bin/python benchmarks/bench_agreement_matr.py --published-dir /tmp/matr_pub \\
         [--reference-python /tmp/matr_ref/bin/python]
 

@@ -7,7 +7,7 @@ weights (the repository ships no trained weights), exports its ``state_dict``, w
 module loads with ``convert_published_state_dict``, and both sides run on the same slices
 (an axial slice of nilearn's MNI152 T1 and a blurred grey-matter-like pseudo-PET)::
 
-    git -C /work/.mirror/Zhishe-Wang+SwinFuse/repo archive HEAD | tar -x -C /tmp/swinfuse_pub
+    git clone https://github.com/Zhishe-Wang/SwinFuse && git -C SwinFuse archive HEAD | tar -x -C /tmp/swinfuse_pub
     .venv/bin/python benchmarks/bench_agreement_swinfuse.py --published-dir /tmp/swinfuse_pub \\
         [--reference-python /tmp/swinfuse_ref/bin/python]
 

@@ -9,7 +9,7 @@ before the sources' side was shared), and prints the largest relative difference
 protocol and metric::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_metrics_same.py \\
-        [--real-t1 /work/shared/data/real_t1/seg3d_mr_t1.nii.gz]
+        [--real-t1 tests/data/real_t1/seg3d_mr_t1.nii.gz]
 """
 
 from __future__ import annotations

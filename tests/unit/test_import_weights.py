@@ -249,3 +249,38 @@ def test_not_a_state_dict(tmp_path):
     with pytest.raises(ValueError, match="state_dict"):
         import_published_weights(path, tmp_path / "out.pt")
     assert not (tmp_path / "out.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "method, sizes",
+    [
+        ("swinfuse", {"img_size": 32, "window_size": 8, "embed_dim": 8, "num_heads": [1, 1, 2]}),
+        ("matr", {}),
+        ("dilran", {"channels": 8, "recon_channels": [8, 4]}),
+    ],
+)
+def test_cli_imports_each_baseline_and_the_checkpoint_fuses(method, sizes, tmp_path, capsys):
+    """import-weights --method M: a published-named state_dict (our names are the published
+    ones) becomes a checkpoint of M that load_model rebuilds with the same outputs."""
+    from fusion3d.learned.recipes import recipe_for
+
+    torch.manual_seed(0)
+    published = recipe_for(method).build_model(sizes).eval()
+    src = tmp_path / f"{method}.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in published.state_dict().items()}}, src)
+    out = tmp_path / f"{method}.pt"
+    sets = [a for k, v in sizes.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    assert main(["import-weights", "--method", method, str(src), str(out), *sets]) == 0
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["method"] == method and ckpt["variant"] == "published"
+    model = load_model(out, method=method)
+    x, y = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.fuse(x, y), published.fuse(x, y), rtol=0, atol=0)
+    # another method's weights are refused, naming the keys
+    other = "matr" if method != "matr" else "dilran"
+    assert main(["import-weights", "--method", other, str(src), str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert f"not {other} weights as published" in err and "unexpected" in err
+    with pytest.raises(ValueError, match=f"a checkpoint of '{method}', not of '{other}'"):
+        load_model(out, method=other)
