@@ -105,7 +105,7 @@ def test_study_summary_names_what_will_run(tmp_path):
         "cohort: adni, download data/adni",
         "grid 64^3",
         "device: CPU (resources.gpu: false)",
-        f"dcfb3d: {sizes['dcfb3d'] / 1e6:.2f} M parameters, 20 epochs, lr 0.0001, batch 1",
+        f"dcfb3d: {sizes['dcfb3d'] / 1e6:.2f} M parameters, 12 epochs, lr 0.0001, batch 1",
         "[models from config/config.yaml, the demo]",
         "seeds: 3407, 1",
         "methods: swinfuse, matr, dilran, dcfb3d, dcfb2d, average",
