@@ -43,6 +43,7 @@ localrules:
     evaluate_seed,
     tables,
     volume_protocol,
+    suite_protocol,
     paper_comparison,
     figure_fusion_panel,
     figure_metric_boxes,

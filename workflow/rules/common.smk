@@ -233,6 +233,9 @@ def get_final_outputs():
             f"{R}/tables/table1_volume.md",
             f"{R}/figures/metric_boxes_volume.png",
         ]
+    # Table 1 of the 2D field's suite (MMIF-CDDFuse's evaluator), every method a row
+    if "suite2d" in config["evaluate"]["protocols"]:
+        outputs.append(f"{R}/tables/table1_suite2d.md")
     if SOURCE == "synthetic":
         outputs.append(f"{R}/qc/accuracy.tsv")
     # the viewer pages and the report's front page (workflow/rules/viewer.smk)

@@ -115,6 +115,30 @@ rule volume_protocol:
         "../scripts/volume_protocol.py"
 
 
+rule suite_protocol:
+    """Table 1 of the suite2d protocol (the 2D fusion field's metric suite), beside the paper's."""
+    input:
+        long=f"{R}/tables/metrics_long.tsv",
+    output:
+        table_csv=f"{R}/tables/table1_suite2d.csv",
+        table_md=f"{R}/tables/table1_suite2d.md",
+        table_tex=f"{R}/tables/table1_suite2d.tex",
+    log:
+        f"{R}/logs/evaluate/suite_protocol.log",
+    benchmark:
+        f"{R}/benchmarks/tables/suite_protocol.tsv"
+    conda:
+        conda_env("evaluate")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        reference=config["evaluate"]["reference"],
+    script:
+        "../scripts/suite_protocol.py"
+
+
 rule provenance:
     """Versions, git commit, resolved config and checksums of the inputs of this study."""
     input:

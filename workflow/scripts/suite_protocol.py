@@ -1,0 +1,19 @@
+"""Table 1 of the suite2d protocol, beside the paper protocol's (rule suite_protocol)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
+
+from fusion3d.io import read_tsv
+from fusion3d.workflow import script_logging
+
+with script_logging(snakemake.log[0]) as log:
+    from fusion3d.evaluation import write_table1
+    from fusion3d.metrics.names import SUITE_NAMES
+
+    long = read_tsv(snakemake.input.long)
+    prefix = str(Path(snakemake.output.table_md).with_suffix(""))
+    write_table1(
+        long, prefix, protocol="suite2d", metrics=SUITE_NAMES, reference=snakemake.params.reference
+    )
+    log.info("suite2d protocol: Table 1 written")
