@@ -136,12 +136,6 @@ def _check_columns(frame: pd.DataFrame, required: Iterable[str], what: str) -> N
         raise ValueError(f"{what}: missing column(s) {missing}; has {list(frame.columns)}")
 
 
-def _default_metrics_fn() -> MetricsFn:
-    from fusion3d.metrics import compute_metrics  # imported late: a sibling module
-
-    return compute_metrics
-
-
 def _check_evaluation_inputs(
     method: str, index: pd.DataFrame, protocols: Sequence[str] | str, subjects: pd.DataFrame
 ) -> list[str]:
