@@ -441,7 +441,8 @@ def test_config_schema_names_every_constructor_argument():
 
     schema_path = Path(__file__).parents[2] / "workflow" / "schemas" / "config.schema.yaml"
     schema = yaml.safe_load(schema_path.read_text())
-    props = schema["properties"]["models"]["additionalProperties"]["properties"]
+    assert schema["properties"]["models"]["properties"]["dcfb3d"]["$ref"] == "#/$defs/dcfb"
+    props = schema["$defs"]["dcfb"]["properties"]
     assert set(props) == set(inspect.signature(DC2Fusion.__init__).parameters) - {"self"}
     assert props["variant"]["enum"] == list(VARIANTS)
     for name, (allowed, _) in SWITCHES.items():
