@@ -58,6 +58,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fusion3d.learned.models.swin import (
+    relative_position_index,
+    shifted_window_mask,
+    window_partition,
+    window_reverse,
+)
+
 __all__ = [
     "MATR",
     "AdaptiveConv2d",
@@ -250,11 +257,7 @@ class WindowAttention(nn.Module):
         self.scale = qk_scale or (dim // num_heads) ** -0.5
         n_rel = (2 * window_size - 1) ** 2
         self.relative_position_bias_table = nn.Parameter(torch.zeros(n_rel, num_heads))
-        coords = torch.arange(window_size)
-        grid = torch.stack(torch.meshgrid(coords, coords, indexing="ij")).flatten(1)  # (2, N)
-        rel = (grid[:, :, None] - grid[:, None, :]).permute(1, 2, 0) + (window_size - 1)
-        index = rel[:, :, 0] * (2 * window_size - 1) + rel[:, :, 1]
-        self.register_buffer("relative_position_index", index)
+        self.register_buffer("relative_position_index", relative_position_index(window_size))
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
@@ -290,38 +293,6 @@ class Mlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-def window_partition(x: Tensor, ws: int) -> Tensor:
-    """``(B, H, W, C)`` -> ``(B * H/ws * W/ws, ws, ws, C)`` (net.py:184-190)."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // ws, ws, w // ws, ws, c)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, ws, ws, c)
-
-
-def window_reverse(windows: Tensor, ws: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`window_partition` (net.py:193-198)."""
-    b = int(windows.shape[0] / (h * w / ws / ws))
-    x = windows.view(b, h // ws, w // ws, ws, ws, -1)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, w, -1)
-
-
-def shifted_window_mask(h: int, w: int, ws: int, shift: int) -> Tensor:
-    """The published attention mask of shifted windows (``calculate_mask``, net.py:235-256).
-
-    Regions of the shifted image get labels; pairs of tokens of one window with different
-    labels get -100. With ``shift = 0`` (the published MATR) the mask is all zero.
-    """
-    img_mask = torch.zeros((1, h, w, 1))
-    cuts = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
-    label = 0
-    for hs in cuts:
-        for wsl in cuts:
-            img_mask[:, hs, wsl, :] = label
-            label += 1
-    windows = window_partition(img_mask, ws).view(-1, ws * ws)
-    diff = windows.unsqueeze(1) - windows.unsqueeze(2)
-    return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
 
 
 class TransformerBlock(nn.Module):

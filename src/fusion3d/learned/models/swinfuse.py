@@ -67,6 +67,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils import checkpoint
 
+from fusion3d.learned.models.swin import (
+    relative_position_index,
+    shifted_window_mask,
+    window_partition,
+    window_reverse,
+)
+
 __all__ = [
     "FUSION_TYPES",
     "SwinFuse",
@@ -172,45 +179,6 @@ class DropPath(nn.Module):
         if keep > 0.0:
             mask.div_(keep)
         return x * mask
-
-
-def window_partition(x: Tensor, ws: int) -> Tensor:
-    """``(B, H, W, C)`` -> ``(B * nW, ws, ws, C)`` (``net.py:30``)."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // ws, ws, w // ws, ws, c)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, ws, ws, c)
-
-
-def window_reverse(windows: Tensor, ws: int, h: int, w: int) -> Tensor:
-    """Inverse of :func:`window_partition` (``net.py:37``)."""
-    b = int(windows.shape[0] / (h * w / ws / ws))
-    x = windows.view(b, h // ws, w // ws, ws, ws, -1)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, w, -1)
-
-
-def relative_position_index(ws: int) -> Tensor:
-    """``(ws^2, ws^2)`` index into the ``(2 ws - 1)^2`` bias table (``net.py:59-68``)."""
-    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij"))
-    flat = torch.flatten(coords, 1)
-    rel = (flat[:, :, None] - flat[:, None, :]).permute(1, 2, 0).contiguous()
-    rel[:, :, 0] += ws - 1
-    rel[:, :, 1] += ws - 1
-    rel[:, :, 0] *= 2 * ws - 1
-    return rel.sum(-1)
-
-
-def shifted_window_mask(h: int, w: int, ws: int, shift: int) -> Tensor:
-    """``(nW, ws^2, ws^2)`` attention mask of the shifted windows (``net.py:152-171``)."""
-    img_mask = torch.zeros((1, h, w, 1))
-    slices = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
-    cnt = 0
-    for hs in slices:
-        for wsl in slices:
-            img_mask[:, hs, wsl, :] = cnt
-            cnt += 1
-    mask_windows = window_partition(img_mask, ws).view(-1, ws * ws)
-    mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
-    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
 
 class WindowAttention(nn.Module):
