@@ -19,5 +19,6 @@ rule synthetic_cohort:
         n_subjects=config["cohort"]["synthetic"]["n_subjects"],
         seed=config["cohort"]["synthetic"]["seed"],
         quirks=config["cohort"]["synthetic"]["quirks"],
+        diagnosis_effects=config["cohort"]["synthetic"]["diagnosis_effects"],
     script:
         "../scripts/synthetic_cohort.py"

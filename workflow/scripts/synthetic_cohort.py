@@ -20,6 +20,7 @@ with script_logging(snakemake.log[0]) as log:
         seed=snakemake.params.seed,
         quirks=snakemake.params.quirks,
         threads=snakemake.threads,
+        diagnosis_effects=snakemake.params.diagnosis_effects,
     )
     download = out_dir / "download"
     manifests = sorted(

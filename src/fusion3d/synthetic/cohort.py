@@ -181,6 +181,14 @@ class SubjectPlan:
     hypo_scale: float
     in_cohort: bool = True
     images: list[ImagePlan] = field(default_factory=list)
+    #: False: the images carry no effect of the diagnosis (see :attr:`effect_group`).
+    diagnosis_effects: bool = True
+
+    @property
+    def effect_group(self) -> str:
+        """The group whose atrophy and uptake the images show: ``group``, or ``"CN"`` for every
+        subject of a cohort drawn without diagnosis effects (the labels stay)."""
+        return self.group if self.diagnosis_effects else "CN"
 
     def image(self, role: str) -> ImagePlan | None:
         """The image with ``role`` or None."""
@@ -249,9 +257,18 @@ def _desc_folder(description: str) -> str:
 
 
 def _draw_subject(
-    rng: np.random.Generator, i: int, group: str, in_cohort: bool, plans: list[SubjectPlan]
+    rng: np.random.Generator,
+    i: int,
+    group: str,
+    in_cohort: bool,
+    plans: list[SubjectPlan],
+    diagnosis_effects: bool = True,
 ) -> SubjectPlan:
-    """Draw one subject's identity, protocol, demographics and baseline T1/FDG dates."""
+    """Draw one subject's identity, protocol, demographics and baseline T1/FDG dates.
+
+    Without ``diagnosis_effects`` the hypometabolism is still drawn (the stream, and so
+    every identity and date, stays that of the cohort with effects) and then set to a CN's.
+    """
     first_day = dt.date(2006, 1, 1).toordinal()
     last_day = dt.date(2012, 11, 30).toordinal()  # leaves room for a 12-month follow-up in 2013
     day = dt.date.fromordinal(int(rng.integers(first_day, last_day + 1)))
@@ -271,6 +288,8 @@ def _draw_subject(
         group_raw = dx_bl = group
     lo, hi = _HYPO_RANGE[group]
     hypo = float(rng.uniform(lo, hi)) if hi > 0 else 0.0
+    if not diagnosis_effects:
+        hypo = 0.0  # _HYPO_RANGE["CN"]
     mmse = {"CN": (28, 31), "MCI": (24, 30), "AD": (20, 27)}[group]
     apoe_p = {"CN": [0.7, 0.25, 0.05], "MCI": [0.5, 0.4, 0.1], "AD": [0.35, 0.45, 0.2]}[group]
     mri = dt.datetime.combine(
@@ -298,6 +317,7 @@ def _draw_subject(
         mmse=int(rng.integers(*mmse)),
         hypo_scale=round(hypo, 4),
         in_cohort=in_cohort,
+        diagnosis_effects=diagnosis_effects,
     )
     visit = _VISIT_NUMBER
     plan.images.append(
@@ -353,7 +373,7 @@ def _assign_ids(plans: list[SubjectPlan], rng: np.random.Generator) -> None:
 
 
 def _plan_cohort(
-    n_subjects: int, seed: int, counts: dict[str, int], quirks: bool
+    n_subjects: int, seed: int, counts: dict[str, int], quirks: bool, diagnosis_effects: bool = True
 ) -> list[SubjectPlan]:
     """Draw identities, diagnoses, dates and image IDs of every subject.
 
@@ -368,7 +388,7 @@ def _plan_cohort(
         groups.append(str(rng.choice(GROUPS)))
     plans: list[SubjectPlan] = []
     for i, group in enumerate(groups):
-        plans.append(_draw_subject(rng, i, group, i < n_subjects, plans))
+        plans.append(_draw_subject(rng, i, group, i < n_subjects, plans, diagnosis_effects))
     if quirks:
         _add_quirks(plans[:n_subjects], rng)
     _assign_ids(plans, rng)
@@ -541,10 +561,10 @@ def _pet_volume(
     space = template_space()
     hypo = plan.hypo_scale
     if im.role == "av45":
-        load = {"CN": 0.15, "MCI": 0.6, "AD": 1.0}[plan.group] * float(rng.uniform(0.7, 1.0))
+        load = {"CN": 0.15, "MCI": 0.6, "AD": 1.0}[plan.effect_group] * float(rng.uniform(0.7, 1.0))
         uptake = amyloid_uptake(maps, load)
     else:
-        if im.role == "fdg_m12" and plan.group != "CN":
+        if im.role == "fdg_m12" and plan.effect_group != "CN":
             hypo = min(hypo + 0.04, 0.5)
         uptake = fdg_uptake(maps, hypo)
     clean_pet = render_pet(
@@ -634,6 +654,7 @@ def _truth_record(
         "ptid": plan.ptid,
         "group": plan.group,
         "group_raw": plan.group_raw,
+        "diagnosis_effects": plan.diagnosis_effects,
         "t1_image_id": f"I{plan.image('t1').image_id}",
         "pet_image_id": None,
         "seed": int(seed),
@@ -676,7 +697,7 @@ def _write_truth(
 def _subject_anatomy(plan: SubjectPlan, seed: int) -> tuple[SubjectAnatomy, SubjectBrain]:
     """Draw a subject's anatomy and build its brain, from the stream ``(seed, 5, plan.index)``."""
     rng = np.random.default_rng([seed, 5, plan.index])
-    anatomy = draw_anatomy(rng, plan.group, plan.sex, plan.age)
+    anatomy = draw_anatomy(rng, plan.effect_group, plan.sex, plan.age)
     return anatomy, individual_brain(template_space(), anatomy, rng)
 
 
@@ -798,6 +819,7 @@ def generate_cohort(
     group_counts: dict[str, int] | None = None,
     quirks: bool = True,
     threads: int = 1,
+    diagnosis_effects: bool = True,
 ) -> pd.DataFrame:
     """Write a synthetic ADNI-shaped download and its ground truth under ``out_dir``.
 
@@ -818,6 +840,10 @@ def generate_cohort(
         one extra subject with only a T1.
     threads : int
         Worker processes rendering subjects in parallel.
+    diagnosis_effects : bool
+        True (ADNI-like): atrophy and FDG hypometabolism grow from CN to MCI to AD.
+        False: every subject's images are drawn as a CN's would be (same identities,
+        dates and labels), a null cohort for the diagnostic probe (:mod:`fusion3d.probe`).
 
     Returns
     -------
@@ -831,7 +857,9 @@ def generate_cohort(
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    plans = _plan_cohort(int(n_subjects), int(seed), counts, quirks)
+    if not isinstance(diagnosis_effects, bool):
+        raise ValueError(f"diagnosis_effects must be True or False, got {diagnosis_effects!r}")
+    plans = _plan_cohort(int(n_subjects), int(seed), counts, quirks, diagnosis_effects)
     root = out / f".synthetic-partial-{os.getpid()}"
     if root.exists():
         shutil.rmtree(root)
