@@ -28,6 +28,7 @@ include: "workflow/rules/baselines.smk"
 include: "workflow/rules/evaluate_sources.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/probe.smk"
 include: "workflow/rules/viewer.smk"
 
 

@@ -569,8 +569,12 @@ def write_table1(
     protocol: str = "paper",
     metrics: Sequence[str] = PAPER_METRICS,
     reference: str = "dcfb3d",
+    notes: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write :func:`table1` as ``<out_prefix>.csv``, ``.md`` (GitHub) and ``.tex`` (booktabs).
+
+    ``notes`` are further sentences for the Markdown notes and the LaTeX caption (e.g.
+    where the diagnostic probe's results are).
 
     In the Markdown and LaTeX versions the best mean per metric is bold. Under the
     ``paper`` protocol with an ``fsim`` column, :data:`PAPER_FMI_NOTE` (which column
@@ -607,12 +611,14 @@ def write_table1(
     reach = table1_reach_note(n_subjects, split)
     if reach:
         caption = f"{caption} {reach}"
+    for extra in notes:
+        caption = f"{caption} {extra}"
     prefix = str(out_prefix)
     paths = {ext: Path(f"{prefix}.{ext}") for ext in ("csv", "md", "tex")}
     with atomic_path(paths["csv"]) as tmp:
         frame.to_csv(tmp, index=False)
     with atomic_path(paths["md"]) as tmp:
-        note_md = "".join(f"\n{n}\n" for n in (seeds_note, reach, note) if n)
+        note_md = "".join(f"\n{n}\n" for n in (seeds_note, reach, note, *notes) if n)
         tmp.write_text(_markdown(shown, bold, metrics) + note_md, encoding="utf-8")
     with atomic_path(paths["tex"]) as tmp:
         tmp.write_text(_latex(shown, bold, metrics, caption), encoding="utf-8")

@@ -24,6 +24,8 @@ FIGURES: dict[str, str] = {
     "metric_boxes.png": "each metric of the paper protocol over the test subjects, per method",
     "paper_vs_ours.png": "the paper's Table 1 beside ours, with 95 % confidence intervals",
     "training_curves.png": "the networks' losses and validation scores per epoch and seed",
+    "probe_auc.png": "how much of the diagnosis each image keeps: cross-validated AUC with 95 % CI",
+    "probe_roc.png": "the probe's out-of-fold ROC curves, references and methods",
     "page-001.png": "the first page of the QC montage (every subject's QC figure)",
 }
 #: Most distinct exclusion reasons listed one by one (the rest are counted together).
@@ -166,6 +168,30 @@ def qc_table_section(
     return list_table(header, rows, "QC table: every subject")
 
 
+def probe_section(probe_tsv: str | os.PathLike) -> str:
+    """The diagnostic probe's table (``tables/probe.tsv``): AUC [95 % CI] and Holm p per row,
+    or, for a task that could not be probed, its reason."""
+    table = pd.read_csv(probe_tsv, sep="\t", keep_default_na=False)
+    parts = []
+    for task, part in table.groupby("task", sort=False):
+        title = f"{_escape(task)} ({_escape(part['n_per_class'].iloc[0])})"
+        if (part["status"] != "ok").all():
+            parts.append(f"**{title}**: not computed. {_escape(part['reason'].iloc[0])}\n")
+            continue
+        rows = []
+        for row in part.itertuples(index=False):
+            p = "" if row.p_holm == "" else f"{float(row.p_holm):.3g}"
+            rows.append(
+                [
+                    _escape(row.label),
+                    f"{float(row.auc):.3f} [{float(row.ci_low):.3f}, {float(row.ci_high):.3f}]",
+                    p,
+                ]
+            )
+        parts.append(list_table(["Features", "AUC [95 % CI]", "Holm p vs T1 + PET"], rows, title))
+    return "\n".join(parts)
+
+
 def front_page(
     *,
     pairs: pd.DataFrame,
@@ -177,6 +203,7 @@ def front_page(
     paper_vs_ours_md: str | os.PathLike | None,
     figures: Sequence[str],
     viewers: bool,
+    probe_tsv: str | os.PathLike | None = None,
 ) -> str:
     """The front page's reStructuredText (see the module docstring).
 
@@ -192,6 +219,12 @@ def front_page(
         parts += [
             "The paper beside this study\n---------------------------\n",
             table_from_markdown(paper_vs_ours_md, "Paper vs ours (``tables/paper_vs_ours.md``)"),
+        ]
+    if probe_tsv is not None:
+        parts += [
+            "Does a fused image keep the diagnosis?\n--------------------------------------\n",
+            "Cross-validated ROC AUC of regional means (``tables/probe.tsv``; `probe_auc.png`_).\n",
+            probe_section(probe_tsv),
         ]
     links = [f"- `{name}`_: {FIGURES[name]}." for name in figures if name in FIGURES]
     links.append("- `Tables`_: the paired tests (``wilcoxon_holm.tsv``).")

@@ -615,6 +615,14 @@ def study_summary(
         + ", ".join(config["evaluate"]["protocols"])
         + f" (reference {config['evaluate']['reference']})",
     ]
+    probe = config.get("probe", {})
+    if probe.get("enabled", True):
+        lines.append(
+            f"probe: {', '.join(probe.get('tasks', ['AD_vs_CN']))}, "
+            f"{probe.get('repeats', 10)} x {probe.get('folds', 5)}-fold on splits "
+            f"{', '.join(probe.get('splits', ['train', 'val', 'test']))} "
+            f"(at least {probe.get('min_per_class', 5)} a class)"
+        )
     if config["cohort"]["source"] == "adni" and demo:
         lines.append(demo_warning(demo))
     return "\n".join(lines) + "\n"

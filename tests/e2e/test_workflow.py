@@ -62,6 +62,30 @@ def test_tables_and_figures_are_written(tiny_study):
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 1000, name
 
 
+def test_the_probe_runs_on_every_feature_set_and_says_why_it_has_no_numbers(tiny_study):
+    results = tiny_study / "results"
+    split = pd.read_csv(results / "split" / "split.tsv", sep="\t")
+    used = split[split["split"].isin(["train", "val", "test"])]
+    # regional features of T1, PET, every network per seed and every classic method
+    expected = (
+        ["t1", "pet"] + [f"{m}/seed-{s}" for m in METHODS[:2] for s in (3407, 1)] + METHODS[2:]
+    )
+    for key in expected:
+        features = pd.read_csv(results / "probe" / "features" / f"{key}.tsv", sep="\t")
+        assert sorted(features["subject_id"]) == sorted(used["subject_id"]), key
+        assert (
+            features.shape[1] == 1 + 83 and features.drop(columns="subject_id").notna().any().all()
+        )
+    probe = pd.read_csv(results / "tables" / "probe.tsv", sep="\t", keep_default_na=False)
+    assert len(probe) == len(expected) + 1  # and the T1 + PET reference
+    assert (probe["status"] == "skipped").all() and (probe["auc"] == "").all()
+    assert probe["reason"].str.contains("probe.min_per_class is 5").all()
+    assert "no AUC computed" in (results / "logs" / "probe" / "probe.log").read_text()
+    for name in ("probe_auc.png", "probe_roc.png"):
+        assert (results / "figures" / name).read_bytes()[:8] == PNG_SIGNATURE
+    assert "tables/probe.tsv" in (results / "tables" / "table1.md").read_text()
+
+
 def test_ingest_explains_every_image_left_out(tiny_study):
     results = tiny_study / "results"
     pairs = pd.read_csv(results / "ingest" / "pairs.tsv", sep="\t")

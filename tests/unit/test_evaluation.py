@@ -356,3 +356,12 @@ def test_paired_tests_state_their_reach(tmp_path) -> None:
     assert table1_reach_note(4) in md and "cannot give p below 0.125" in md
     md7 = write_table1(seven, tmp_path / "u", metrics=["psnr"])["md"].read_text()
     assert "cannot give" not in md7
+
+
+def test_write_table1_adds_the_given_notes(tmp_path) -> None:
+    long = make_long({"dcfb3d": [1.0, 2.0], "wavelet": [3.0, 3.0]})
+    note = "Whether each method's fused images keep the diagnosis: tables/probe.tsv."
+    paths = write_table1(long, tmp_path / "table1", metrics=["psnr"], notes=[note])
+    assert paths["md"].read_text().rstrip().endswith(note)
+    assert note in paths["tex"].read_text()
+    assert note not in write_table1(long, tmp_path / "plain", metrics=["psnr"])["md"].read_text()

@@ -23,6 +23,23 @@ THREADS = config["threads"]
 # Every network is trained once per seed (one job per network and seed); Table 1 averages
 # each subject's values over the seeds and gives the spread across seeds beside them.
 SEEDS = [int(s) for s in config["train"]["seeds"]]
+# The diagnostic probe (workflow/rules/probe.smk): one feature table per source image (T1,
+# PET), per classic method and per network and seed; Table 1's note points to its results.
+PROBE = config["probe"]["enabled"]
+PROBE_FEATURE_SETS = (
+    ["t1", "pet"] + [f"{n}/seed-{s}" for n in NETWORKS for s in SEEDS] + CLASSIC
+    if PROBE
+    else []
+)
+TABLE1_NOTES = (
+    [
+        "Whether each method's fused images keep the diagnosis "
+        f"({', '.join(config['probe']['tasks'])}): tables/probe.tsv, figures/probe_auc.png "
+        "and figures/probe_roc.png (the probe stage, docs/probe.md)."
+    ]
+    if PROBE
+    else []
+)
 
 # Checks that need more than the schema, done before any job starts.
 # Values that cannot work together (grid and networks, GPUs, split sizes, method names).
@@ -201,6 +218,11 @@ def get_all_metrics(wildcards):
     ]
 
 
+def probe_feature_tables(wildcards):
+    """The probe's feature tables, in PROBE_FEATURE_SETS order."""
+    return [f"{R}/probe/features/{key}.tsv" for key in PROBE_FEATURE_SETS]
+
+
 def get_histories(wildcards):
     return [f"{R}/train/{n}/seed-{s}/history.csv" for n in NETWORKS for s in SEEDS]
 
@@ -238,6 +260,9 @@ def get_final_outputs():
         outputs.append(f"{R}/tables/table1_suite2d.md")
     if SOURCE == "synthetic":
         outputs.append(f"{R}/qc/accuracy.tsv")
+    # does a fused image keep the diagnosis? (workflow/rules/probe.smk)
+    if PROBE:
+        outputs += [f"{R}/tables/probe.tsv", f"{R}/figures/probe_auc.png"]
     # the viewer pages and the report's front page (workflow/rules/viewer.smk)
     outputs += [f"{R}/viewer", f"{R}/report/front_page.rst"]
     return outputs
@@ -256,6 +281,8 @@ def get_front_page_inputs(wildcards):
     }
     if set(METHODS) & set(PAPER_TABLE1):
         inputs["paper_vs_ours"] = f"{R}/tables/paper_vs_ours.md"
+    if PROBE:
+        inputs["probe"] = f"{R}/tables/probe.tsv"
     return inputs
 
 
@@ -266,4 +293,6 @@ def front_page_figures():
         names.append("paper_vs_ours.png")
     if NETWORKS:
         names.append("training_curves.png")
+    if PROBE:
+        names += ["probe_auc.png", "probe_roc.png"]
     return names + ["page-001.png"]

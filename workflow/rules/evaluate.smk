@@ -81,6 +81,7 @@ rule tables:
         runtime=10,
     params:
         reference=config["evaluate"]["reference"],
+        notes=TABLE1_NOTES,
     script:
         "../scripts/tables.py"
 

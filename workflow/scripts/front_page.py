@@ -15,6 +15,7 @@ with script_logging(snakemake.log[0]) as log:
         {k: inputs[k] for k in ("pairs", "excluded", "split", "flags", "qc")},
         table1_md=inputs.table1,
         paper_vs_ours_md=inputs.get("paper_vs_ours"),
+        probe_tsv=inputs.get("probe"),
         figures=snakemake.params.figures,
         viewers=True,
     )

@@ -15,7 +15,12 @@ with script_logging(snakemake.log[0]) as log:
     long = pd.concat([read_tsv(p) for p in snakemake.input.metrics], ignore_index=True)
     write_tsv(long, snakemake.output.long)
     reference = snakemake.params.reference
-    write_table1(long, str(Path(snakemake.output.table1_md).with_suffix("")), reference=reference)
+    write_table1(
+        long,
+        str(Path(snakemake.output.table1_md).with_suffix("")),
+        reference=reference,
+        notes=snakemake.params.notes,
+    )
     write_tsv(paired_tests(long, reference=reference), snakemake.output.stats)
     write_tsv(group_breakdown(long), snakemake.output.by_group)
     log.info("tables written from %d rows", len(long))
