@@ -64,7 +64,7 @@ def probe_auc_figure(table: pd.DataFrame) -> Figure:
             if lab != part["reference"].iloc[0] and np.isfinite(p) and p < 0.05:
                 ax.text(1.01, y[yi], "*", transform=ax.get_yaxis_transform(), va="center")
         lo_x = min(0.3, float(np.nanmin(part["ci_low"])) - 0.02)
-        ax.set_xlim(lo_x, 1.0)
+        ax.set_xlim(lo_x, 1.03)  # room for an AUC of 1 and its CI
         ax.set_xlabel("ROC AUC (95 % bootstrap CI)")
         ax.grid(axis="x", lw=0.3)
     title = (
