@@ -185,15 +185,15 @@ def _features(y, rng, signal):
     return pd.DataFrame(data, index=y.index, columns=[f"r{i}" for i in range(10)])
 
 
+def _feature_sets(y, seed, signals):
+    """``{key: _features(y, rng, signal)}`` drawn in the order of ``signals`` from one seeded rng."""
+    rng = np.random.default_rng(seed)
+    return {key: _features(y, rng, signal) for key, signal in signals.items()}
+
+
 def test_the_folds_do_not_depend_on_the_method():
     y = _labels()
-    rng = np.random.default_rng(4)
-    feats = {
-        "t1": _features(y, rng, 0.5),
-        "pet": _features(y, rng, 2.0),
-        "average": _features(y, rng, 1.0),
-        "maximum": _features(y, rng, 0.0),
-    }
+    feats = _feature_sets(y, 4, {"t1": 0.5, "pet": 2.0, "average": 1.0, "maximum": 0.0})
     settings = ProbeSettings(**FAST)
     both = run_probe(feats, y, settings)
     alone = run_probe({k: feats[k] for k in ("t1", "pet", "average")}, y, settings)
@@ -215,8 +215,7 @@ def test_the_folds_do_not_depend_on_the_method():
 
 def test_three_class_task_uses_the_permutation_test():
     y = _labels()
-    rng = np.random.default_rng(5)
-    feats = {"t1": _features(y, rng, 0.5), "pet": _features(y, rng, 2.0)}
+    feats = _feature_sets(y, 5, {"t1": 0.5, "pet": 2.0})
     result = run_probe(feats, y, ProbeSettings(tasks=("CN_vs_MCI_vs_AD",), **FAST))
     t = result.table.set_index("method")
     assert t.loc["pet", "test"].startswith("paired permutation")
@@ -226,8 +225,7 @@ def test_three_class_task_uses_the_permutation_test():
 
 def test_too_few_subjects_give_a_reason_not_numbers(caplog):
     y = _labels(n_cn=8, n_ad=4, n_mci=4)  # the default study's groups
-    rng = np.random.default_rng(6)
-    feats = {"t1": _features(y, rng, 1.0), "pet": _features(y, rng, 1.0)}
+    feats = _feature_sets(y, 6, {"t1": 1.0, "pet": 1.0})
     with caplog.at_level(logging.WARNING, logger="fusion3d"):
         result = run_probe(feats, y, ProbeSettings(**FAST))
     assert (result.table["status"] == "skipped").all() and result.table["auc"].isna().all()
@@ -330,13 +328,7 @@ def test_probe_figures_show_numbers_or_the_reason(tmp_path):
     from fusion3d.probe.figure import plot_probe, probe_auc_figure, probe_roc_figure
 
     y = _labels()
-    rng = np.random.default_rng(7)
-    feats = {
-        "t1": _features(y, rng, 0.5),
-        "pet": _features(y, rng, 2.0),
-        "dcfb3d/seed-3407": _features(y, rng, 1.0),
-        "average": _features(y, rng, 1.0),
-    }
+    feats = _feature_sets(y, 7, {"t1": 0.5, "pet": 2.0, "dcfb3d/seed-3407": 1.0, "average": 1.0})
     ok = run_probe(feats, y, ProbeSettings(**FAST))
     assert ok.table.set_index("method").loc["dcfb3d", "seed"] == 3407
     plot_probe(ok.table, ok.scores, tmp_path / "auc.png", tmp_path / "roc.png")

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from fusion3d.io import load_nifti
+from fusion3d.io import load_nifti, write_tsv
 from fusion3d.probe.atlas import Atlas, atlas_on_grid, load_atlas
 
 log = logging.getLogger("fusion3d")
@@ -90,8 +90,6 @@ def feature_table(
 
 def write_features(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a feature table (``subject_id`` first, then the regions; full precision)."""
-    from fusion3d.io import write_tsv
-
     write_tsv(frame.reset_index(), path)
 
 
