@@ -14,6 +14,9 @@ from fusion3d.metrics import prepared as prep
 from fusion3d.metrics.protocols import direct_metrics
 
 RTOL = 1e-9
+#: The textbook FSIM's phase congruency is float32 in both paths; the compiled path sums
+#: its float32 terms in another order (the issue's bound on any value is 1e-6).
+RTOL_FLOAT32_PC = 1e-7
 
 
 def _head(shape=(32, 28, 12), seed=0):
@@ -37,7 +40,8 @@ def _fused_images(mri, pet, seed=1):
 def _assert_close(got: dict, want: dict) -> None:
     assert list(got) == list(want)
     for key in want:
-        assert got[key] == pytest.approx(want[key], rel=RTOL, abs=1e-12), key
+        rtol = RTOL_FLOAT32_PC if key == "fsim_zhang" else RTOL
+        assert got[key] == pytest.approx(want[key], rel=rtol, abs=1e-12), key
 
 
 @pytest.mark.parametrize("use_mask", [False, True])
@@ -144,7 +148,11 @@ def test_evaluate_methods_one_pass_equals_per_method(tmp_path, monkeypatch) -> N
         pd.testing.assert_frame_equal(
             table.drop(columns="value"), direct.drop(columns="value"), check_dtype=False
         )
-        np.testing.assert_allclose(table["value"], direct["value"], rtol=RTOL, atol=1e-12)
+        pc = (table["metric"] == "fsim_zhang").to_numpy()
+        for rows, rtol in ((pc, RTOL_FLOAT32_PC), (~pc, RTOL)):
+            np.testing.assert_allclose(
+                table["value"][rows], direct["value"][rows], rtol=rtol, atol=1e-12
+            )
 
 
 def test_evaluate_pass_shards_and_selection_round_trip(tmp_path) -> None:

@@ -27,8 +27,11 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import pyfftw
 from scipy import fft as sfft
 from scipy import ndimage
+
+from fusion3d.metrics import kernels
 
 N_SCALE = 4
 N_ORIENT = 4
@@ -135,16 +138,67 @@ def phase_congruency(stack: np.ndarray) -> np.ndarray:
             energy -= np.abs(e.real * mean_o - e.imag * mean_e)
         # Noise: median of the smallest-scale squared amplitude, per slice (Rayleigh model).
         amp2 = eo[0].real ** 2 + eo[0].imag ** 2
-        median_e2n = np.median(amp2.reshape(n_slices, -1), axis=1).astype(np.float64)
-        noise_power = (-median_e2n / np.log(0.5)) / em_n[o]
-        est_e2 = 2 * noise_power * noise_sums[o, 0] + 4 * noise_power * noise_sums[o, 1]
-        tau = np.sqrt(est_e2 / 2)
-        threshold = (tau * np.sqrt(np.pi / 2) + K_NOISE * np.sqrt((2 - np.pi / 2) * tau**2)) / 1.7
+        threshold = _noise_threshold(amp2.reshape(n_slices, -1), em_n[o], noise_sums[o])
         energy -= threshold.astype(np.float32)[:, None, None]
         np.maximum(energy, 0.0, out=energy)
         energy_all += energy
     energy_all = energy_all.astype(np.float64)
     an_all = an_all.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(an_all > 0, energy_all / np.where(an_all > 0, an_all, 1.0), 0.0)
+
+
+def _noise_threshold(amp2: np.ndarray, em_n: float, noise_sums: np.ndarray) -> np.ndarray:
+    """Per-slice noise threshold of one orientation from the smallest scale's ``|e|^2``."""
+    median_e2n = np.median(amp2, axis=1).astype(np.float64)
+    noise_power = (-median_e2n / np.log(0.5)) / em_n
+    est_e2 = 2 * noise_power * noise_sums[0] + 4 * noise_power * noise_sums[1]
+    tau = np.sqrt(est_e2 / 2)
+    return (tau * np.sqrt(np.pi / 2) + K_NOISE * np.sqrt((2 - np.pi / 2) * tau**2)) / 1.7
+
+
+@lru_cache(maxsize=2)
+def _inverse_fft_plan(shape: tuple[int, ...]) -> pyfftw.FFTW:
+    """FFTW plan of the unnormalised inverse 2D FFT over the last two axes of ``shape``.
+
+    complex64, one thread, ``FFTW_ESTIMATE``: the plan depends on the shape only (not on
+    timings, as ``FFTW_MEASURE``'s would), so every run sums in the same order. The plan
+    owns aligned input and output arrays (``plan.input_array``, ``plan.output_array``).
+    """
+    src = pyfftw.empty_aligned(shape, dtype="complex64")
+    dst = pyfftw.empty_aligned(shape, dtype="complex64")
+    return pyfftw.FFTW(
+        src, dst, axes=(-2, -1), direction="FFTW_BACKWARD", flags=("FFTW_ESTIMATE",), threads=1
+    )
+
+
+def phase_congruency_fast(stack: np.ndarray) -> np.ndarray:
+    """:func:`phase_congruency` with an orientation's 4 scales in one FFT and one pass.
+
+    The same float32 steps as :func:`phase_congruency`; the inverse FFTs run in FFTW
+    (:func:`_inverse_fft_plan`, the ``1 / (H W)`` normalisation folded into the filters)
+    and the per-pixel work in :func:`fusion3d.metrics.kernels.pc_orientation` (one pass
+    over the 4 responses instead of about 40 numpy passes). Differs from
+    :func:`phase_congruency` by float32 round-off only.
+    """
+    stack = np.asarray(stack, np.float32)
+    n_slices, rows, cols = stack.shape
+    filters, em_n, noise_sums = _filters(rows, cols)
+    filters32 = (filters / (rows * cols)).astype(np.float32)
+    image_fft = sfft.fft2(stack, axes=(1, 2))
+    plan = _inverse_fft_plan((N_SCALE, n_slices, rows, cols))
+    n = stack.size
+    energy_all = np.zeros(n, np.float32)
+    work = np.zeros((3, n), np.float32)  # amplitude sum, energy, smallest-scale |e|^2
+    for o in range(N_ORIENT):
+        np.multiply(image_fft[None], filters32[o][:, None], out=plan.input_array)
+        plan.execute()
+        responses = plan.output_array.reshape(N_SCALE, n)
+        kernels.pc_orientation(responses, work, np.float32(EPSILON))
+        threshold = _noise_threshold(work[2].reshape(n_slices, -1), em_n[o], noise_sums[o])
+        kernels.add_above_threshold(energy_all, work[1], threshold.astype(np.float32), rows * cols)
+    energy_all = energy_all.astype(np.float64).reshape(stack.shape)
+    an_all = work[0].astype(np.float64).reshape(stack.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(an_all > 0, energy_all / np.where(an_all > 0, an_all, 1.0), 0.0)
 
@@ -173,6 +227,23 @@ def fsim_parts(stack: np.ndarray, data_range: float = 1.0) -> tuple[np.ndarray, 
     """Phase congruency and gradient magnitude of a stack, reusable across comparisons."""
     scaled = _downsample(np.asarray(stack, np.float64) * (255.0 / data_range))
     return phase_congruency(scaled), gradient_magnitude(scaled)
+
+
+def fsim_parts_fast(stack: np.ndarray, data_range: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fsim_parts` with :func:`phase_congruency_fast`."""
+    scaled = _downsample(np.asarray(stack, np.float64) * (255.0 / data_range))
+    return phase_congruency_fast(scaled), gradient_magnitude(scaled)
+
+
+def fsim_from_parts_fast(
+    parts_a: tuple[np.ndarray, np.ndarray], parts_b: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """:func:`fsim_from_parts` in one pass a slice (:func:`fusion3d.metrics.kernels.fsim_sums`)."""
+    (pc1, g1), (pc2, g2) = parts_a, parts_b
+    num, den, total = kernels.fsim_sums(pc1, g1, pc2, g2, T1, T2)
+    fallback = total / (pc1.shape[1] * pc1.shape[2])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), fallback)
 
 
 def fsim_from_parts(

@@ -19,7 +19,7 @@ from functools import cached_property
 
 import numpy as np
 
-from fusion3d.metrics import published, suite
+from fusion3d.metrics import kernels, published, suite
 from fusion3d.metrics.core import (
     SSIM_SIGMA,
     SSIM_TRUNCATE,
@@ -28,8 +28,8 @@ from fusion3d.metrics.core import (
     psnr_from_mse,
     ssim_map,
 )
-from fusion3d.metrics.fmi import WINDOW, _window_pdfs, gradient_feature, window_fmi
-from fusion3d.metrics.fsim import fsim_from_parts, fsim_parts
+from fusion3d.metrics.fmi import WINDOW, gradient_feature
+from fusion3d.metrics.fsim import fsim_from_parts_fast, fsim_parts_fast
 from fusion3d.metrics.names import PAPER_NAMES, PROTOCOLS, VOLUME_NAMES
 
 HIST_BINS = 100
@@ -127,8 +127,8 @@ class SubjectSources:
                     "s64": s,
                     "s32": s32,
                     "published": published.fsim_parts(s32),
-                    "zhang": fsim_parts(s[None]),
-                    "fmi": _window_pdfs(gradient_feature(s), WINDOW),
+                    "zhang": fsim_parts_fast(s[None]),
+                    "fmi": gradient_feature(s),
                 }
             )
         return out
@@ -157,7 +157,7 @@ class SubjectSources:
                     "entropy": _entropy(np.bincount(bins, minlength=HIST_BINS)),
                     "box32": sub,
                     "moments": gaussian_moments(sub),
-                    "fsim": fsim_parts(self.stack(src)),
+                    "fsim": fsim_parts_fast(self.stack(src)),
                 }
             )
         return {"box": box, "region_box": region[box], "sources": sources}
@@ -188,8 +188,8 @@ def _paper_score(f: np.ndarray, src: SubjectSources) -> dict[str, float]:
     f = f[..., f.shape[-1] // 2] if f.ndim == 3 else f
     f32 = published.as_slice32("fused", f)
     parts_pub = published.fsim_parts(f32)
-    parts_zhang = fsim_parts(f[None])
-    pdf_f = _window_pdfs(gradient_feature(f), WINDOW)
+    parts_zhang = fsim_parts_fast(f[None])
+    feature_f = gradient_feature(f)
     per_source = []
     for s in src.paper:
         per_source.append(
@@ -199,8 +199,8 @@ def _paper_score(f: np.ndarray, src: SubjectSources) -> dict[str, float]:
                 "nmi": published.nmi(f32, s["s32"]),
                 "mi": published.mutual_information(f32, s["s32"]),
                 "fsim": published.fsim_from_parts(parts_pub, s["published"]),
-                "fsim_zhang": float(fsim_from_parts(parts_zhang, s["zhang"])[0]),
-                "fmi_haghighat": float(window_fmi(s["fmi"], pdf_f).mean()),
+                "fsim_zhang": float(fsim_from_parts_fast(parts_zhang, s["zhang"])[0]),
+                "fmi_haghighat": kernels.fmi_windows_mean(s["fmi"], feature_f, WINDOW),
             }
         )
     return {name: float(np.mean([v[name] for v in per_source])) for name in PAPER_NAMES}
@@ -214,7 +214,7 @@ def _volume_score(f: np.ndarray, src: SubjectSources) -> dict[str, float]:
     h_f = _entropy(np.bincount(f_bins, minlength=HIST_BINS))
     f_box = f[prep["box"]].astype(np.float32)
     f_moments = gaussian_moments(f_box)
-    parts_f = fsim_parts(src.stack(f))
+    parts_f = fsim_parts_fast(src.stack(f))
     out: dict[str, list[float]] = {name: [] for name in VOLUME_NAMES}
     for s in prep["sources"]:
         out["psnr"].append(float(psnr_from_mse(1.0, float(np.mean((fv - s["values"]) ** 2)))))
@@ -225,7 +225,7 @@ def _volume_score(f: np.ndarray, src: SubjectSources) -> dict[str, float]:
         h_sum = h_f + s["entropy"]
         out["nmi"].append(2.0 if h_joint <= 0.0 else h_sum / h_joint)
         out["mi"].append(max(h_sum - h_joint, 0.0))
-        out["fsim_zhang"].append(float(fsim_from_parts(parts_f, s["fsim"]).mean()))
+        out["fsim_zhang"].append(float(fsim_from_parts_fast(parts_f, s["fsim"]).mean()))
     return {name: float(np.mean(out[name])) for name in VOLUME_NAMES}
 
 

@@ -40,6 +40,7 @@ by 0 (no filter response in an orientation, e.g. an image constant along it) is 
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import cv2
@@ -49,11 +50,31 @@ from scipy.stats import entropy
 
 from fusion3d.metrics import core
 
-with warnings.catch_warnings():
-    # phasepack warns at import that pyfftw is absent and falls back on scipy.fftpack,
-    # which is what we want (pyfftw would change the last bits of the FFTs).
-    warnings.simplefilter("ignore", UserWarning)
-    from phasepack import phasecong
+
+def _import_phasecong():
+    """phasepack's ``phasecong`` on scipy.fftpack's FFTs, as the published code ran it.
+
+    phasepack takes pyfftw's FFTs when pyfftw can be imported (we install it for
+    :func:`fusion3d.metrics.fsim.phase_congruency_fast`), which would change the last bits
+    of the published FSIM. pyfftw is hidden while phasepack is imported, so it falls back
+    on ``scipy.fftpack`` (and warns, which is silenced).
+    """
+    hidden = {k: v for k, v in sys.modules.items() if k == "pyfftw" or k.startswith("pyfftw.")}
+    try:
+        sys.modules.update(dict.fromkeys([*hidden, "pyfftw"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            from phasepack import phasecong, tools
+    finally:
+        for key in [k for k in sys.modules if k == "pyfftw" or k.startswith("pyfftw.")]:
+            del sys.modules[key]
+        sys.modules.update(hidden)
+    if tools.fft2.__module__ != "scipy.fftpack._basic":
+        raise ImportError(f"phasepack uses {tools.fft2.__module__}'s FFT, not scipy.fftpack's")
+    return phasecong
+
+
+phasecong = _import_phasecong()
 
 #: Arguments the published ``fsim`` passes to phasepack's ``phasecong``.
 PHASECONG_ARGS: dict[str, float] = {"nscale": 4, "minWaveLength": 6, "mult": 2, "sigmaOnf": 0.5978}

@@ -70,6 +70,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from fusion3d.metrics import kernels
 from fusion3d.metrics.core import psnr_from_mse
 from fusion3d.metrics.names import SUITE_NAMES  # noqa: F401 - re-exported
 
@@ -229,16 +230,27 @@ def _filter_valid(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return ndimage.correlate1d(y, w, axis=2, mode="constant")[:, :, r : x.shape[2] - r]
 
 
-def _vif_levels(x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """Per scale: (level image, window, local mean, local variance) of the VIF pyramid."""
+def _filter_valid_fast(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """:func:`_filter_valid` computing only the valid pixels (compiled loops, float64)."""
+    rows = kernels.correlate_rows_valid(np.ascontiguousarray(x, dtype=np.float64), w)
+    return kernels.correlate_cols_valid(rows, w)
+
+
+def _vif_levels(
+    x: np.ndarray, filt=_filter_valid
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per scale: (level image, window, local mean, local variance) of the VIF pyramid.
+
+    ``filt`` is the 'valid' separable filter (:func:`_filter_valid` or its compiled form).
+    """
     levels = []
     for scale in range(1, 5):
         n = 2 ** (4 - scale + 1) + 1
         w = _gauss_1d(n)
         if scale > 1:
-            x = _filter_valid(x, w)[:, ::2, ::2]
-        mu = _filter_valid(x, w)
-        var = np.maximum(_filter_valid(x * x, w) - mu * mu, 0.0)
+            x = filt(x, w)[:, ::2, ::2]
+        mu = filt(x, w)
+        var = np.maximum(filt(x * x, w) - mu * mu, 0.0)
         levels.append((x, w, mu, var))
     return levels
 
@@ -398,23 +410,15 @@ def _grey(x: np.ndarray) -> np.ndarray:
 
 
 def mutual_information_grey(ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
-    """:func:`mutual_information_8bit` from :func:`_grey` levels, all slices in one pass.
+    """:func:`mutual_information_8bit` from :func:`_grey` levels, one compiled pass a slice.
 
-    One ``(S, 256 * 256)`` count array (0.5 MB a slice); the marginals come from the
-    grey-level counts and only the non-empty joint bins enter the sum, as in the
-    per-slice form.
+    Joint counts in one 256 x 256 array reset after each slice; the marginals come from
+    the grey-level counts and only the non-empty joint bins enter the sum, as in the
+    per-slice form (:func:`fusion3d.metrics.kernels.mutual_information_grey`).
     """
-    s = len(ia)
-    offset = np.arange(s)[:, None]
-    counts = np.bincount((ia * 256 + ib + 65536 * offset).ravel(), minlength=65536 * s)
-    total = float(ia.shape[1])
-    pa = np.bincount((ia + 256 * offset).ravel(), minlength=256 * s) / total
-    pb = np.bincount((ib + 256 * offset).ravel(), minlength=256 * s) / total
-    code = np.flatnonzero(counts)
-    pj = counts[code] / total
-    k, j = np.divmod(code, 65536)
-    terms = pj * np.log(pj / (pa[code // 256] * pb[k * 256 + j % 256]))
-    return np.bincount(k, weights=terms, minlength=s)
+    return kernels.mutual_information_grey(
+        np.ascontiguousarray(ia, dtype=np.int64), np.ascontiguousarray(ib, dtype=np.int64)
+    )
 
 
 def _ssim_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -447,7 +451,7 @@ def prepare_sources(a: np.ndarray, b: np.ndarray) -> dict:
     return {
         "a": a,
         "b": b,
-        "vif": [_vif_reference(_vif_levels(a)), _vif_reference(_vif_levels(b))],
+        "vif": [_vif_reference(_vif_levels(x, _filter_valid_fast)) for x in (a, b)],
         "ssim": [_ssim_stats(a), _ssim_stats(b)],
         "sobel": sobel,
         "qabf_den": (sobel[0][0] + sobel[1][0]).sum(axis=(1, 2)),
@@ -492,13 +496,14 @@ def _vif_num(ref: dict, s2: np.ndarray, low2: np.ndarray, s12: np.ndarray) -> np
 
 def _vif_prepared(f: np.ndarray, parts: dict) -> np.ndarray:
     """``VIF(A, F) + VIF(B, F)`` per slice from the prepared source pyramids."""
-    dist_levels = [(d, mu2, s2, s2 < VIF_EPS) for d, _, mu2, s2 in _vif_levels(f)]
+    levels = _vif_levels(f, _filter_valid_fast)
+    dist_levels = [(d, mu2, s2, s2 < VIF_EPS) for d, _, mu2, s2 in levels]
     total = np.zeros(len(f))
     for ref_levels in parts["vif"]:
         num = np.zeros(len(f))
         den = np.zeros(len(f))
         for ref, (d, mu2, s2, low2) in zip(ref_levels, dist_levels, strict=True):
-            s12 = _filter_valid(ref["r"] * d, ref["w"]) - ref["mu"] * mu2
+            s12 = _filter_valid_fast(ref["r"] * d, ref["w"]) - ref["mu"] * mu2
             num += _vif_num(ref, s2, low2, s12)
             den += ref["den"]
         total = total + np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
@@ -513,9 +518,8 @@ def _ssim_prepared(f: np.ndarray, parts: dict) -> np.ndarray:
     ux, vx = _ssim_stats(f)
     total = np.zeros(len(f))
     for r, (uy, vy) in zip((parts["a"], parts["b"]), parts["ssim"], strict=True):
-        vxy = cov_norm * (_crop(_uniform(f * r)) - ux * uy)
-        smap = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
-        total = total + smap.mean(axis=(1, 2))
+        uxy = _crop(_uniform(f * r))
+        total = total + kernels.ssim_uniform_means(ux, vx, uy, vy, uxy, cov_norm, c1, c2)
     return total
 
 
