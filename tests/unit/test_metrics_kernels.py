@@ -90,3 +90,15 @@ def test_published_phasecong_uses_scipy_fftpack_with_pyfftw_installed() -> None:
 
     assert tools.fft2.__module__ == "scipy.fftpack._basic"
     assert published.phasecong.__module__ == "phasepack.phasecong"
+
+
+def test_gaussian_filter_3d_fast_equals_scipy_to_float32_roundoff() -> None:
+    from fusion3d.metrics import core
+
+    x = np.random.default_rng(9).random((14, 17, 12)).astype(np.float32)
+    want = ndimage.gaussian_filter(x, core.SSIM_SIGMA, truncate=core.SSIM_TRUNCATE, mode="reflect")
+    got = core.gaussian_filter_3d_fast(x)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+    moments = core.gaussian_moments_fast(x)
+    np.testing.assert_allclose(moments[1], core.gaussian_moments(x)[1], rtol=1e-6, atol=0)

@@ -72,11 +72,14 @@ def add_above_threshold(total, energy, threshold, per_slice):
 
 @numba.njit(**_JIT)
 def correlate_rows_valid(x, w):
-    """``scipy.ndimage.correlate1d(x, w, axis=1)`` of an ``(S, H, W)`` stack, 'valid' rows only."""
+    """``scipy.ndimage.correlate1d(x, w, axis=1)`` of an ``(S, H, W)`` stack, 'valid' rows only.
+
+    Sums in the dtype of ``x`` (float64, or float32 with float32 weights).
+    """
     n_slices, rows, cols = x.shape
     n = w.shape[0]
     valid = max(rows - n + 1, 0)  # none when the window is longer than the slice
-    out = np.zeros((n_slices, valid, cols))
+    out = np.zeros((n_slices, valid, cols), x.dtype)
     for s in range(n_slices):
         for i in range(valid):
             for k in range(n):
@@ -88,11 +91,14 @@ def correlate_rows_valid(x, w):
 
 @numba.njit(**_JIT)
 def correlate_cols_valid(x, w):
-    """``scipy.ndimage.correlate1d(x, w, axis=2)`` of an ``(S, H, W)`` stack, 'valid' columns only."""
+    """``scipy.ndimage.correlate1d(x, w, axis=2)`` of an ``(S, H, W)`` stack, 'valid' columns only.
+
+    Sums in the dtype of ``x`` (float64, or float32 with float32 weights).
+    """
     n_slices, rows, cols = x.shape
     n = w.shape[0]
     valid = max(cols - n + 1, 0)
-    out = np.zeros((n_slices, rows, valid))
+    out = np.zeros((n_slices, rows, valid), x.dtype)
     for s in range(n_slices):
         for i in range(rows):
             for k in range(n):
