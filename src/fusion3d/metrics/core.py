@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from fusion3d.metrics import kernels
+
 #: PSNR of identical images is infinite; we report it capped at this value (dB) so that
 #: tables stay numeric and JSON output stays valid. Any PSNR is clipped to [-cap, cap].
 PSNR_MAX_DB = 100.0
@@ -85,6 +87,17 @@ def gaussian_moments(
     return mu, mu2
 
 
+def _ssim_window32() -> np.ndarray:
+    """The 11 float32 weights of the SSIM Gaussian (sigma 1.5, truncate 3.5), as scipy's."""
+    radius = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
+    t = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 / SSIM_SIGMA**2 * t**2)
+    return (w / w.sum()).astype(np.float32)
+
+
+_SSIM_WINDOW32 = _ssim_window32()
+
+
 def gaussian_filter_3d_fast(x: np.ndarray) -> np.ndarray:
     """The SSIM window's ``ndimage.gaussian_filter`` of a float32 volume, summed in float32.
 
@@ -94,12 +107,8 @@ def gaussian_filter_3d_fast(x: np.ndarray) -> np.ndarray:
     stores float32; here the sums are float32 too, so values move by float32 round-off
     (about 4e-7 relative at most per voxel).
     """
-    from fusion3d.metrics import kernels
-
-    radius = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    w = np.exp(-0.5 / SSIM_SIGMA**2 * t**2)
-    w = (w / w.sum()).astype(np.float32)
+    w = _SSIM_WINDOW32
+    radius = len(w) // 2
     out = np.asarray(x, np.float32)
     for axis in range(3):
         pad = [(0, 0)] * 3

@@ -142,10 +142,15 @@ def phase_congruency(stack: np.ndarray) -> np.ndarray:
         energy -= threshold.astype(np.float32)[:, None, None]
         np.maximum(energy, 0.0, out=energy)
         energy_all += energy
-    energy_all = energy_all.astype(np.float64)
-    an_all = an_all.astype(np.float64)
+    return _energy_ratio(energy_all, an_all)
+
+
+def _energy_ratio(energy: np.ndarray, amplitude: np.ndarray) -> np.ndarray:
+    """``energy / amplitude`` in float64, 0 where the summed amplitude is 0 (flat image)."""
+    energy = energy.astype(np.float64)
+    amplitude = amplitude.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(an_all > 0, energy_all / np.where(an_all > 0, an_all, 1.0), 0.0)
+        return np.where(amplitude > 0, energy / np.where(amplitude > 0, amplitude, 1.0), 0.0)
 
 
 def _noise_threshold(amp2: np.ndarray, em_n: float, noise_sums: np.ndarray) -> np.ndarray:
@@ -197,10 +202,7 @@ def phase_congruency_fast(stack: np.ndarray) -> np.ndarray:
         kernels.pc_orientation(responses, work, np.float32(EPSILON))
         threshold = _noise_threshold(work[2].reshape(n_slices, -1), em_n[o], noise_sums[o])
         kernels.add_above_threshold(energy_all, work[1], threshold.astype(np.float32), rows * cols)
-    energy_all = energy_all.astype(np.float64).reshape(stack.shape)
-    an_all = work[0].astype(np.float64).reshape(stack.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(an_all > 0, energy_all / np.where(an_all > 0, an_all, 1.0), 0.0)
+    return _energy_ratio(energy_all.reshape(stack.shape), work[0].reshape(stack.shape))
 
 
 def gradient_magnitude(stack: np.ndarray) -> np.ndarray:
@@ -225,14 +227,18 @@ def _downsample(stack: np.ndarray) -> np.ndarray:
 
 def fsim_parts(stack: np.ndarray, data_range: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Phase congruency and gradient magnitude of a stack, reusable across comparisons."""
+    return _parts(stack, data_range, phase_congruency)
+
+
+def _parts(stack: np.ndarray, data_range: float, pc) -> tuple[np.ndarray, np.ndarray]:
+    """Phase congruency (by ``pc``) and gradient magnitude of the stack on 0..255."""
     scaled = _downsample(np.asarray(stack, np.float64) * (255.0 / data_range))
-    return phase_congruency(scaled), gradient_magnitude(scaled)
+    return pc(scaled), gradient_magnitude(scaled)
 
 
 def fsim_parts_fast(stack: np.ndarray, data_range: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """:func:`fsim_parts` with :func:`phase_congruency_fast`."""
-    scaled = _downsample(np.asarray(stack, np.float64) * (255.0 / data_range))
-    return phase_congruency_fast(scaled), gradient_magnitude(scaled)
+    return _parts(stack, data_range, phase_congruency_fast)
 
 
 def fsim_from_parts_fast(
