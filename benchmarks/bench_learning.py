@@ -107,7 +107,7 @@ def study_settings(args: argparse.Namespace) -> tuple[dict, dict, list[str]]:
 
 def split_subjects(args: argparse.Namespace) -> tuple[list, list]:
     """Training and validation items of the split, paths resolved against ``--workdir``."""
-    from fusion3d.workflow import read_split, split_items
+    from fusion3d.subjects import read_split, split_items
 
     if not args.split.exists():
         raise SystemExit(f"{args.split}: split not found (run the study first, or pass --split)")

@@ -1,6 +1,6 @@
 """The fusion methods the study knows: the one list the workflow, baselines and tables read.
 
-Each :class:`Method` has its key (the ``methods`` config entry, the ``fused/<method>/``
+Each :class:`Method` has its key (the ``methods`` config entry, the ``fused/<method>/<run>/``
 folder and the wildcard), its display label (Table 1 and figures), its dimensionality
 (``"2D"`` or ``"3D"``) and its kind: ``"classic"`` (:mod:`fusion3d.baselines`) or
 ``"network"`` (trained, then run by inference). The order of :data:`METHODS` is the
@@ -45,3 +45,54 @@ BY_NAME: dict[str, Method] = {m.name: m for m in METHODS}
 CLASSIC_METHODS: tuple[str, ...] = tuple(m.name for m in METHODS if m.kind == "classic")
 #: Keys of the trained networks.
 NETWORK_METHODS: tuple[str, ...] = tuple(m.name for m in METHODS if m.kind == "network")
+
+# --- Runs: one layout for every method ------------------------------------------------------
+# Every method's outputs live under ``<stage>/<method>/<run>/`` (``fused/``, ``metrics/``,
+# ``probe/features/``; ``train/`` for networks). A network has one run per seed of
+# ``train.seeds`` (``seed-<n>``); a deterministic (classic) method has one run,
+# :data:`DETERMINISTIC_RUN`.
+
+#: The run of a deterministic method (it has no seed).
+DETERMINISTIC_RUN = "deterministic"
+#: What a run is called, as a Snakemake wildcard constraint.
+RUN_PATTERN = r"seed-\d+|" + DETERMINISTIC_RUN
+
+
+def run_name(seed: int | None) -> str:
+    """The run of a seed: ``3407`` -> ``"seed-3407"``; ``None`` -> :data:`DETERMINISTIC_RUN`."""
+    return DETERMINISTIC_RUN if seed is None else f"seed-{int(seed)}"
+
+
+def run_seed(run: str) -> int | None:
+    """The seed of a run (inverse of :func:`run_name`).
+
+    Raises
+    ------
+    ValueError
+        If ``run`` is neither ``seed-<n>`` nor :data:`DETERMINISTIC_RUN`.
+    """
+    if run == DETERMINISTIC_RUN:
+        return None
+    if run.startswith("seed-") and run[5:].isdigit():
+        return int(run[5:])
+    raise ValueError(f"run {run!r}: expected seed-<n> or {DETERMINISTIC_RUN}")
+
+
+def method_runs(methods: list[str] | tuple[str, ...], seeds: list[int]) -> list[tuple[str, str]]:
+    """``(method, run)`` of every run of a study: the networks of ``methods``, each once per
+    seed, then the classic methods, each once (each group in the order of ``methods``; the
+    order of the study's long metric table).
+
+    Raises
+    ------
+    ValueError
+        If a method is not one of :data:`METHODS`.
+    """
+    unknown = [m for m in methods if m not in BY_NAME]
+    if unknown:
+        raise ValueError(f"method(s) {unknown}: expected one of {', '.join(BY_NAME)}")
+    networks = [m for m in methods if BY_NAME[m].kind == "network"]
+    classic = [m for m in methods if BY_NAME[m].kind != "network"]
+    return [(m, run_name(s)) for m in networks for s in seeds] + [
+        (m, DETERMINISTIC_RUN) for m in classic
+    ]

@@ -119,7 +119,7 @@ def write_provenance(
     """Write ``provenance.json`` atomically; the images listed in ``pairs_tsv`` are checksummed too."""
     images: list[str] = []
     if pairs_tsv is not None:
-        from fusion3d.workflow import read_pairs
+        from fusion3d.subjects import read_pairs
 
         pairs = read_pairs(pairs_tsv)
         images = list(pairs["mri_path"]) + list(pairs["pet_path"])

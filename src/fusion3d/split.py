@@ -18,7 +18,7 @@ from fusion3d.io import write_tsv
 SPLITS = ("train", "val", "test")
 
 
-def _allocate(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
+def allocate(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
     """Split ``n`` items into counts proportional to ``fractions`` (largest remainder).
 
     Every split with a positive fraction gets at least one item when ``n`` allows it, taken from
@@ -104,7 +104,7 @@ def make_split(
     for stratum in sorted(strata):
         members = np.array(sorted(strata[stratum]))
         members = members[rng.permutation(len(members))]
-        counts = _allocate(len(members), fractions)
+        counts = allocate(len(members), fractions)
         start = 0
         for name in SPLITS:
             for participant in members[start : start + counts[name]]:

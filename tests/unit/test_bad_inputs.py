@@ -27,7 +27,7 @@ from fusion3d.baselines import fuse_items  # noqa: E402
 from fusion3d.ingest import ManifestError, read_manifests, run_ingest  # noqa: E402
 from fusion3d.io import load_nifti, save_nifti, write_tsv  # noqa: E402
 from fusion3d.metrics import compute_metrics  # noqa: E402
-from fusion3d.workflow import read_pairs  # noqa: E402
+from fusion3d.subjects import read_pairs
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
@@ -371,7 +371,7 @@ def consistent_config() -> dict:
 
 
 def conflicts_of(change) -> list[str]:
-    from fusion3d.workflow import config_conflicts
+    from fusion3d.config import config_conflicts
 
     config = consistent_config()
     change(config)
@@ -379,7 +379,7 @@ def conflicts_of(change) -> list[str]:
 
 
 def test_default_config_has_no_conflict():
-    from fusion3d.workflow import config_conflicts
+    from fusion3d.config import config_conflicts
 
     assert config_conflicts(consistent_config()) == []
 

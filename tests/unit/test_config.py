@@ -77,7 +77,7 @@ def test_typos_and_wrong_types_name_the_key(edit, key):
 
 
 def test_schema_errors_are_one_line_per_problem_not_the_schema():
-    from fusion3d.workflow import config_problems, validate_config
+    from fusion3d.config import config_problems, validate_config
 
     config = copy.deepcopy(load("config.yaml"))
     config["reslts"] = "x"
@@ -102,7 +102,7 @@ def test_schema_errors_are_one_line_per_problem_not_the_schema():
 
 
 def test_validate_config_fills_the_defaults():
-    from fusion3d.workflow import validate_config
+    from fusion3d.config import validate_config
 
     config = validate_config(copy.deepcopy(load("config.yaml")), SCHEMA)
     assert config["train"]["num_workers"] == 0 and config["figures"]["qc_per_page"] == 48

@@ -7,19 +7,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from fusion3d.evaluation import (
-    LONG_COLUMNS,
-    PAIRED_COLUMNS,
+from fusion3d.evaluation.long_table import LONG_COLUMNS, average_over_seeds, seed_spread
+from fusion3d.evaluation.scoring import evaluate_method
+from fusion3d.evaluation.statistics import PAIRED_COLUMNS, group_breakdown, holm, paired_tests
+from fusion3d.evaluation.tables import (
     PAPER_FMI_NOTE,
     PAPER_METRICS,
     SEEDS_NOTE,
-    average_over_seeds,
-    evaluate_method,
-    group_breakdown,
-    holm,
     latex_escape,
-    paired_tests,
-    seed_spread,
     table1,
     write_table1,
 )
@@ -340,7 +335,8 @@ def test_evaluate_method_with_real_metrics(tmp_path) -> None:
 
 
 def test_paired_tests_state_their_reach(tmp_path) -> None:
-    from fusion3d.evaluation import min_attainable_p, reach_note, table1_reach_note
+    from fusion3d.evaluation.statistics import min_attainable_p, reach_note
+    from fusion3d.evaluation.tables import table1_reach_note
 
     assert [min_attainable_p(n) for n in (4, 5, 6)] == [0.125, 0.0625, 0.03125]
     assert np.isnan(min_attainable_p(0)) and reach_note(6) == ""

@@ -1,4 +1,4 @@
-"""Tests for fusion3d.figures: every figure writes a real PNG and PDF, bad input raises."""
+"""Tests for fusion3d.report.figures: every figure writes a real PNG and PDF, bad input raises."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from fusion3d.evaluation import LONG_COLUMNS
-from fusion3d.figures import (
+from fusion3d.evaluation.long_table import LONG_COLUMNS
+from fusion3d.io import save_nifti, write_tsv
+from fusion3d.report.figures import (
     centre_slices,
     fusion_panel_from_tables,
     output_paths,
@@ -21,7 +22,6 @@ from fusion3d.figures import (
     plot_training_curves,
     training_curves_figure,
 )
-from fusion3d.io import save_nifti, write_tsv
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -266,7 +266,7 @@ def test_fusion_panel_from_tables(tmp_path) -> None:
 
 
 def test_fusion_panel_shares_one_window_for_every_fused_image() -> None:
-    from fusion3d.figures import PET_UNITS, fusion_panel_figure, shared_window
+    from fusion3d.report.figures import PET_UNITS, fusion_panel_figure, shared_window
 
     bright = volume(1)
     subjects = [
@@ -301,7 +301,7 @@ def test_fusion_panel_shares_one_window_for_every_fused_image() -> None:
 
 
 def test_slice_positions_without_an_affine() -> None:
-    from fusion3d.figures import slice_positions
+    from fusion3d.report.figures import slice_positions
 
     assert slice_positions((10, 12, 8), None)["axial"] == "slice 4 / 8"
     moved = np.eye(4)
@@ -314,7 +314,7 @@ def test_slice_positions_without_an_affine() -> None:
 
 
 def test_metric_boxes_state_units_and_n() -> None:
-    from fusion3d.figures import metric_boxes_figure
+    from fusion3d.report.figures import metric_boxes_figure
 
     long = long_table(["dcfb3d", "average"], ["psnr", "ssim", "mi"], n=4)
     fig = metric_boxes_figure(long)

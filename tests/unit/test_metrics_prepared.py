@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from fusion3d.evaluation import evaluate_method, evaluate_methods
+from fusion3d.evaluation.scoring import evaluate_method, evaluate_methods
 from fusion3d.io import save_nifti
 from fusion3d.metrics import PROTOCOLS, compute_metrics, suite
 from fusion3d.metrics import prepared as prep
@@ -162,7 +162,7 @@ def test_evaluate_methods_one_pass_equals_per_method(tmp_path, monkeypatch) -> N
 
 
 def test_evaluate_pass_shards_and_selection_round_trip(tmp_path) -> None:
-    from fusion3d.evaluation import evaluate_pass, select_pass_rows
+    from fusion3d.evaluation.scoring import evaluate_pass, select_pass_rows
     from fusion3d.io import read_tsv, write_tsv
 
     subjects, indexes = _cohort(tmp_path, n=3)

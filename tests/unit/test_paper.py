@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from fusion3d.evaluation import LONG_COLUMNS
-from fusion3d.figures import plot_paper_comparison
-from fusion3d.paper import PAPER_METRICS, PAPER_TABLE1, compare_with_paper, write_comparison
+from fusion3d.evaluation.long_table import LONG_COLUMNS
+from fusion3d.report.figures import plot_paper_comparison
+from fusion3d.report.paper import PAPER_METRICS, PAPER_TABLE1, compare_with_paper, write_comparison
 
 
 def long_table() -> pd.DataFrame:

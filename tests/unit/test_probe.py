@@ -323,9 +323,9 @@ def _texts(fig):
 
 
 def test_probe_figures_show_numbers_or_the_reason(tmp_path):
-    from fusion3d.frontpage import probe_section
     from fusion3d.io import write_tsv
     from fusion3d.probe.figure import plot_probe, probe_auc_figure, probe_roc_figure
+    from fusion3d.report.frontpage import probe_section
 
     y = _labels()
     feats = _feature_sets(y, 7, {"t1": 0.5, "pet": 2.0, "dcfb3d/seed-3407": 1.0, "average": 1.0})

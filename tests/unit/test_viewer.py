@@ -1,4 +1,4 @@
-"""The per-subject viewer pages and the report's front page (fusion3d.viewer, fusion3d.frontpage)."""
+"""The per-subject viewer pages and the report's front page (fusion3d.report.viewer, fusion3d.report.frontpage)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from docutils.core import publish_parts
 
-from fusion3d import frontpage, viewer
+from fusion3d.report import frontpage, viewer
 
 
 def test_sprite_tiles_sagittal_slices_superior_up():

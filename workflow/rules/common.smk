@@ -1,36 +1,46 @@
-# Shared definitions: the validated config, the subject table, and every input function.
-import sys
+# Shared definitions: the resolved config, the subject table, and every input function.
 from pathlib import Path
 
-from fusion3d import workflow as f3d
-from fusion3d.paper import PAPER_TABLE1
+from fusion3d.config import classic_of, network_train_config, networks_of, resolve
+from fusion3d.methods import (
+    CLASSIC_METHODS,
+    DETERMINISTIC_RUN,
+    NETWORK_METHODS,
+    RUN_PATTERN,
+    method_runs,
+    run_name,
+    run_seed,
+)
+from fusion3d.report.paper import PAPER_TABLE1
+from fusion3d.preflight import network_parameters, study_summary, write_study_summary
 from fusion3d.preprocess import outputs as preprocess_outputs
+from fusion3d.subjects import SUBJECT_PATTERN, read_pairs_cached
+from fusion3d.jobs import training_memory_mb
+from fusion3d.evaluation.scoring import pass_tables
+
+# The one resolution of the config: schema problems one line each, every default from the
+# schema, a models entry for every network, every cross-key check (fusion3d.config).
+resolve(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 
 R = config["results"]
 SOURCE = config["cohort"]["source"]
 METHODS = list(config["methods"])
-NETWORKS = [m for m in METHODS if m in f3d.NETWORK_METHODS]
-CLASSIC = [m for m in METHODS if m in f3d.CLASSIC_METHODS]
+NETWORKS = networks_of(config)
+CLASSIC = classic_of(config)
 # GPUs are a resource switched by config: `resources.gpu` for training and inference (one
 # GPU each), `resources.gpus` GPUs for training (N > 1: torchrun, data-parallel).
 GPU = 1 if config["resources"]["gpu"] else 0
 TRAIN_GPUS = config["resources"]["gpus"] if GPU else 0
-if config["resources"]["gpus"] > 1 and not GPU:
-    raise ValueError(
-        "config key resources.gpus: more than one GPU needs resources.gpu: true"
-    )
 THREADS = config["threads"]
-# Every network is trained once per seed (one job per network and seed); Table 1 averages
-# each subject's values over the seeds and gives the spread across seeds beside them.
+# Every network is trained once per seed; every method's outputs live under
+# <stage>/<method>/<run>/, a run being seed-<n> for a network and DETERMINISTIC_RUN for a
+# classic method (fusion3d.methods). Table 1 averages each subject's values over the seeds.
 SEEDS = [int(s) for s in config["train"]["seeds"]]
+RUNS = method_runs(METHODS, SEEDS)
 # The diagnostic probe (workflow/rules/probe.smk): one feature table per source image (T1,
-# PET), per classic method and per network and seed; Table 1's note points to its results.
+# PET) and per run of every method; Table 1's note points to its results.
 PROBE = config["probe"]["enabled"]
-PROBE_FEATURE_SETS = (
-    ["t1", "pet"] + [f"{n}/seed-{s}" for n in NETWORKS for s in SEEDS] + CLASSIC
-    if PROBE
-    else []
-)
+PROBE_FEATURE_SETS = ["t1", "pet"] + [f"{m}/{run}" for m, run in RUNS] if PROBE else []
 TABLE1_NOTES = (
     [
         "Whether each method's fused images keep the diagnosis "
@@ -41,78 +51,16 @@ TABLE1_NOTES = (
     else []
 )
 
-# Checks that need more than the schema, done before any job starts.
-# Values that cannot work together (grid and networks, GPUs, split sizes, method names).
-f3d.check_config_consistency(config)
-# A network without a models entry takes its published sizes (DC2Fusion's need the entry:
-# its spatial_dims tells the 3D network from the 2D twin).
-for _network in NETWORKS:
-    if _network not in config["models"]:
-        if _network.startswith("dcfb"):
-            raise ValueError(
-                f"config key models.{_network} is missing: method {_network} needs a network configuration"
-            )
-        config["models"][_network] = {}
-if config["evaluate"]["reference"] not in METHODS:
-    raise ValueError(
-        f"config key evaluate.reference: {config['evaluate']['reference']!r} is not one of methods"
-    )
-_fractions = config["split"]["fractions"]
-if abs(sum(_fractions.get(k, 0.0) for k in ("train", "val", "test")) - 1.0) > 1e-6:
-    raise ValueError("config key split.fractions: train + val + test must add up to 1")
-
 _COHORT = {}
-
-
-def network_train_config(network, seed):
-    """The train config of one network and seed: the keys of train: (less seeds and
-    overrides), then train.overrides.<network>, then the seed. Keys left unset take the
-    network's published settings (fusion3d.learned.recipes)."""
-    common = {
-        k: v for k, v in config["train"].items() if k not in ("seeds", "overrides")
-    }
-    return {
-        **common,
-        **config["train"]["overrides"].get(network, {}),
-        "seed": int(seed),
-    }
-
-
-# Each network's training config (its published settings, then train:, then
-# train.overrides.<network>) is resolved now, so a bad key stops the run before any job.
-for _network in config["train"]["overrides"]:
-    if _network not in NETWORKS:
-        raise ValueError(
-            f"config key train.overrides.{_network}: {_network!r} is not a network of methods"
-        )
-for _network in NETWORKS:
-    f3d.check_network_config(
-        _network, config["models"][_network], network_train_config(_network, SEEDS[0])
-    )
-
-# A real cohort that takes the CPU demo's model or training keys (config/config.yaml is
-# loaded before any --configfile) is warned at once, naming the keys (docs/configuration.md).
-DEMO_KEYS = (
-    f3d.demo_keys(
-        config,
-        dict(workflow.config_settings.overwrite_config),
-        f3d.loaded_demo_config(workflow.configfiles),
-    )
-    if SOURCE == "adni"
-    else {}
-)
-if DEMO_KEYS and workflow.is_main_process:
-    print(f3d.demo_warning(DEMO_KEYS), file=sys.stderr)
 
 
 # What the study will run, printed and written to <results>/study.txt before the first job.
 onstart:
-    f3d.write_study_summary(
-        f3d.study_summary(
+    write_study_summary(
+        study_summary(
             config,
-            {n: network_train_config(n, SEEDS[0]) for n in NETWORKS},
-            {n: f3d.network_parameters(n, config["models"][n]) for n in NETWORKS},
-            DEMO_KEYS,
+            {n: network_train_config(config, n, SEEDS[0]) for n in NETWORKS},
+            {n: network_parameters(n, config["models"][n]) for n in NETWORKS},
         ),
         f"{R}/study.txt",
     )
@@ -124,15 +72,17 @@ def adni_cohort():
     (e.g. cohort_search) run before it exists."""
     if not _COHORT:
         from fusion3d.ingest import read_manifests
+        from fusion3d.ingest.sources import cohort_inputs
 
-        _COHORT.update(f3d.cohort_inputs(config))
+        _COHORT.update(cohort_inputs(config))
         read_manifests(_COHORT["manifests"])
     return _COHORT
 
 
 wildcard_constraints:
-    subject=f3d.SUBJECT_PATTERN,
+    subject=SUBJECT_PATTERN,
     method="|".join(METHODS),
+    run=RUN_PATTERN,
 
 
 def conda_env(stage):
@@ -154,7 +104,7 @@ def get_ingest_inputs(wildcards):
 
 def pairs_table():
     """The subject table written by the ingest checkpoint (re-evaluated after it ran)."""
-    return f3d.read_pairs_cached(checkpoints.ingest.get().output.pairs)
+    return read_pairs_cached(checkpoints.ingest.get().output.pairs)
 
 
 def subject_ids():
@@ -196,26 +146,27 @@ def get_all_model_inputs(wildcards):
 def train_mem_mb(wildcards, input):
     """Room for every subject's model-grid pair (the memory-mapped cache stays in memory)."""
     n_subjects = len(input.images) // len(MODEL_INPUTS)
-    return f3d.training_memory_mb(n_subjects, config["preprocess"]["grid"])
+    return training_memory_mb(n_subjects, config["preprocess"]["grid"])
 
 
-def fused_index(method, seed=None):
-    """The fused index of a method: per seed for a network (first seed when not given)."""
-    if method in NETWORKS:
-        return f"{R}/fused/{method}/seed-{SEEDS[0] if seed is None else seed}/index.tsv"
-    return f"{R}/fused/{method}/index.tsv"
+def first_run(method):
+    """The run of a method that the figures and the viewer show (a network's first seed)."""
+    return run_name(SEEDS[0]) if method in NETWORKS else DETERMINISTIC_RUN
+
+
+def fused_index(method, run=None):
+    """The fused index of one run of a method (its first run when not given)."""
+    return f"{R}/fused/{method}/{run or first_run(method)}/index.tsv"
 
 
 def get_fused_indexes(wildcards):
-    """One fused index per method (a network's first seed) for the figures."""
+    """One fused index per method (its first run) for the figures and the viewer."""
     return {m: fused_index(m) for m in METHODS}
 
 
 def get_all_metrics(wildcards):
-    """The metric tables of every method, each network once per seed."""
-    return [f"{R}/metrics/{m}/seed-{s}.tsv" for m in NETWORKS for s in SEEDS] + [
-        f"{R}/metrics/{m}.tsv" for m in CLASSIC
-    ]
+    """The metric tables of every run of every method."""
+    return [f"{R}/metrics/{m}/{run}.tsv" for m, run in RUNS]
 
 
 def probe_feature_tables(wildcards):
@@ -224,11 +175,11 @@ def probe_feature_tables(wildcards):
 
 
 def get_histories(wildcards):
-    return [f"{R}/train/{n}/seed-{s}/history.csv" for n in NETWORKS for s in SEEDS]
+    return [f"{R}/train/{m}/{run}/history.csv" for m, run in RUNS if m in NETWORKS]
 
 
 def history_labels():
-    return [f"{n} seed {s}" for n in NETWORKS for s in SEEDS]
+    return [f"{m} seed {run_seed(run)}" for m, run in RUNS if m in NETWORKS]
 
 
 def get_final_outputs():
@@ -287,7 +238,7 @@ def get_front_page_inputs(wildcards):
 
 
 def front_page_figures():
-    """The report's figures of this study, by file name (fusion3d.frontpage.FIGURES)."""
+    """The report's figures of this study, by file name (fusion3d.report.frontpage.FIGURES)."""
     names = ["fusion_panel.png", "metric_boxes.png"]
     if set(METHODS) & set(PAPER_TABLE1):
         names.append("paper_vs_ours.png")

@@ -1,20 +1,19 @@
-# Stage 6: metrics of every method on every subject (three protocols; each network once per
-# seed), then the study's tables (values averaged over seeds per subject, spread across seeds).
+# Stage 6: metrics of every method on every subject (three protocols; each run of a method:
+# a network once per seed), then the study's tables (values averaged over seeds per
+# subject, spread across seeds).
 
 
 rule evaluate:
     input:
-        index=f"{R}/fused/{{method}}/index.tsv",
+        index=f"{R}/fused/{{method}}/{{run}}/index.tsv",
         split=f"{R}/split/split.tsv",
         passes=lambda w: pass_tables(R, len(subject_ids())),
     output:
-        metrics=f"{R}/metrics/{{method}}.tsv",
+        metrics=f"{R}/metrics/{{method}}/{{run}}.tsv",
     log:
-        f"{R}/logs/evaluate/{{method}}.log",
+        f"{R}/logs/evaluate/{{method}}/{{run}}.log",
     benchmark:
-        f"{R}/benchmarks/evaluate/{{method}}.tsv"
-    wildcard_constraints:
-        method="|".join(f3d.CLASSIC_METHODS),
+        f"{R}/benchmarks/evaluate/{{method}}/{{run}}.tsv"
     conda:
         conda_env("evaluate")
     threads: THREADS["evaluate"]
@@ -23,34 +22,7 @@ rule evaluate:
         runtime=30 if SOURCE == "synthetic" else 240,
     params:
         protocols=config["evaluate"]["protocols"],
-        seed=None,
-    script:
-        "../scripts/evaluate.py"
-
-
-rule evaluate_seed:
-    input:
-        index=f"{R}/fused/{{method}}/seed-{{seed}}/index.tsv",
-        split=f"{R}/split/split.tsv",
-        passes=lambda w: pass_tables(R, len(subject_ids())),
-    output:
-        metrics=f"{R}/metrics/{{method}}/seed-{{seed}}.tsv",
-    log:
-        f"{R}/logs/evaluate/{{method}}/seed-{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/evaluate/{{method}}/seed-{{seed}}.tsv"
-    wildcard_constraints:
-        method="|".join(f3d.NETWORK_METHODS),
-        seed=r"\d+",
-    conda:
-        conda_env("evaluate")
-    threads: THREADS["evaluate"]
-    resources:
-        mem_mb=3000,
-        runtime=30 if SOURCE == "synthetic" else 240,
-    params:
-        protocols=config["evaluate"]["protocols"],
-        seed=lambda w: int(w.seed),
+        seed=lambda w: run_seed(w.run),
     script:
         "../scripts/evaluate.py"
 

@@ -3,18 +3,18 @@
 
 rule infer:
     input:
-        model=f"{R}/train/{{method}}/seed-{{seed}}/model.pt",
+        model=f"{R}/train/{{method}}/{{run}}/model.pt",
         split=f"{R}/split/split.tsv",
         images=get_all_model_inputs,
     output:
-        index=f"{R}/fused/{{method}}/seed-{{seed}}/index.tsv",
+        index=f"{R}/fused/{{method}}/{{run}}/index.tsv",
     log:
-        f"{R}/logs/infer/{{method}}/seed-{{seed}}.log",
+        f"{R}/logs/infer/{{method}}/{{run}}.log",
     benchmark:
-        f"{R}/benchmarks/infer/{{method}}/seed-{{seed}}.tsv"
+        f"{R}/benchmarks/infer/{{method}}/{{run}}.tsv"
     wildcard_constraints:
-        method="|".join(f3d.NETWORK_METHODS),
-        seed=r"\d+",
+        method="|".join(NETWORK_METHODS),
+        run=r"seed-\d+",
     priority: 10
     conda:
         conda_env("train")
@@ -24,7 +24,7 @@ rule infer:
         runtime=30 if SOURCE == "synthetic" else 240,
         gpu=GPU,
     params:
-        out_dir=lambda w: f"{R}/fused/{w.method}/seed-{w.seed}",
+        out_dir=lambda w: f"{R}/fused/{w.method}/{w.run}",
         gpu=bool(GPU),
     script:
         "../scripts/infer.py"

@@ -1,48 +1,19 @@
 # Stage 7: does a fused image keep the diagnosis? The regional means of every method's fused
-# volumes (each network per seed), of the T1 and of the PET, then one cross-validated probe
+# volumes (each run: a network per seed), of the T1 and of the PET, then one cross-validated probe
 # of them all on the same folds (fusion3d.probe; docs/probe.md).
 
 
 rule probe_features:
     input:
-        index=f"{R}/fused/{{method}}/index.tsv",
+        index=f"{R}/fused/{{method}}/{{run}}/index.tsv",
         split=f"{R}/split/split.tsv",
         images=get_all_model_inputs,
     output:
-        features=f"{R}/probe/features/{{method}}.tsv",
+        features=f"{R}/probe/features/{{method}}/{{run}}.tsv",
     log:
-        f"{R}/logs/probe/features/{{method}}.log",
+        f"{R}/logs/probe/features/{{method}}/{{run}}.log",
     benchmark:
-        f"{R}/benchmarks/probe/features/{{method}}.tsv"
-    wildcard_constraints:
-        method="|".join(f3d.CLASSIC_METHODS),
-    conda:
-        conda_env("evaluate")
-    threads: 1
-    resources:
-        mem_mb=1500,
-        runtime=15 if SOURCE == "synthetic" else 60,
-    params:
-        source=None,
-        splits=config["probe"]["splits"],
-    script:
-        "../scripts/probe_features.py"
-
-
-rule probe_features_seed:
-    input:
-        index=f"{R}/fused/{{method}}/seed-{{seed}}/index.tsv",
-        split=f"{R}/split/split.tsv",
-        images=get_all_model_inputs,
-    output:
-        features=f"{R}/probe/features/{{method}}/seed-{{seed}}.tsv",
-    log:
-        f"{R}/logs/probe/features/{{method}}/seed-{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/probe/features/{{method}}/seed-{{seed}}.tsv"
-    wildcard_constraints:
-        method="|".join(f3d.NETWORK_METHODS),
-        seed=r"\d+",
+        f"{R}/benchmarks/probe/features/{{method}}/{{run}}.tsv"
     conda:
         conda_env("evaluate")
     threads: 1

@@ -1,8 +1,9 @@
 # Stage 4: train each network (the 3D DC2Fusion, its 2D slice-wise counterpart and the
 # paper's published 2D baselines SwinFuse, MATR and DILRAN), once per seed of train.seeds.
 # Each trains with its published recipe (fusion3d.learned.recipes), then train:, then
-# train.overrides.<network> (common.smk, network_train_config).
-# Resumable: the state lives in train/<network>/seed-<seed>/state/ (checkpoint every epoch); a killed job
+# train.overrides.<network> (fusion3d.config.network_train_config).
+# One run per seed, train/<method>/seed-<seed>/ (the run layout of every stage).
+# Resumable: the state lives in train/<method>/<run>/state/ (checkpoint every epoch); a killed job
 # resumes from its last checkpoint when the rule runs again, but only when the checkpoint's
 # fingerprint (split rows, resolved model and training configs) is this run's; another run's
 # state is moved to state/stale-<UTC time>/ (never deleted) and training starts fresh.
@@ -17,15 +18,15 @@ rule train:
         split=f"{R}/split/split.tsv",
         images=get_all_model_inputs,
     output:
-        model=f"{R}/train/{{network}}/seed-{{seed}}/model.pt",
-        history=f"{R}/train/{{network}}/seed-{{seed}}/history.csv",
+        model=f"{R}/train/{{method}}/{{run}}/model.pt",
+        history=f"{R}/train/{{method}}/{{run}}/history.csv",
     log:
-        f"{R}/logs/train/{{network}}/seed-{{seed}}.log",
+        f"{R}/logs/train/{{method}}/{{run}}.log",
     benchmark:
-        f"{R}/benchmarks/train/{{network}}/seed-{{seed}}.tsv"
+        f"{R}/benchmarks/train/{{method}}/{{run}}.tsv"
     wildcard_constraints:
-        network="|".join(f3d.NETWORK_METHODS),
-        seed=r"\d+",
+        method="|".join(NETWORK_METHODS),
+        run=r"seed-\d+",
     priority: 10
     conda:
         conda_env("train")
@@ -38,9 +39,9 @@ rule train:
         # default --ntasks-per-gpu=1 would bind the job's single task to one GPU
         tasks_per_gpu=0 if TRAIN_GPUS > 1 else 1,
     params:
-        state_dir=lambda w: f"{R}/train/{w.network}/seed-{w.seed}/state",
-        model_config=lambda w: config["models"][w.network],
-        train_config=lambda w: network_train_config(w.network, w.seed),
+        state_dir=lambda w: f"{R}/train/{w.method}/{w.run}/state",
+        model_config=lambda w: config["models"][w.method],
+        train_config=lambda w: network_train_config(config, w.method, run_seed(w.run)),
         gpu=bool(GPU),
         gpus=TRAIN_GPUS,
     script:

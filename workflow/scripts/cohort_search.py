@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
-from fusion3d.workflow import script_logging
+from fusion3d.jobs import script_logging
 
 with script_logging(snakemake.log[0]) as log:
     from fusion3d.ingest.cohort import read_cohort, write_search_batches

@@ -6,10 +6,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
 from fusion3d.io import read_tsv, write_tsv
-from fusion3d.workflow import script_logging
+from fusion3d.jobs import script_logging
 
 with script_logging(snakemake.log[0]) as log:
-    from fusion3d.evaluation import select_pass_rows
+    from fusion3d.evaluation.scoring import select_pass_rows
 
     index = read_tsv(snakemake.input.index, dtype=str)
     passes = [

@@ -6,17 +6,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
 from fusion3d.io import read_tsv, write_tsv
-from fusion3d.workflow import (
-    evaluation_subjects,
-    read_split,
-    script_logging,
-    set_threads,
-    split_with_inputs,
-)
+from fusion3d.subjects import evaluation_subjects, read_split, split_with_inputs
+from fusion3d.jobs import script_logging, set_threads
 
 with script_logging(snakemake.log[0]) as log:
     set_threads(snakemake.threads)
-    from fusion3d.evaluation import evaluate_pass
+    from fusion3d.evaluation.scoring import evaluate_pass
 
     entries = [
         (method, seed, read_tsv(path, dtype=str))

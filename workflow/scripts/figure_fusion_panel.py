@@ -4,10 +4,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
-from fusion3d.workflow import read_split, script_logging, split_with_inputs
+from fusion3d.subjects import read_split, split_with_inputs
+from fusion3d.jobs import script_logging
 
 with script_logging(snakemake.log[0]) as log:
-    from fusion3d.figures import fusion_panel_from_tables
+    from fusion3d.report.figures import fusion_panel_from_tables
 
     indexes = {m: snakemake.input[m] for m in snakemake.params.methods}
     fusion_panel_from_tables(

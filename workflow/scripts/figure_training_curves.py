@@ -6,10 +6,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the chec
 
 import pandas as pd
 
-from fusion3d.workflow import script_logging
+from fusion3d.jobs import script_logging
 
 with script_logging(snakemake.log[0]) as log:
-    from fusion3d.figures import plot_training_curves
+    from fusion3d.report.figures import plot_training_curves
 
     histories = {n: pd.read_csv(p) for n, p in zip(snakemake.params.labels, snakemake.input.histories)}
     plot_training_curves(histories, [snakemake.output.png, snakemake.output.pdf])

@@ -4,10 +4,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
-from fusion3d.workflow import script_logging
+from fusion3d.jobs import script_logging
 
 with script_logging(snakemake.log[0]) as log:
-    from fusion3d.frontpage import write_front_page
+    from fusion3d.report.frontpage import write_front_page
 
     inputs = snakemake.input
     write_front_page(

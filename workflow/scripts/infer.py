@@ -5,7 +5,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
 from fusion3d.io import write_tsv
-from fusion3d.workflow import read_split, script_logging, set_threads, split_items, split_with_inputs
+from fusion3d.subjects import read_split, split_items, split_with_inputs
+from fusion3d.jobs import script_logging, set_threads
 
 with script_logging(snakemake.log[0]) as log:
     set_threads(snakemake.threads)

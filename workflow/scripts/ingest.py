@@ -5,7 +5,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
 from fusion3d.io import write_tsv
-from fusion3d.workflow import read_cohort_spec, script_logging, set_threads
+from fusion3d.ingest.sources import read_cohort_spec
+from fusion3d.jobs import script_logging, set_threads
 
 with script_logging(snakemake.log[0]) as log:
     set_threads(snakemake.threads)

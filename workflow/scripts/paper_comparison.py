@@ -5,11 +5,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
 from fusion3d.io import read_tsv
-from fusion3d.workflow import script_logging
+from fusion3d.jobs import script_logging
 
 with script_logging(snakemake.log[0]) as log:
-    from fusion3d.figures import plot_paper_comparison
-    from fusion3d.paper import write_comparison
+    from fusion3d.report.figures import plot_paper_comparison
+    from fusion3d.report.paper import write_comparison
 
     table = write_comparison(read_tsv(snakemake.input.long), snakemake.output.tsv, snakemake.output.md)
     plot_paper_comparison(table, [snakemake.output.png, snakemake.output.pdf])

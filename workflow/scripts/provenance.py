@@ -4,12 +4,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
-from fusion3d.workflow import script_logging
+from fusion3d.jobs import script_logging
 
 with script_logging(snakemake.log[0]) as log:
     from fusion3d.provenance import write_provenance
 
-    from fusion3d.workflow import read_cohort_spec
+    from fusion3d.ingest.sources import read_cohort_spec
 
     inputs = []
     for key, value in snakemake.input.items():

@@ -7,14 +7,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the chec
 import pandas as pd
 
 from fusion3d.io import write_tsv
-from fusion3d.workflow import per_subject, read_cohort_spec, read_pairs, script_logging
+from fusion3d.ingest.sources import read_cohort_spec
+from fusion3d.jobs import script_logging
+from fusion3d.subjects import match_inputs, read_pairs
 
 with script_logging(snakemake.log[0]) as log:
     from fusion3d.preprocess.accuracy import accuracy_from_files
 
     pairs = read_pairs(snakemake.input.pairs)
     keys = ("mask_mni", "xfm_t1_mni", "xfm_pet_t1")
-    files = {key: per_subject(snakemake.input[key], pairs["subject_id"]) for key in keys}
+    files = {key: match_inputs(snakemake.input[key], pairs["subject_id"], key) for key in keys}
     spec = read_cohort_spec(snakemake.input.cohort)
     if not spec.get("truth_dir"):
         raise ValueError(f"{snakemake.input.cohort}: no truth_dir (not a synthetic cohort)")

@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
 from fusion3d.io import write_tsv
-from fusion3d.workflow import script_logging
+from fusion3d.jobs import script_logging
 
 with script_logging(snakemake.log[0]) as log:
     from fusion3d.preprocess import collect_qc

@@ -7,7 +7,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the chec
 from fusion3d.io import read_tsv
 from fusion3d.preprocess.outputs import MODEL_KEYS, subject_file
 from fusion3d.split import make_split, write_split
-from fusion3d.workflow import read_pairs, script_logging
+from fusion3d.subjects import read_pairs
+from fusion3d.jobs import script_logging
 
 with script_logging(snakemake.log[0]) as log:
     pairs = read_pairs(snakemake.input.pairs)

@@ -5,10 +5,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
 from fusion3d.io import read_tsv
-from fusion3d.workflow import script_logging
+from fusion3d.jobs import script_logging
 
 with script_logging(snakemake.log[0]) as log:
-    from fusion3d.evaluation import write_table1
+    from fusion3d.evaluation.tables import write_table1
     from fusion3d.metrics.names import SUITE_NAMES
 
     long = read_tsv(snakemake.input.long)

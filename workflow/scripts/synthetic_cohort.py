@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the chec
 import json
 
 from fusion3d.io import atomic_path
-from fusion3d.workflow import script_logging, set_threads
+from fusion3d.jobs import script_logging, set_threads
 
 with script_logging(snakemake.log[0]) as log:
     set_threads(snakemake.threads)

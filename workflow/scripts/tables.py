@@ -7,10 +7,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the chec
 import pandas as pd
 
 from fusion3d.io import read_tsv, write_tsv
-from fusion3d.workflow import script_logging
+from fusion3d.jobs import script_logging
 
 with script_logging(snakemake.log[0]) as log:
-    from fusion3d.evaluation import group_breakdown, paired_tests, write_table1
+    from fusion3d.evaluation.statistics import group_breakdown, paired_tests
+    from fusion3d.evaluation.tables import write_table1
 
     long = pd.concat([read_tsv(p) for p in snakemake.input.metrics], ignore_index=True)
     write_tsv(long, snakemake.output.long)

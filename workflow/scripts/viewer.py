@@ -5,14 +5,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
-from fusion3d.workflow import read_split, script_logging, split_with_inputs
+from fusion3d.subjects import match_inputs, read_split, split_with_inputs
+from fusion3d.jobs import script_logging
 
 with script_logging(snakemake.log[0]) as log:
     import pandas as pd
 
     from fusion3d.io import read_tsv
     from fusion3d.methods import BY_NAME
-    from fusion3d.viewer import by_subject, write_viewer_pages
+    from fusion3d.report.viewer import write_viewer_pages
 
     start = time.perf_counter()
     every = ("train", "val", "test", "excluded")
@@ -26,8 +27,8 @@ with script_logging(snakemake.log[0]) as log:
         split=split,
         indexes={m: snakemake.input[m] for m in methods},
         labels={m: BY_NAME[m].label for m in methods},
-        qc_jsons=by_subject(snakemake.input.qc, subjects, "qc_json"),
-        qc_pngs=by_subject(snakemake.input.qc_png, subjects, "qc_png"),
+        qc_jsons=match_inputs(snakemake.input.qc, subjects, "qc_json"),
+        qc_pngs=match_inputs(snakemake.input.qc_png, subjects, "qc_png"),
         flags=read_tsv(snakemake.input.flags, dtype=str, keep_default_na=False),
         long=pd.read_csv(snakemake.input.long, sep="\t"),
     )

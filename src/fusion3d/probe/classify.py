@@ -374,10 +374,14 @@ def paired_permutation_test(
 
 
 def split_key(key: str) -> tuple[str, int | None]:
-    """``"dcfb3d/seed-3407"`` -> ``("dcfb3d", 3407)``; ``"average"`` -> ``("average", None)``."""
-    if "/seed-" in key:
-        method, seed = key.split("/seed-", 1)
-        return method, int(seed)
+    """A feature set's key -> ``(method, seed)``: ``"dcfb3d/seed-3407"`` ->
+    ``("dcfb3d", 3407)``; ``"average/deterministic"`` -> ``("average", None)``; a
+    reference (``"t1"``, ``"pet"``) -> ``(reference, None)``."""
+    from fusion3d.methods import run_seed
+
+    if "/" in key:
+        method, run = key.split("/", 1)
+        return method, run_seed(run)
     return key, None
 
 
@@ -463,7 +467,7 @@ def _against_reference(
     codes: np.ndarray, scores: Mapping[str, np.ndarray], settings: ProbeSettings, n_classes: int
 ) -> dict[str, dict]:
     """``p_vs_reference``, ``p_holm`` and ``test`` of every set but the reference."""
-    from fusion3d.evaluation import holm
+    from fusion3d.evaluation.statistics import holm
 
     ref = scores[settings.reference]
     out: dict[str, dict] = {}

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fusion3d.figures import OutSpec, _save
 from fusion3d.probe.classify import REFERENCES, TASKS
+from fusion3d.report.figures import OutSpec, save_figure
 
 _REFERENCE_COLOUR = "#444444"
 _KIND_COLOUR = {"reference": _REFERENCE_COLOUR, "network": "#1f77b4", "classic": "#ff7f0e"}
@@ -103,7 +103,7 @@ def probe_roc_figure(scores: pd.DataFrame, table: pd.DataFrame) -> Figure:
     cmap = [f"C{i}" for i in range(10)]
     colour_i = 0
     for row in shown.itertuples(index=False):
-        key = row.method if pd.isna(row.seed) else f"{row.method}/seed-{int(row.seed)}"
+        key = _feature_key(row.method, row.seed)
         s = part[part["features"] == key]
         fpr, tpr, _ = roc_curve((s["label"] == positive).astype(int), s["score"])
         if row.method in REFERENCES:
@@ -131,6 +131,15 @@ def probe_roc_figure(scores: pd.DataFrame, table: pd.DataFrame) -> Figure:
 def plot_probe(
     table: pd.DataFrame, scores: pd.DataFrame, auc_out: OutSpec, roc_out: OutSpec
 ) -> None:
-    """Write both probe figures (PNG and/or PDF paths, as :func:`fusion3d.figures.output_paths`)."""
-    _save(probe_auc_figure(table), auc_out)
-    _save(probe_roc_figure(scores, table), roc_out)
+    """Write both probe figures (PNG and/or PDF paths, as :func:`fusion3d.report.figures.output_paths`)."""
+    save_figure(probe_auc_figure(table), auc_out)
+    save_figure(probe_roc_figure(scores, table), roc_out)
+
+
+def _feature_key(method: str, seed) -> str:
+    """The feature set of a probe table row: a reference's name, else ``<method>/<run>``."""
+    from fusion3d.methods import run_name
+
+    if method in REFERENCES:
+        return method
+    return f"{method}/{run_name(None if pd.isna(seed) else int(seed))}"

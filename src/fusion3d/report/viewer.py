@@ -451,23 +451,3 @@ def write_viewer_pages(
             )
         )
     return pages
-
-
-def by_subject(paths: Sequence[str], subject_ids: Sequence[str], key: str) -> dict[str, str]:
-    """Each subject's preprocessing output ``key`` among a job's declared ``paths``.
-
-    Raises
-    ------
-    ValueError
-        Naming the file a subject lacks among ``paths``.
-    """
-    from fusion3d.preprocess.outputs import subject_file
-
-    names = {Path(p).name: str(p) for p in paths}
-    out = {}
-    for sid in subject_ids:
-        name = subject_file(".", sid, key).name
-        if name not in names:
-            raise ValueError(f"viewer: {name} is not among the job's declared inputs")
-        out[sid] = names[name]
-    return out

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from fusion3d.evaluation import (
+from fusion3d.evaluation.long_table import (
     LONG_COLUMNS,
     average_over_seeds,
     method_name,
@@ -62,7 +62,7 @@ def output_paths(out: OutSpec) -> list[Path]:
     return paths
 
 
-def _save(fig: Figure, out: OutSpec, dpi: float = DPI) -> list[Path]:
+def save_figure(fig: Figure, out: OutSpec, dpi: float = DPI) -> list[Path]:
     """Save ``fig`` to every resolved output atomically and return the paths."""
     FigureCanvasAgg(fig)
     written = []
@@ -184,7 +184,7 @@ def plot_fusion_panel(
         The files written.
     """
     fig = fusion_panel_figure(subjects, max_subjects=max_subjects)
-    return _save(fig, out, _capped_dpi(*fig.get_size_inches()))
+    return save_figure(fig, out, _capped_dpi(*fig.get_size_inches()))
 
 
 def fusion_panel_figure(subjects: Sequence[Mapping[str, Any]], *, max_subjects: int = 3) -> Figure:
@@ -349,7 +349,7 @@ def plot_metric_boxes(
     Each axis names its metric's unit; each method its n; the title the number of
     subjects; every subject is a dot over its box.
     """
-    return _save(
+    return save_figure(
         metric_boxes_figure(long, protocol=protocol, split=split, reference=reference), out
     )
 
@@ -439,7 +439,7 @@ def plot_training_curves(histories: Mapping[str, pd.DataFrame], out: OutSpec) ->
     ``val_*`` column (validation PSNR, SSIM and the selection score). Keys of
     ``histories`` are ``"<network> seed <seed>"`` (or a network alone).
     """
-    return _save(training_curves_figure(histories), out)
+    return save_figure(training_curves_figure(histories), out)
 
 
 def training_curves_figure(histories: Mapping[str, pd.DataFrame]) -> Figure:
@@ -514,7 +514,7 @@ def plot_qc_montage_pages(
             fig = _qc_montage_figure(images[start : start + per_page], ncols)
             dpi = _capped_dpi(*fig.get_size_inches())
             page = pages_dir / f"page-{start // per_page + 1:03d}.png"
-            written += _save(fig, page, dpi)
+            written += save_figure(fig, page, dpi)
             book.savefig(fig, dpi=dpi)
     return written
 
@@ -556,7 +556,7 @@ def _qc_montage_figure(images: Sequence[tuple[Path, np.ndarray]], ncols: int) ->
 def plot_paper_comparison(table: pd.DataFrame, out: OutSpec) -> list[Path]:
     """Ours beside the paper's Table 1: one panel per paper column, one pair of points per method.
 
-    ``table``: :func:`fusion3d.paper.compare_with_paper`. The paper's value is drawn with its
+    ``table``: :func:`fusion3d.report.paper.compare_with_paper`. The paper's value is drawn with its
     reported sd (grey, hollow); ours with its 95 % CI of the mean over test subjects (filled).
     """
     if table.empty:
@@ -598,4 +598,4 @@ def plot_paper_comparison(table: pd.DataFrame, out: OutSpec) -> list[Path]:
     fig.suptitle(
         f"Paper's Table 1 beside this study (paper protocol, {n} test subjects)", fontsize=10
     )
-    return _save(fig, out)
+    return save_figure(fig, out)

@@ -3,18 +3,16 @@
 # histograms, VIF pyramids: everything that depends only on the MRI and PET) is computed once
 # per subject instead of once per method and seed (benchmarks/bench_metrics.py, CPU at 128^3:
 # 2.9 s for a subject's first fused image, 1.2 s for each further one). The subjects are dealt
-# to ceil(n / 100) jobs (fusion3d.evaluation.pass_tables); rules evaluate and evaluate_seed
-# then take their method's rows from the shards.
+# to ceil(n / 100) jobs (fusion3d.evaluation.pass_tables); rule evaluate then takes each
+# run's rows from the shards.
 
-from fusion3d.evaluation import pass_tables
-
-# (method, seed) of every fused index the pass scores (seed None: a classic method).
-EVAL_ENTRIES = [(m, s) for m in NETWORKS for s in SEEDS] + [(m, None) for m in CLASSIC]
+# (method, seed) of every fused index the pass scores (seed None: a deterministic method).
+EVAL_ENTRIES = [(m, run_seed(run)) for m, run in RUNS]
 
 
 rule evaluate_pass:
     input:
-        indexes=lambda w: [fused_index(m, s) for m, s in EVAL_ENTRIES],
+        indexes=[fused_index(m, run) for m, run in RUNS],
         split=f"{R}/split/split.tsv",
         images=get_all_model_inputs,
     output:

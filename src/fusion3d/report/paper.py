@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from fusion3d.evaluation import _select, average_over_seeds, method_name, seed_spread
+from fusion3d.evaluation.long_table import average_over_seeds, method_name, seed_spread, select_rows
 from fusion3d.io import atomic_path
 
 __all__ = [
@@ -104,7 +104,7 @@ def compare_with_paper(long: pd.DataFrame, *, split: str | None = "test") -> pd.
     pandas.DataFrame
         Columns :data:`COMPARISON_COLUMNS`, in the paper's row and column order.
     """
-    avg = _select(average_over_seeds(long), split=split, protocol="paper")
+    avg = select_rows(average_over_seeds(long), split=split, protocol="paper")
     spread = seed_spread(long, split=split, protocol="paper")
     rows = []
     for method, paper_row in PAPER_TABLE1.items():
