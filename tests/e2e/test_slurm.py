@@ -32,7 +32,6 @@ LOCAL_RULES = (
     "qc_table",
     "split",
     "evaluate",
-    "evaluate_seed",
     "tables",
     "figure_fusion_panel",
     "figure_metric_boxes",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -46,6 +47,23 @@ def test_every_subject_method_and_metric_has_a_finite_row(tiny_study):
     assert table1.set_index("Method").loc["DC2Fusion (ours)", "Seeds"] == 2
 
 
+def test_one_run_layout_for_every_method(tiny_study):
+    """fused/, metrics/ and probe/features/ hold <method>/<run>: seed-<n> for a network,
+    deterministic for a classic method; train/ the networks' runs."""
+    results = tiny_study / "results"
+    runs = [(m, f"seed-{s}") for m in METHODS[:2] for s in (3407, 1)]
+    runs += [(m, "deterministic") for m in METHODS[2:]]
+    for method, run in runs:
+        index = pd.read_csv(results / "fused" / method / run / "index.tsv", sep="\t")
+        assert all(Path(p).parent.name == run for p in index["fused_path"]), (method, run)
+        assert (results / "metrics" / method / f"{run}.tsv").is_file(), (method, run)
+        assert (results / "probe" / "features" / method / f"{run}.tsv").is_file()
+    assert sorted(p.parent.name for p in (results / "train").glob("*/*/model.pt")) == sorted(
+        run for _, run in runs[:4]
+    )
+    assert sorted(p.name for p in (results / "fused").iterdir()) == sorted(METHODS)
+
+
 def test_tables_and_figures_are_written(tiny_study):
     results = tiny_study / "results"
     table1 = (results / "tables" / "table1.md").read_text()
@@ -66,9 +84,11 @@ def test_the_probe_runs_on_every_feature_set_and_says_why_it_has_no_numbers(tiny
     results = tiny_study / "results"
     split = pd.read_csv(results / "split" / "split.tsv", sep="\t")
     used = split[split["split"].isin(["train", "val", "test"])]
-    # regional features of T1, PET, every network per seed and every classic method
+    # regional features of T1, PET and every run of every method (a network per seed)
     expected = (
-        ["t1", "pet"] + [f"{m}/seed-{s}" for m in METHODS[:2] for s in (3407, 1)] + METHODS[2:]
+        ["t1", "pet"]
+        + [f"{m}/seed-{s}" for m in METHODS[:2] for s in (3407, 1)]
+        + [f"{m}/deterministic" for m in METHODS[2:]]
     )
     for key in expected:
         features = pd.read_csv(results / "probe" / "features" / f"{key}.tsv", sep="\t")

@@ -13,15 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fixtures_adni as fx  # noqa: E402
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import fixtures_adni as fx  # noqa: E402
 
 from fusion3d.baselines import fuse_items  # noqa: E402
 from fusion3d.ingest import ManifestError, read_manifests, run_ingest  # noqa: E402
@@ -419,6 +417,56 @@ def test_split_empty_for_a_small_cohort():
 
     problems = conflicts_of(tiny)
     assert any("empty of 2 subjects" in p for p in problems), problems
+
+
+def test_a_baseline_at_its_published_size_that_cannot_tile_the_grid_is_stopped_at_start():
+    """Every network of methods is checked, with or without a models entry: DILRAN at its
+    published size (no entry) halves the grid once, so an odd grid cannot work."""
+    from fusion3d.config import resolve
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["preprocess"]["grid"] = 65
+    config["methods"] = ["dilran", "average"]
+    config["evaluate"]["reference"] = "dilran"
+    config["models"] = {}
+    config["train"]["overrides"] = {}
+    with pytest.raises(ValueError) as err:
+        resolve(config, SCHEMA)
+    lines = [line for line in str(err.value).splitlines() if "models.dilran" in line]
+    assert len(lines) == 1 and "preprocess.grid (65)" in lines[0], str(err.value)
+    assert "divisible by 2" in lines[0] and "nearest valid grid 64 or 66" in lines[0]
+
+
+def test_models_are_filled_before_the_checks_and_dcfb_takes_its_dimension():
+    from fusion3d.config import resolve
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    del config["models"]["dcfb2d"], config["models"]["matr"]
+    resolved = resolve(config, SCHEMA)
+    assert resolved["models"]["matr"] == {} and resolved["models"]["dcfb2d"] == {
+        "spatial_dims": 2
+    }
+    # dcfb2d at its published sizes cannot tile the demo's 64^3 grid: the check saw it
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    del config["models"]["dcfb2d"]
+    config["preprocess"]["grid"] = 48
+    with pytest.raises(ValueError, match=r"models\.dcfb2d: dcfb2d cannot tile a grid of 48"):
+        resolve(config, SCHEMA)
+
+
+def test_overrides_of_a_network_not_in_methods_and_wrong_dimension_are_named():
+    def change(config):
+        config["methods"] = ["dcfb3d", "average"]
+        config["models"]["dcfb3d"]["spatial_dims"] = 2
+
+    problems = conflicts_of(change)
+    assert any("train.overrides and methods" in p and "'swinfuse'" in p for p in problems)
+    assert any("models.dcfb3d.spatial_dims: 2" in p for p in problems), problems
+
+
+def test_split_fractions_must_add_up_to_one():
+    problems = conflicts_of(lambda c: c["split"]["fractions"].update(train=0.5))
+    assert any("add up to 0.875; rule: 1" in p for p in problems), problems
 
 
 def test_unknown_method_in_baselines_is_named():

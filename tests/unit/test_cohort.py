@@ -1,12 +1,9 @@
 """Tests of fusion3d.ingest.cohort: cohort lists, IDA search batches, completeness of a download."""
 
-import sys
 from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fixtures_adni as fx  # noqa: E402
+import pytest
 
 from fusion3d.ingest import read_manifests  # noqa: E402
 from fusion3d.ingest.cohort import (  # noqa: E402

@@ -21,6 +21,11 @@ from fusion3d.evaluation.tables import (
 from fusion3d.io import save_nifti
 
 
+def table1_paths(prefix) -> dict[str, str]:
+    """The three declared outputs of a Table 1 rule, ``<prefix>.{csv,md,tex}``."""
+    return {ext: f"{prefix}.{ext}" for ext in ("csv", "md", "tex")}
+
+
 def stand_in_metrics(fused, mri, pet, *, protocol, mask=None):
     """Closed-form stand-in for fusion3d.metrics.compute_metrics."""
     sel = np.ones(fused.shape, bool) if mask is None else mask
@@ -148,7 +153,7 @@ def test_seeds_are_averaged_per_subject_and_their_spread_reported(tmp_path) -> N
     # the paired test pairs one seed-averaged value per subject
     stats_ = paired_tests(long, reference="dcfb3d")
     assert stats_.loc[0, "n"] == 3 and stats_.loc[0, "median_reference"] == 13.0
-    paths = write_table1(long, tmp_path / "table1", metrics=["psnr"])
+    paths = write_table1(long, table1_paths(tmp_path / "table1"), metrics=["psnr"])
     md = paths["md"].read_text()
     assert f"{mean:.3f} +- {std:.3f} ({3 / np.sqrt(2):.3f})" in md and SEEDS_NOTE in md
     assert "PSNR sd across seeds" in pd.read_csv(paths["csv"]).columns
@@ -184,7 +189,9 @@ def test_write_table1(tmp_path) -> None:
             make_long({"dcfb3d": [0.5, 0.6], "wavelet": [0.1, 0.2]}, metric="fmi_haghighat"),
         ]
     )
-    paths = write_table1(long, tmp_path / "tables" / "table1", metrics=("psnr", "fmi_haghighat"))
+    paths = write_table1(
+        long, table1_paths(tmp_path / "tables" / "table1"), metrics=("psnr", "fmi_haghighat")
+    )
     assert {p.name for p in paths.values()} == {"table1.csv", "table1.md", "table1.tex"}
     csv = pd.read_csv(paths["csv"])
     assert csv["Method"].tolist() == ["DC2Fusion (ours)", "DCFB slice-wise", "Wavelet (DWT)"]
@@ -215,7 +222,7 @@ def test_table1_says_which_column_is_the_papers_fmi(tmp_path) -> None:
         "FSIM_Zhang",
         "FMI_Haghighat",
     ]
-    paths = write_table1(long, tmp_path / "table1")
+    paths = write_table1(long, table1_paths(tmp_path / "table1"))
     md = paths["md"].read_text()
     assert md.rstrip().endswith(PAPER_FMI_NOTE)
     assert "FMI column is FSIM" in md and "0.795-0.817" in md
@@ -223,9 +230,11 @@ def test_table1_says_which_column_is_the_papers_fmi(tmp_path) -> None:
     caption = next(line for line in tex.splitlines() if line.startswith("\\caption"))
     assert "FMI column is FSIM" in caption and "FSIM\\_Zhang" in caption
     # Other protocols, or a paper table without fsim, carry no such note.
-    other = write_table1(long.assign(protocol="volume"), tmp_path / "vol", protocol="volume")
+    other = write_table1(
+        long.assign(protocol="volume"), table1_paths(tmp_path / "vol"), protocol="volume"
+    )
     assert "FMI column" not in other["md"].read_text() + other["tex"].read_text()
-    no_fsim = write_table1(long, tmp_path / "nofsim", metrics=("psnr",))
+    no_fsim = write_table1(long, table1_paths(tmp_path / "nofsim"), metrics=("psnr",))
     assert "FMI column" not in no_fsim["md"].read_text()
 
 
@@ -348,16 +357,21 @@ def test_paired_tests_state_their_reach(tmp_path) -> None:
     seven = make_long({"dcfb3d": list(range(7)), "average": [x + 1.0 for x in range(7)]})
     row7 = paired_tests(seven).iloc[0]
     assert row7["min_p"] == pytest.approx(2 / 2**7) and row7["note"] == ""
-    md = write_table1(long, tmp_path / "t", metrics=["psnr"])["md"].read_text()
+    md = write_table1(long, table1_paths(tmp_path / "t"), metrics=["psnr"])["md"].read_text()
     assert table1_reach_note(4) in md and "cannot give p below 0.125" in md
-    md7 = write_table1(seven, tmp_path / "u", metrics=["psnr"])["md"].read_text()
+    md7 = write_table1(seven, table1_paths(tmp_path / "u"), metrics=["psnr"])["md"].read_text()
     assert "cannot give" not in md7
 
 
 def test_write_table1_adds_the_given_notes(tmp_path) -> None:
     long = make_long({"dcfb3d": [1.0, 2.0], "wavelet": [3.0, 3.0]})
     note = "Whether each method's fused images keep the diagnosis: tables/probe.tsv."
-    paths = write_table1(long, tmp_path / "table1", metrics=["psnr"], notes=[note])
+    paths = write_table1(long, table1_paths(tmp_path / "table1"), metrics=["psnr"], notes=[note])
     assert paths["md"].read_text().rstrip().endswith(note)
     assert note in paths["tex"].read_text()
-    assert note not in write_table1(long, tmp_path / "plain", metrics=["psnr"])["md"].read_text()
+    assert (
+        note
+        not in write_table1(long, table1_paths(tmp_path / "plain"), metrics=["psnr"])[
+            "md"
+        ].read_text()
+    )

@@ -16,18 +16,15 @@ import gzip
 import json
 import logging
 import struct
-import sys
 import tempfile
 import threading
 from pathlib import Path
 
+import fixtures_adni as fx  # noqa: E402
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import fixtures_adni as fx  # noqa: E402
 
 from fusion3d.ingest import run_ingest  # noqa: E402
 from fusion3d.ingest.convert import ConversionError, convert_image  # noqa: E402
@@ -328,11 +325,22 @@ def test_nibabel_capture_keeps_other_threads_messages():
 
 
 # ----------------------------------------------------------------------------- left-right check
+def _real_head_module():
+    """tests/e2e/test_real_head.py, whose PET model this test shares, loaded from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "real_head_e2e", REPO / "tests" / "e2e" / "test_real_head.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def real_head_pet() -> dict:
     """The real head at 2 mm and a PET made on it as tests/e2e/test_real_head.py makes it."""
-    sys.path.insert(0, str(REPO / "tests" / "e2e"))
-    import test_real_head as rh
+    rh = _real_head_module()
 
     from fusion3d.preprocess import registration
     from fusion3d.synthetic.geometry import grid_affine

@@ -1,14 +1,9 @@
 """Tests of fusion3d.ingest.convert: series checks, dcm2niix geometry, frames, broken files."""
 
-import sys
-from pathlib import Path
-
+import fixtures_adni as fx  # noqa: E402
 import nibabel as nib
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import fixtures_adni as fx  # noqa: E402
 
 from fusion3d.ingest.convert import (  # noqa: E402
     ConversionError,

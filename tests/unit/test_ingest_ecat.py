@@ -9,14 +9,11 @@ about the volume centre), not from the reader.
 """
 
 import json
-import sys
 from pathlib import Path
 
+import fixtures_adni as fx  # noqa: E402
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import fixtures_adni as fx  # noqa: E402
 
 from fusion3d.ingest import run_ingest  # noqa: E402
 from fusion3d.ingest.convert import ConversionError, convert_image  # noqa: E402

@@ -1,13 +1,10 @@
 """Tests of fusion3d.ingest.locate: finding image files by name, links, formats."""
 
 import os
-import sys
 from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fixtures_adni as fx  # noqa: E402
+import pytest
 
 from fusion3d.ingest.locate import file_format, locate_image, scan_download  # noqa: E402
 

@@ -1,13 +1,8 @@
 """Tests of fusion3d.ingest.manifest: the quirks of real IDA collection CSVs."""
 
-import sys
-from pathlib import Path
-
+import fixtures_adni as fx  # noqa: E402
 import pandas as pd
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import fixtures_adni as fx  # noqa: E402
 
 from fusion3d.ingest import REQUIRED_COLUMNS, ManifestError, read_manifests  # noqa: E402
 

@@ -1,16 +1,13 @@
 """End-to-end tests of fusion3d.ingest.run_ingest / plan_ingest on a tiny fake download."""
 
 import json
-import sys
 from pathlib import Path
 
+import fixtures_adni as fx  # noqa: E402
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import fixtures_adni as fx  # noqa: E402
 
 from fusion3d.ingest import ManifestError, plan_ingest, run_ingest  # noqa: E402
 from fusion3d.ingest.cohort import IncompleteCohortError  # noqa: E402

@@ -10,18 +10,13 @@ subject better than the untrained network did.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_training import MODEL, make_cohort  # noqa: E402 - the training tests' tiny network and cohort
 
 from fusion3d.learned.training import train_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_training import MODEL, make_cohort  # noqa: E402 - the training tests' tiny network and cohort
 
 #: A fast, deterministic schedule: constant learning rate, the same data every epoch.
 TRAIN = {"epochs": 6, "lr": 3e-3, "poly_power": 0.0, "augment": False, "seed": 0}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
@@ -13,6 +12,7 @@ os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 import nibabel as nib
 import numpy as np
 import pytest
+from fixtures_preprocess import _rigid, make_pair  # noqa: E402
 
 from fusion3d.io import load_nifti
 from fusion3d.preprocess import (
@@ -27,9 +27,6 @@ from fusion3d.preprocess import (
     suvr,
 )
 from fusion3d.preprocess import brain as brain_mod
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fixtures_preprocess import _rigid, make_pair  # noqa: E402
 
 FAST = {
     "brain_extraction": "ants",

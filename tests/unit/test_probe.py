@@ -4,6 +4,7 @@ and the probe on synthetic cohorts with and without diagnosis effects."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from fusion3d.config import load_schema_defaults
 from fusion3d.probe import ProbeSettings, run_probe
 from fusion3d.probe.atlas import ATLAS_SOURCE, atlas_on_grid, load_atlas
 from fusion3d.probe.classify import (
@@ -25,7 +27,16 @@ from fusion3d.probe.classify import (
 )
 from fusion3d.probe.features import feature_table, read_features, regional_means, write_features
 
-FAST = {"repeats": 2, "n_bootstrap": 300, "n_permutations": 200}
+#: The probe section as a study gets it by default (the schema's defaults), made fast.
+PROBE_DEFAULTS = load_schema_defaults(
+    Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+)["probe"]
+FAST = {"repeats": 2, "bootstrap": 300, "permutations": 200}
+
+
+def fast_settings(**keys) -> ProbeSettings:
+    """The schema's probe settings, fast, with ``keys`` (config names) over them."""
+    return ProbeSettings.from_config({**PROBE_DEFAULTS, **FAST, **keys})
 
 
 # --- atlas and features ----------------------------------------------------------------
@@ -194,7 +205,7 @@ def _feature_sets(y, seed, signals):
 def test_the_folds_do_not_depend_on_the_method():
     y = _labels()
     feats = _feature_sets(y, 4, {"t1": 0.5, "pet": 2.0, "average": 1.0, "maximum": 0.0})
-    settings = ProbeSettings(**FAST)
+    settings = fast_settings()
     both = run_probe(feats, y, settings)
     alone = run_probe({k: feats[k] for k in ("t1", "pet", "average")}, y, settings)
     pd.testing.assert_frame_equal(both.folds, alone.folds)
@@ -216,7 +227,7 @@ def test_the_folds_do_not_depend_on_the_method():
 def test_three_class_task_uses_the_permutation_test():
     y = _labels()
     feats = _feature_sets(y, 5, {"t1": 0.5, "pet": 2.0})
-    result = run_probe(feats, y, ProbeSettings(tasks=("CN_vs_MCI_vs_AD",), **FAST))
+    result = run_probe(feats, y, fast_settings(tasks=["CN_vs_MCI_vs_AD"]))
     t = result.table.set_index("method")
     assert t.loc["pet", "test"].startswith("paired permutation")
     assert {"score_CN", "score_MCI", "score_AD"} <= set(result.scores.columns)
@@ -227,7 +238,7 @@ def test_too_few_subjects_give_a_reason_not_numbers(caplog):
     y = _labels(n_cn=8, n_ad=4, n_mci=4)  # the default study's groups
     feats = _feature_sets(y, 6, {"t1": 1.0, "pet": 1.0})
     with caplog.at_level(logging.WARNING, logger="fusion3d"):
-        result = run_probe(feats, y, ProbeSettings(**FAST))
+        result = run_probe(feats, y, fast_settings())
     assert (result.table["status"] == "skipped").all() and result.table["auc"].isna().all()
     reason = result.table["reason"].iloc[0]
     assert "AD 4" in reason and "min_per_class is 5" in reason
@@ -239,18 +250,21 @@ def test_too_few_subjects_give_a_reason_not_numbers(caplog):
 def test_settings_from_config_and_bad_values():
     s = ProbeSettings.from_config(
         {
+            **PROBE_DEFAULTS,
             "tasks": ["AD_vs_CN", "CN_vs_MCI"],
             "C": [0.1, 1],
             "bootstrap": 500,
-            "enabled": True,
             "splits": ["test"],
         }
     )
     assert s.tasks == ("AD_vs_CN", "CN_vs_MCI") and s.c_grid == (0.1, 1) and s.n_bootstrap == 500
+    assert s.repeats == 10 and s.folds == 5  # the schema's defaults, from the schema alone
     with pytest.raises(ValueError, match="unknown task"):
-        ProbeSettings(tasks=("AD_vs_MCI",))
+        fast_settings(tasks=["AD_vs_MCI"])
     with pytest.raises(ValueError, match="min_per_class"):
-        ProbeSettings(min_per_class=1)
+        fast_settings(min_per_class=1)
+    with pytest.raises(ValueError, match=r"config key\(s\) \['bootstrap'"):
+        ProbeSettings.from_config({k: v for k, v in PROBE_DEFAULTS.items() if k != "bootstrap"})
 
 
 # --- the probe on synthetic cohorts with and without diagnosis effects --------------------
@@ -304,7 +318,9 @@ def test_synthetic_cohort_without_effects_keeps_everything_but_the_effects():
 @pytest.mark.parametrize("effects", [True, False], ids=["effects-on", "effects-off"])
 def test_probe_finds_the_diagnosis_only_where_the_cohort_has_it(template_pet, effects):
     features, groups, _ = _synthetic_pet_features(template_pet, effects)
-    result = run_probe(features, groups, ProbeSettings(repeats=3, n_bootstrap=1000))
+    result = run_probe(
+        features, groups, fast_settings(repeats=3, bootstrap=1000, permutations=2000)
+    )
     pet = result.table.set_index("method").loc["pet"]
     assert pet["status"] == "ok" and pet["n_per_class"] == "CN 18; AD 9"
     if effects:
@@ -329,7 +345,7 @@ def test_probe_figures_show_numbers_or_the_reason(tmp_path):
 
     y = _labels()
     feats = _feature_sets(y, 7, {"t1": 0.5, "pet": 2.0, "dcfb3d/seed-3407": 1.0, "average": 1.0})
-    ok = run_probe(feats, y, ProbeSettings(**FAST))
+    ok = run_probe(feats, y, fast_settings())
     assert ok.table.set_index("method").loc["dcfb3d", "seed"] == 3407
     plot_probe(ok.table, ok.scores, tmp_path / "auc.png", tmp_path / "roc.png")
     for name in ("auc.png", "roc.png"):
@@ -349,9 +365,7 @@ def test_probe_figures_show_numbers_or_the_reason(tmp_path):
     assert f"{pet['auc']:.3f} [{pet['ci_low']:.3f}, {pet['ci_high']:.3f}]" in section
     assert "list-table" in section
 
-    small = run_probe(
-        {k: v.iloc[:10] for k, v in feats.items()}, y.iloc[:10], ProbeSettings(**FAST)
-    )
+    small = run_probe({k: v.iloc[:10] for k, v in feats.items()}, y.iloc[:10], fast_settings())
     reason = small.table["reason"].iloc[0]
     assert reason.split(";")[0] in _texts(probe_auc_figure(small.table)).replace("\n", " ")
     assert "No ROC curve" in _texts(probe_roc_figure(small.scores, small.table))

@@ -8,9 +8,11 @@ import logging
 import pandas as pd
 import pytest
 
-from fusion3d import workflow as f3d
+from fusion3d.ingest.sources import cohort_inputs
 from fusion3d.io import write_tsv
+from fusion3d.jobs import script_logging, training_memory_mb
 from fusion3d.provenance import sha256, write_provenance
+from fusion3d.subjects import read_pairs, split_with_inputs
 
 
 def pairs_frame(n=2):
@@ -28,7 +30,7 @@ def pairs_frame(n=2):
 
 def test_read_pairs_adds_subject_ids(tmp_path):
     write_tsv(pairs_frame(), tmp_path / "pairs.tsv")
-    table = f3d.read_pairs(tmp_path / "pairs.tsv")
+    table = read_pairs(tmp_path / "pairs.tsv")
     assert table["subject_id"].tolist() == [
         "sub-ADNI002S0000_ses-M000",
         "sub-ADNI002S0001_ses-M000",
@@ -39,13 +41,13 @@ def test_read_pairs_rejects_a_subject_listed_twice(tmp_path):
     frame = pd.concat([pairs_frame(), pairs_frame(1)])
     write_tsv(frame, tmp_path / "pairs.tsv")
     with pytest.raises(ValueError, match="listed twice: sub-ADNI002S0000_ses-M000"):
-        f3d.read_pairs(tmp_path / "pairs.tsv")
+        read_pairs(tmp_path / "pairs.tsv")
 
 
 def test_read_pairs_names_a_missing_column(tmp_path):
     write_tsv(pairs_frame().drop(columns="pet_path"), tmp_path / "pairs.tsv")
     with pytest.raises(ValueError, match=r"pairs.tsv: missing column\(s\) pet_path"):
-        f3d.read_pairs(tmp_path / "pairs.tsv")
+        read_pairs(tmp_path / "pairs.tsv")
 
 
 def adni_config(tmp_path, **cohort):
@@ -57,7 +59,7 @@ def adni_config(tmp_path, **cohort):
 def test_cohort_inputs_resolves_globs(tmp_path):
     (tmp_path / "B_1_2_2020.csv").write_text("x")
     (tmp_path / "A_1_2_2020.csv").write_text("x")
-    inputs = f3d.cohort_inputs(adni_config(tmp_path))
+    inputs = cohort_inputs(adni_config(tmp_path))
     assert [p.rsplit("/", 1)[1] for p in inputs["manifests"]] == [
         "A_1_2_2020.csv",
         "B_1_2_2020.csv",
@@ -77,12 +79,12 @@ def test_cohort_inputs_resolves_globs(tmp_path):
 def test_cohort_inputs_errors_name_the_key(tmp_path, cohort, message):
     (tmp_path / "A_1_2_2020.csv").write_text("x")
     with pytest.raises(ValueError, match=message):
-        f3d.cohort_inputs(adni_config(tmp_path, **cohort))
+        cohort_inputs(adni_config(tmp_path, **cohort))
 
 
 def test_script_logging_writes_the_traceback_of_a_failure(tmp_path):
     log = tmp_path / "logs" / "x.log"
-    with pytest.raises(RuntimeError), f3d.script_logging(log) as logger:
+    with pytest.raises(RuntimeError), script_logging(log) as logger:
         logger.info("started")
         raise RuntimeError("boom in the script")
     text = log.read_text()
@@ -126,11 +128,11 @@ def test_provenance_names_a_missing_input(tmp_path):
 
 def test_training_memory_mb_counts_every_pair_in_float32():
     # 660 subjects at the paper's 128^3: 660 x 2 x 128^3 x 4 bytes = 11,072.4 MB on top of the base
-    assert f3d.training_memory_mb(660, 128) == 6000 + 11073
-    assert f3d.training_memory_mb(16, 64, base_mb=1000) == 1000 + 34  # 33.55 MB, rounded up
-    assert f3d.training_memory_mb(0, 64) == 6000
+    assert training_memory_mb(660, 128) == 6000 + 11073
+    assert training_memory_mb(16, 64, base_mb=1000) == 1000 + 34  # 33.55 MB, rounded up
+    assert training_memory_mb(0, 64) == 6000
     with pytest.raises(ValueError, match="grid"):
-        f3d.training_memory_mb(4, 0)
+        training_memory_mb(4, 0)
 
 
 def test_split_with_inputs_takes_images_from_the_declared_inputs():
@@ -146,9 +148,9 @@ def test_split_with_inputs_takes_images_from_the_declared_inputs():
     inputs = [
         f"in/sub-A_ses-M000/sub-A_ses-M000_desc-model_{s}.nii.gz" for s in ("T1w", "pet", "mask")
     ]
-    out = f3d.split_with_inputs(split, inputs)
+    out = split_with_inputs(split, inputs)
     assert list(out.iloc[0][["model_mri", "model_pet", "model_mask"]]) == inputs
     # a subject outside train/val/test keeps its row as it was; the input table is unchanged
     assert out.iloc[1]["model_mri"] == "old/b_mri" and split.iloc[0]["model_mri"] == "old/a_mri"
     with pytest.raises(ValueError, match="sub-A_ses-M000_desc-model_pet.nii.gz: not among"):
-        f3d.split_with_inputs(split, inputs[:1] + inputs[2:])
+        split_with_inputs(split, inputs[:1] + inputs[2:])

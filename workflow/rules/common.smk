@@ -11,12 +11,12 @@ from fusion3d.methods import (
     run_name,
     run_seed,
 )
-from fusion3d.report.paper import PAPER_TABLE1
+from fusion3d.evaluation.scoring import pass_tables
+from fusion3d.jobs import training_memory_mb
 from fusion3d.preflight import network_parameters, study_summary, write_study_summary
 from fusion3d.preprocess import outputs as preprocess_outputs
+from fusion3d.report.paper import PAPER_TABLE1
 from fusion3d.subjects import SUBJECT_PATTERN, read_pairs_cached
-from fusion3d.jobs import training_memory_mb
-from fusion3d.evaluation.scoring import pass_tables
 
 # The one resolution of the config: schema problems one line each, every default from the
 # schema, a models entry for every network, every cross-key check (fusion3d.config).

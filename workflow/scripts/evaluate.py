@@ -1,5 +1,5 @@
-"""Metrics of one method (a network: one seed's fusions) on every subject, all protocols
-(rules evaluate and evaluate_seed): its rows of the evaluation pass's shards."""
+"""Metrics of one run of a method (a network: one seed's fusions) on every subject, all protocols
+(rule evaluate): its rows of the evaluation pass's shards."""
 import sys
 from pathlib import Path
 

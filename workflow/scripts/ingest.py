@@ -4,13 +4,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout's library
 
-from fusion3d.io import write_tsv
 from fusion3d.ingest.sources import read_cohort_spec
 from fusion3d.jobs import script_logging, set_threads
 
 with script_logging(snakemake.log[0]) as log:
     set_threads(snakemake.threads)
-    import pandas as pd
 
     from fusion3d.ingest import run_ingest
 
@@ -44,6 +42,4 @@ with script_logging(snakemake.log[0]) as log:
         keep_dir=Path(snakemake.log[0]).parent,
         require_pairs=True,
     )
-    if not Path(snakemake.output.missing).exists():  # no cohort list: nothing can be missing
-        write_tsv(pd.DataFrame(columns=["image_id", "reason"]), snakemake.output.missing)
     log.info("ingest: %d pairs", len(pairs))

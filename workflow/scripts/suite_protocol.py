@@ -12,8 +12,6 @@ with script_logging(snakemake.log[0]) as log:
     from fusion3d.metrics.names import SUITE_NAMES
 
     long = read_tsv(snakemake.input.long)
-    prefix = str(Path(snakemake.output.table_md).with_suffix(""))
-    write_table1(
-        long, prefix, protocol="suite2d", metrics=SUITE_NAMES, reference=snakemake.params.reference
-    )
+    out = {"csv": snakemake.output.table_csv, "md": snakemake.output.table_md, "tex": snakemake.output.table_tex}
+    write_table1(long, out, protocol="suite2d", metrics=SUITE_NAMES, reference=snakemake.params.reference)
     log.info("suite2d protocol: Table 1 written")

@@ -18,7 +18,11 @@ with script_logging(snakemake.log[0]) as log:
     reference = snakemake.params.reference
     write_table1(
         long,
-        str(Path(snakemake.output.table1_md).with_suffix("")),
+        {
+            "csv": snakemake.output.table1_csv,
+            "md": snakemake.output.table1_md,
+            "tex": snakemake.output.table1_tex,
+        },
         reference=reference,
         notes=snakemake.params.notes,
     )

@@ -15,8 +15,8 @@ with script_logging(snakemake.log[0]) as log:
 
     long = read_tsv(snakemake.input.long)
     reference = snakemake.params.reference
-    prefix = str(Path(snakemake.output.table_md).with_suffix(""))
-    write_table1(long, prefix, protocol="volume", metrics=VOLUME_NAMES, reference=reference)
+    out = {"csv": snakemake.output.table_csv, "md": snakemake.output.table_md, "tex": snakemake.output.table_tex}
+    write_table1(long, out, protocol="volume", metrics=VOLUME_NAMES, reference=reference)
     outputs = [snakemake.output.png, snakemake.output.pdf]
     plot_metric_boxes(long, outputs, protocol="volume", reference=reference)
     log.info("volume protocol: Table 1 and box plots written")

@@ -26,6 +26,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
+from fusion3d.ingest.frames import ConversionError, stack_frames
 from fusion3d.ingest.headers import (
     HeaderError,
     check_geometry,
@@ -46,10 +47,6 @@ _REQUIRED_TAGS = (
     "PixelSpacing",
     "BitsAllocated",
 )
-
-
-class ConversionError(ValueError):
-    """An image that cannot be turned into a trustworthy volume; the message says why."""
 
 
 @dataclass
@@ -226,30 +223,6 @@ def average_frames(data: np.ndarray) -> tuple[np.ndarray, int]:
     if data.ndim != 4:
         return data, 1
     return data.mean(axis=3, dtype=np.float64).astype(np.float32), int(data.shape[3])
-
-
-def stack_frames(frames: list[tuple[str, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Stack 3D frames ``(label, data, affine)`` that share one grid into a 4D array.
-
-    Returns the 4D array and the common affine. A trailing singleton 4th axis is dropped.
-
-    Raises
-    ------
-    ConversionError
-        Naming the frame whose shape or affine differs from the first one.
-    """
-    ref_label, ref_data, ref_affine = frames[0]
-    ref_shape = ref_data.shape[:3]
-    stacked = []
-    for label, data, affine in frames:
-        if data.ndim == 4 and data.shape[3] == 1:
-            data = data[..., 0]
-        if data.ndim != 3 or data.shape != ref_shape:
-            raise ConversionError(f"frame {label} has shape {data.shape}, expected {ref_shape}")
-        if not np.allclose(affine, ref_affine, atol=1e-4):
-            raise ConversionError(f"frame {label} is on another grid than {ref_label}")
-        stacked.append(data)
-    return np.stack(stacked, axis=3), np.asarray(ref_affine, float)
 
 
 def _finish(

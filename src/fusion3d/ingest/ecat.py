@@ -39,7 +39,7 @@ import numpy as np
 from nibabel import ecat
 from nibabel.fileholders import FileHolder
 
-from fusion3d.ingest.convert import ConversionError, stack_frames
+from fusion3d.ingest.frames import ConversionError, stack_frames
 
 #: ECAT 7 ``file_type`` codes that hold reconstructed images (the others are sinograms,
 #: normalisations, attenuation maps or polar maps).

@@ -731,9 +731,11 @@ def run_ingest(
     manifest = read_manifests(manifests)
     index = scan_download(download_dir)
     ids = None
+    missing_tsv = Path(missing_tsv or Path(excluded_tsv).with_name("missing.tsv"))
     if cohort_ids is not None:
-        missing_tsv = Path(missing_tsv or Path(excluded_tsv).with_name("missing.tsv"))
         ids = _check_cohort(cohort_ids, manifest, download_dir, index, opts, missing_tsv, keep_dir)
+    else:  # no cohort list: nothing can be missing
+        _write_kept(pd.DataFrame(columns=list(MISSING_COLUMNS)), missing_tsv, keep_dir)
     adnimerge_rows = clinical.index_adnimerge(
         clinical.read_adnimerge(adnimerge) if adnimerge else None
     )

@@ -328,7 +328,7 @@ def _split_changes(old: dict, new: dict) -> str:
 
 @dataclass(frozen=True)
 class StatePaths:
-    """The files of a training state folder (``train/<network>/state/``)."""
+    """The files of a training state folder (``train/<method>/<run>/state/``)."""
 
     root: Path
 

@@ -1,7 +1,7 @@
 """Names of the per-subject preprocessing outputs: the one definition the rules and scripts read.
 
 Every file of ``preprocess/<subject>/`` is ``<subject>_<suffix>``, ``<subject>`` being
-``<participant>_<session>`` (:func:`fusion3d.workflow.subject_id`). :data:`SUFFIXES` maps
+``<participant>_<session>`` (:func:`fusion3d.subjects.subject_id`). :data:`SUFFIXES` maps
 each output's key (the keys of :func:`output_paths`, and of the preprocess rule's
 outputs) to its BIDS-style suffix. No heavy import here: the workflow reads it while it
 builds the job graph.

@@ -88,7 +88,7 @@ class Worker:
 
 def _stderr_target():
     """The parent's ``sys.stderr`` when it is a file (a rule's log, see
-    :func:`fusion3d.workflow.script_logging`), so the child's log lines and C-level output
+    :func:`fusion3d.jobs.script_logging`), so the child's log lines and C-level output
     reach the same log; else ``None`` (the inherited stderr)."""
     try:
         sys.stderr.flush()

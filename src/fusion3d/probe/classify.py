@@ -71,19 +71,20 @@ TABLE_COLUMNS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """Settings of the probe (the ``probe:`` config section)."""
+    """Settings of the probe: the ``probe:`` config section (:meth:`from_config`), whose
+    defaults live in the config schema alone."""
 
-    folds: int = 5
-    repeats: int = 10
-    seed: int = 3407
-    c_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
-    inner_folds: int = 3
-    min_per_class: int = 5
-    n_bootstrap: int = 2000
-    n_permutations: int = 2000
-    max_iter: int = 5000
-    reference: str = "t1_pet"
-    tasks: tuple[str, ...] = ("AD_vs_CN",)
+    folds: int
+    repeats: int
+    seed: int
+    c_grid: tuple[float, ...]
+    inner_folds: int
+    min_per_class: int
+    n_bootstrap: int
+    n_permutations: int
+    reference: str
+    tasks: tuple[str, ...]
+    max_iter: int = 5000  # the solver's, not a study setting
 
     def __post_init__(self):
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -103,7 +104,14 @@ class ProbeSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> ProbeSettings:
-        """From the ``probe:`` section (keys as in the config schema)."""
+        """From the resolved ``probe:`` section (keys as in the config schema; every one of
+        them is needed).
+
+        Raises
+        ------
+        ValueError
+            Naming the keys the section lacks.
+        """
         names = {
             "folds": "folds",
             "repeats": "repeats",
@@ -116,6 +124,9 @@ class ProbeSettings:
             "reference": "reference",
             "tasks": "tasks",
         }
+        missing = sorted(set(names) - set(cfg))
+        if missing:
+            raise ValueError(f"probe: config key(s) {missing} missing (resolve the config first)")
         kwargs = {names[k]: v for k, v in cfg.items() if k in names}
         for key in ("c_grid", "tasks"):
             if key in kwargs:

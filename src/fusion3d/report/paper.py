@@ -4,7 +4,7 @@ the value the DC2Fusion paper reports.
 The paper's values (:data:`PAPER_TABLE1`) are its Table 1 (MRI-PET, ADNI test set, mean +- sd
 over test images; ``../shared/PAPER.md`` of the project, from the paper). Its "FMI" column is
 compared with our ``fsim`` (the published evaluation code's FSIM; see
-:data:`fusion3d.evaluation.PAPER_FMI_NOTE`). Ours: the ``paper`` protocol on the test split,
+:data:`fusion3d.evaluation.tables.PAPER_FMI_NOTE`). Ours: the ``paper`` protocol on the test split,
 each subject's value averaged over the network's seeds, then the mean over subjects with a
 Student-t 95 % confidence interval of that mean.
 """

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
 
@@ -284,16 +283,3 @@ def write_pet_series(
             ds.save_as(path, enforce_file_format=True)
             written.append(path)
     return written
-
-
-def read_series_geometry(path: str | os.PathLike) -> dict[str, object]:
-    """Return a few header fields of one slice file (for tests and checks)."""
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return {
-        "Modality": ds.Modality,
-        "SOPClassUID": str(ds.SOPClassUID),
-        "SeriesInstanceUID": str(ds.SeriesInstanceUID),
-        "PatientID": str(ds.PatientID),
-        "SeriesDescription": str(ds.SeriesDescription),
-        "InstanceNumber": int(ds.InstanceNumber),
-    }
