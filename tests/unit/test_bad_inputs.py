@@ -443,9 +443,7 @@ def test_models_are_filled_before_the_checks_and_dcfb_takes_its_dimension():
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     del config["models"]["dcfb2d"], config["models"]["matr"]
     resolved = resolve(config, SCHEMA)
-    assert resolved["models"]["matr"] == {} and resolved["models"]["dcfb2d"] == {
-        "spatial_dims": 2
-    }
+    assert resolved["models"]["matr"] == {} and resolved["models"]["dcfb2d"] == {"spatial_dims": 2}
     # dcfb2d at its published sizes cannot tile the demo's 64^3 grid: the check saw it
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     del config["models"]["dcfb2d"]
