@@ -7,10 +7,13 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # nibabel is imported where an image is read or written
+    import nibabel as nib
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -58,6 +61,8 @@ def save_nifti(
     array = np.asarray(array)
     if dtype is not None:
         array = array.astype(dtype)
+    import nibabel as nib
+
     img = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64), header=header)
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
@@ -81,6 +86,8 @@ def load_nifti(path: str | os.PathLike, ndim: int | None = 3) -> tuple[np.ndarra
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: empty file (0 bytes)")
     try:
+        import nibabel as nib
+
         img = nib.load(str(path))
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # nibabel raises many types for broken files

@@ -39,6 +39,9 @@ METHODS: tuple[Method, ...] = (
     Method("laplacian", "Laplacian pyramid", "3D", "classic"),
 )
 
+#: The methods of the paper's Table 1 (its published 2D networks and DC2Fusion), whose
+#: published values :data:`fusion3d.report.paper.PAPER_TABLE1` holds.
+PAPER_METHODS: tuple[str, ...] = ("swinfuse", "matr", "dilran", "dcfb3d")
 #: Methods by key.
 BY_NAME: dict[str, Method] = {m.name: m for m in METHODS}
 #: Keys of the classic baselines, in the paper's order.

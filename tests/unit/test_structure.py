@@ -12,6 +12,7 @@ from fusion3d.evaluation import long_table, tables
 from fusion3d.learned.recipes import recipe_for
 from fusion3d.metrics import PAPER_NAMES, SUITE_NAMES, VOLUME_NAMES, names
 from fusion3d.preprocess import outputs
+from fusion3d.report.paper import PAPER_TABLE1
 from fusion3d.subjects import match_inputs
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "fusion3d"
@@ -48,6 +49,7 @@ def test_one_list_of_methods():
         assert recipe.method == methods.BY_NAME[name].network
         assert name.startswith("dcfb") or recipe.model_class.spatial_dims == 2
     assert {m.kind for m in methods.METHODS} == {"classic", "network"}
+    assert methods.PAPER_METHODS == tuple(PAPER_TABLE1)  # the paper's rows, in its order
     for m in methods.METHODS:
         assert long_table.method_name(m.name) == m.label and m.dims in ("2D", "3D")
     # the paper's order: its 2D baselines, DC2Fusion, then our 2D twin and the classic fusions

@@ -6,16 +6,16 @@ from fusion3d.methods import (
     CLASSIC_METHODS,
     DETERMINISTIC_RUN,
     NETWORK_METHODS,
+    PAPER_METHODS,
     RUN_PATTERN,
     method_runs,
     run_name,
     run_seed,
 )
-from fusion3d.evaluation.scoring import pass_tables
+from fusion3d.evaluation.shards import pass_tables
 from fusion3d.jobs import training_memory_mb
 from fusion3d.preflight import network_parameters, study_summary, write_study_summary
 from fusion3d.preprocess import outputs as preprocess_outputs
-from fusion3d.report.paper import PAPER_TABLE1
 from fusion3d.subjects import SUBJECT_PATTERN, read_pairs_cached
 
 # The one resolution of the config: schema problems one line each, every default from the
@@ -198,7 +198,7 @@ def get_final_outputs():
     ]
     if NETWORKS:
         outputs.append(f"{R}/figures/training_curves.png")
-    if set(METHODS) & {"swinfuse", "matr", "dilran", "dcfb3d"}:
+    if set(METHODS) & set(PAPER_METHODS):
         outputs += [f"{R}/tables/paper_vs_ours.md", f"{R}/figures/paper_vs_ours.png"]
     # Table 1 of the 3D volume protocol and its box plots, beside the paper protocol's
     if "volume" in config["evaluate"]["protocols"]:
@@ -230,7 +230,7 @@ def get_front_page_inputs(wildcards):
         "table1": f"{R}/tables/table1.md",
         "viewer": f"{R}/viewer",
     }
-    if set(METHODS) & set(PAPER_TABLE1):
+    if set(METHODS) & set(PAPER_METHODS):
         inputs["paper_vs_ours"] = f"{R}/tables/paper_vs_ours.md"
     if PROBE:
         inputs["probe"] = f"{R}/tables/probe.tsv"
@@ -240,7 +240,7 @@ def get_front_page_inputs(wildcards):
 def front_page_figures():
     """The report's figures of this study, by file name (fusion3d.report.frontpage.FIGURES)."""
     names = ["fusion_panel.png", "metric_boxes.png"]
-    if set(METHODS) & set(PAPER_TABLE1):
+    if set(METHODS) & set(PAPER_METHODS):
         names.append("paper_vs_ours.png")
     if NETWORKS:
         names.append("training_curves.png")

@@ -3,7 +3,7 @@
 # histograms, VIF pyramids: everything that depends only on the MRI and PET) is computed once
 # per subject instead of once per method and seed (benchmarks/bench_metrics.py, CPU at 128^3:
 # 2.9 s for a subject's first fused image, 1.2 s for each further one). The subjects are dealt
-# to ceil(n / 100) jobs (fusion3d.evaluation.pass_tables); rule evaluate then takes each
+# to ceil(n / 100) jobs (fusion3d.evaluation.shards.pass_tables); rule evaluate then takes each
 # run's rows from the shards.
 
 # (method, seed) of every fused index the pass scores (seed None: a deterministic method).

@@ -7,7 +7,7 @@ Gaussian window 11, sigma 1.5, data range 1. SSIM is MONAI's definition (valid
 filtering, population variances) computed with a *separable* Gaussian: three 11-tap
 1D passes instead of one 11^3 kernel, ~40x fewer operations, which was the largest
 cost of a 64^3 training step. Equality with MONAI's ``SSIMLoss`` and scikit-image
-is tested in tests/unit/test_losses.py.
+is tested in tests/unit/learned/test_losses.py.
 """
 
 from __future__ import annotations

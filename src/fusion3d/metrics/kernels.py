@@ -3,7 +3,7 @@
 Each kernel computes what a numpy expression of :mod:`fusion3d.metrics.fsim`,
 :mod:`~fusion3d.metrics.fmi` or :mod:`~fusion3d.metrics.suite` computes, in the same
 precision and with the same guards; only the order of some sums differs (round-off:
-``tests/unit/test_metrics_kernels.py`` holds each kernel to its numpy form,
+``tests/unit/metrics/test_metrics_kernels.py`` holds each kernel to its numpy form,
 ``benchmarks/bench_metrics_same.py`` the three protocols to the direct formulas).
 ``error_model="numpy"`` gives IEEE division (no Python ``ZeroDivisionError`` branch), which
 lets LLVM vectorise the loops; ``fastmath`` stays off, so no operation is reordered or fused

@@ -7,7 +7,7 @@ orientation) is computed by :class:`SubjectSources` on first use and kept for ev
 image of that subject: :func:`score` then only computes the fused image's side.
 
 The values equal those of the direct formulas (``fusion3d.metrics.protocols.direct_metrics``)
-to round-off: ``tests/unit/test_metrics_prepared.py`` holds them to 1e-9 relative, and to 3e-7
+to round-off: ``tests/unit/metrics/test_metrics_prepared.py`` holds them to 1e-9 relative, and to 3e-7
 for the three metrics computed in float32 in both paths (the textbook FSIM of ``paper`` and
 ``volume``, the ``volume`` SSIM), whose sums run in another order here (FFTW, compiled loops,
 :mod:`fusion3d.metrics.kernels`). The definitions are in :mod:`fusion3d.metrics.protocols`,

@@ -35,7 +35,7 @@ from fusion3d.ingest.headers import (  # noqa: E402
     resolve_header_checks,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 REAL_T1 = REPO / "tests" / "data" / "real_t1" / "seg3d_mr_t1.nii.gz"
 GOOD, BAD = "002_S_0295", "011_S_0002"
 #: Byte offsets of NIfTI-1 header fields.

@@ -39,7 +39,7 @@ def test_read_cohort_errors(tmp_path):
 
 
 def test_read_shipped_paper_cohort():
-    path = Path(__file__).resolve().parents[2] / "config/cohorts/dc2fusion_image_ids.csv"
+    path = Path(__file__).resolve().parents[3] / "config/cohorts/dc2fusion_image_ids.csv"
     if not path.exists():
         pytest.skip("paper cohort list not shipped")
     ids = read_cohort(path)

@@ -29,7 +29,7 @@ from fusion3d.probe.features import feature_table, read_features, regional_means
 
 #: The probe section as a study gets it by default (the schema's defaults), made fast.
 PROBE_DEFAULTS = load_schema_defaults(
-    Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+    Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 )["probe"]
 FAST = {"repeats": 2, "bootstrap": 300, "permutations": 200}
 

@@ -247,7 +247,7 @@ def test_train_rule_asks_for_gpus_in_a_dry_run(tmp_path):
     import subprocess
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     override = tmp_path / "gpus.yaml"
     override.write_text("resources: {gpu: true, gpus: 2}\n")
     result = subprocess.run(

@@ -439,7 +439,7 @@ def test_learning_benchmark_runs_on_a_split(cohort, tmp_path, capsys):
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_learning.py"
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_learning.py"
     spec = importlib.util.spec_from_file_location("bench_learning", script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -439,7 +439,7 @@ def test_config_schema_names_every_constructor_argument():
 
     import yaml
 
-    schema_path = Path(__file__).parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+    schema_path = Path(__file__).parents[3] / "workflow" / "schemas" / "config.schema.yaml"
     schema = yaml.safe_load(schema_path.read_text())
     assert schema["properties"]["models"]["properties"]["dcfb3d"]["$ref"] == "#/$defs/dcfb"
     props = schema["$defs"]["dcfb"]["properties"]
