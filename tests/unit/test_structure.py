@@ -43,7 +43,7 @@ def test_one_list_of_methods():
     assert {"dcfb2d", "dcfb3d", "matr"} <= set(workflow.NETWORK_METHODS)
     for name in workflow.NETWORK_METHODS:  # every network trains with a recipe of its own kind
         recipe = recipe_for(name)
-        assert recipe.method == methods.BY_NAME[name].network
+        assert recipe.architecture == methods.BY_NAME[name].architecture
         assert name.startswith("dcfb") or recipe.model_class.spatial_dims == 2
     assert {m.kind for m in methods.METHODS} == {"classic", "network"}
     for m in methods.METHODS:

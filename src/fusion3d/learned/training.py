@@ -27,9 +27,9 @@ The stage, step by step (:func:`train_model`):
 Writes under ``out_dir``: ``checkpoints/last.pt`` (every epoch), ``model.pt`` (best
 validation score), ``history.csv`` (one row per epoch; row 0 scores the
 initialisation). Every file is written atomically; every checkpoint loads with
-``torch.load(..., weights_only=True)`` and is self-describing: ``method`` (the architecture
-key of the recipe), ``init_args`` (the fully resolved constructor arguments of the network),
-``variant`` and ``fingerprint``, so :func:`fusion3d.learned.inference.load_model` rebuilds the
+``torch.load(..., weights_only=True)`` and is self-describing: ``architecture`` (the key
+of the recipe; files before it have ``method``), ``init_args`` (the fully resolved
+constructor arguments of the network), ``variant`` and ``fingerprint``, so :func:`fusion3d.learned.inference.load_model` rebuilds the
 network from the file alone.
 
 Reproducibility: the model is initialised from ``seed``; every epoch reseeds torch,
@@ -86,7 +86,7 @@ from fusion3d.learned.devices import (
     to_device,
 )
 from fusion3d.learned.distributed import DistContext
-from fusion3d.learned.inference import fuse_tensor
+from fusion3d.learned.inference import checkpoint_architecture, fuse_tensor
 from fusion3d.learned.loader import (
     EpochSampler,
     PairDataset,
@@ -155,7 +155,7 @@ def resolve_train_config(
     unknown = sorted(set(train_config) - set(cfg))
     if unknown:
         raise ValueError(
-            f"train_config: unknown key(s) {unknown} for {recipe.method}; allowed: {sorted(cfg)}"
+            f"train_config: unknown key(s) {unknown} for {recipe.architecture}; allowed: {sorted(cfg)}"
         )
     cfg.update(copy.deepcopy(train_config))
     _check_common_keys(cfg)
@@ -274,8 +274,8 @@ def fingerprint_changes(ckpt: dict, run: TrainingRun) -> str | None:
     old = ckpt.get("fingerprint")
     if not isinstance(old, dict) or "sha256" not in old:
         return "the checkpoint has no fingerprint (written by an older fusion3d)"
-    if ckpt.get("method", "dcfb") != run.recipe.method:
-        return f"method {ckpt.get('method', 'dcfb')!r} -> {run.recipe.method!r}"
+    if checkpoint_architecture(ckpt) != run.recipe.architecture:
+        return f"architecture {checkpoint_architecture(ckpt)!r} -> {run.recipe.architecture!r}"
     if old["sha256"] == run.fingerprint["sha256"]:
         return None
     changes = []
@@ -375,7 +375,7 @@ class TrainingRun:
     def record(self) -> dict:
         """What every checkpoint of this run carries to describe itself."""
         return {
-            "method": self.recipe.method,
+            "architecture": self.recipe.architecture,
             "init_args": self.init_args,
             "variant": self.variant,
             "fingerprint": self.fingerprint,
@@ -508,7 +508,7 @@ def build_training(
     divisor = int(getattr(model, "size_divisor", 1))
     if any(s % divisor for s in grid):
         raise ValueError(
-            f"{grid_source}: grid {grid_shape} not divisible by the {recipe.method} model's "
+            f"{grid_source}: grid {grid_shape} not divisible by the {recipe.architecture} model's "
             f"size divisor {divisor}"
         )
     loss_fn = recipe.build_loss(cfg, model).to(device)

@@ -39,7 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fusion3d.learned.models.matr import MATR, convert_published_state_dict, quantize_8bit
+from fusion3d.learned.models.matr import MATR
+from fusion3d.learned.models.published import convert_matr
+from fusion3d.learned.models.shared import quantize_8bit
 from fusion3d.learned.recipes.base import Recipe, check_positive_number
 
 __all__ = [
@@ -258,7 +260,7 @@ def _check_betas(cfg: Mapping[str, Any]) -> list[float]:
 class MATRRecipe(Recipe):
     """MATR (``models.matr``): see the module docstring. Constant lr (no scheduler)."""
 
-    method = "matr"
+    architecture = "matr"
     model_class = MATR
     defaults = {
         "epochs": 10,  # Train.py:30
@@ -281,7 +283,7 @@ class MATRRecipe(Recipe):
         return MATRLoss(cfg["loss_weights"], quantize_input=getattr(model, "quantize_input", True))
 
     def convert_published(self, state, **sizes):
-        return convert_published_state_dict(state, **sizes)
+        return convert_matr(state, **sizes)
 
 
 MATR_RECIPE = MATRRecipe()

@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fusion3d.learned.models.swinfuse import SwinFuse, convert_published_state_dict
+from fusion3d.learned.models.published import convert_swinfuse
+from fusion3d.learned.models.swinfuse import SwinFuse
 from fusion3d.learned.recipes.base import Recipe, check_positive_number
 
 __all__ = [
@@ -186,7 +187,7 @@ class SwinFuseLoss(nn.Module):
         return total, {"pixel": float(pixel.detach()), "ssim": float(ssim_term.detach())}
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def _inner_module(model: nn.Module) -> nn.Module:
     """The module inside DDP / ``torch.compile`` wrappers."""
     for attr in ("module", "_orig_mod"):
         while hasattr(model, attr) and isinstance(getattr(model, attr), nn.Module):
@@ -197,7 +198,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 class SwinFuseRecipe(Recipe):
     """SwinFuse (``models.swinfuse``): see the module docstring."""
 
-    method = "swinfuse"
+    architecture = "swinfuse"
     model_class = SwinFuse
     defaults = {
         "epochs": 50,  # args_fusion.py:3
@@ -232,7 +233,7 @@ class SwinFuseRecipe(Recipe):
 
     def build_loss(self, cfg: Mapping[str, Any], model: nn.Module) -> nn.Module:
         return SwinFuseLoss(
-            _unwrap(model).img_size,
+            _inner_module(model).img_size,
             cfg["ssim_weight"],
             cfg["msssim_normalize"],
             cfg["eight_bit"],
@@ -241,7 +242,7 @@ class SwinFuseRecipe(Recipe):
         )
 
     def convert_published(self, state, **sizes):
-        return convert_published_state_dict(state, **sizes)
+        return convert_swinfuse(state, **sizes)
 
 
 SWINFUSE_RECIPE = SwinFuseRecipe()
