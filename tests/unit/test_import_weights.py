@@ -199,11 +199,11 @@ def test_import_and_load(published_file, tmp_path, caplog):
 def test_cli_import_weights(published_file, tmp_path, capsys):
     src, _ = published_file
     out = tmp_path / "cli.pt"
-    assert main(["import-weights", str(src), str(out), "--num-heads", "3", "6", "12", "24"]) == 0
+    assert main(["import-weights", str(src), str(out), "--set", "num_heads=[3, 6, 12, 24]"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["variant"] == "published" and printed["window_size"] == 2
     assert load_model(out).init_args == printed
-    assert main(["import-weights", str(src), str(tmp_path / "x.pt"), "--embed-dim", "16"]) == 2
+    assert main(["import-weights", str(src), str(tmp_path / "x.pt"), "--set", "embed_dim=16"]) == 2
     err = capsys.readouterr().err
     assert "embed_dim" in err and "16" in err and "12" in err
 
@@ -252,6 +252,9 @@ def test_not_a_state_dict(tmp_path):
     assert not (tmp_path / "out.pt").exists()
 
 
+LABELS = {"swinfuse": "SwinFuse", "matr": "MATR", "dilran": "DILRAN", "dc2fusion": "DC2Fusion"}
+
+
 @pytest.mark.parametrize(
     "method, sizes",
     [
@@ -278,10 +281,10 @@ def test_cli_imports_each_baseline_and_the_checkpoint_fuses(method, sizes, tmp_p
     x, y = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model.fuse(x, y), published.fuse(x, y), rtol=0, atol=0)
-    # another method's weights are refused, naming the keys
+    # another method's weights are refused, naming the network the keys show
     other = "matr" if method != "matr" else "dilran"
     assert main(["import-weights", "--method", other, str(src), str(tmp_path / "x.pt")]) == 2
     err = capsys.readouterr().err
-    assert f"not {other} weights as published" in err and "unexpected" in err
+    assert f"this looks like {LABELS[method]} weights: pass --method {method}" in err
     with pytest.raises(ValueError, match=f"a checkpoint of '{method}', not of '{other}'"):
         load_model(out, method=other)

@@ -104,10 +104,11 @@ def _init_args(recipe, ckpt: dict, path: Path, overrides: dict | None) -> dict:
     if overrides:
         allowed = tuple(getattr(cls, "inference_keys", ()))
         fixed = sorted(set(overrides) & set(constructor_keys(cls)) - set(allowed))
-        if fixed:
+        if fixed or not allowed:
+            what = f"{fixed[0]} is fixed" if fixed else f"{', '.join(sorted(overrides))}: fixed"
             raise ValueError(
-                f"--set {fixed[0]}: fixed by the checkpoint {path.name} (a size or trained "
-                f"switch of {cls.__name__}); keys that fuse may set: {', '.join(allowed) or 'none'}"
+                f"--set {what} by the checkpoint {path.name} (a size or trained switch of "
+                f"{cls.__name__}); keys fuse may set: {', '.join(allowed) or 'none'}"
             )
         check_keys(f"--set for {cls.__name__}", overrides, allowed, renamed)
     return {**args, **overrides}

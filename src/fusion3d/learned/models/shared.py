@@ -125,11 +125,16 @@ def constructor_keys(model_class: type) -> dict[str, Any]:
 def check_keys(who: str, keys: Iterable[str], known: Iterable[str], renamed=None) -> None:
     """Refuse keys that are not ``known``: ValueError starting with ``who``, one line.
 
-    A key of ``renamed`` (old spelling -> new) is named with its new spelling; any other
-    unknown key is listed with every known one.
+    A key of ``renamed`` (old spelling -> new; ``quantise_*`` -> ``quantize_*`` always: the
+    project spells it with a z) is named with its new spelling; any other unknown key is
+    listed with every known one.
     """
-    keys, known, renamed = list(keys), sorted(known), dict(renamed or {})
-    old = [k for k in keys if k in renamed and k not in known]
+    keys, known = list(keys), sorted(known)
+    renamed = {
+        **{k: k.replace("quantise", "quantize") for k in keys if "quantise" in k},
+        **dict(renamed or {}),
+    }
+    old = [k for k in keys if k in renamed and k not in known and renamed[k] in known]
     if old:
         spelled = ", ".join(f"{k!r} is now spelled {renamed[k]!r}" for k in old)
         raise ValueError(f"{who}: {spelled}")
