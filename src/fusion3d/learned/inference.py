@@ -79,7 +79,7 @@ def _not_a_checkpoint(path: Path, obj) -> str:
     return (
         f"{path}: a state_dict saved by the published {name} code, not a fusion3d checkpoint; "
         f"convert it first: fusion3d import-weights --method {network} {path} "
-        f"{path.stem}-fusion3d.pt"
+        f"{path.with_name(path.stem + '-fusion3d.pt')}"
     )
 
 

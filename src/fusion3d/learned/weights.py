@@ -50,7 +50,7 @@ def read_published_state(path: str | os.PathLike) -> dict[str, Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(
-            f"{path}: cannot load with weights_only=True ({str(exc).splitlines()[0]}); save the "
+            f"{path}: not a state_dict that torch.load(weights_only=True) reads; save the "
             "published model's state_dict() (torch.save(model.state_dict(), path)), not the module"
         ) from exc
     return unwrap_state_dict(obj, str(path))
@@ -109,7 +109,10 @@ def import_weights(
     try:
         init_args, converted = CONVERTERS[method](state, **sizes)
     except ValueError as exc:
-        raise ValueError(f"{src}: not {method} weights as published: {exc}") from exc
+        from fusion3d.learned.models.published import identify_published
+
+        what = "" if identify_published(state) == method else f"not {method} weights as published: "
+        raise ValueError(f"{src}: {what}{exc}") from exc
     model = recipe.build_model(init_args)
     model.load_state_dict(converted)  # the converted state fits the network it names
     ckpt = {

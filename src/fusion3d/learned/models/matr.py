@@ -441,7 +441,8 @@ def _resolve_args(args: Mapping[str, Any]) -> dict[str, Any]:
                 or (isinstance(v, int | float) and not isinstance(v, bool))
             )
         if not ok:
-            raise ValueError(f"MATR: argument {key!r} must be {kind}, got {v!r}")
+            want = {bool: "true or false", int: "an integer"}.get(kind, "a number")
+            raise ValueError(f"MATR: argument {key!r} must be {want}, got {v!r}")
         out[key] = float(v) if v is not None and kind not in (bool, int) else v
     return out
 

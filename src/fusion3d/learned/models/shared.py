@@ -140,4 +140,4 @@ def check_keys(who: str, keys: Iterable[str], known: Iterable[str], renamed=None
         raise ValueError(f"{who}: {spelled}")
     unknown = sorted(set(keys) - set(known))
     if unknown:
-        raise ValueError(f"{who}: unknown key(s) {unknown}; known: {', '.join(known)}")
+        raise ValueError(f"{who}: unknown key(s) {unknown}; known: {', '.join(known) or 'none'}")
