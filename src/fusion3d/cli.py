@@ -144,33 +144,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fusion3d", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("synthetic", help="write the embedded synthetic ADNI-shaped cohort")
-    p.add_argument("out_dir")
-    p.add_argument("--n-subjects", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-quirks", action="store_true", help="pairs only, no extra images")
-    p.set_defaults(func=_synthetic)
-
-    from fusion3d.metrics.cli import register
-
-    register(sub)
-
-    p = sub.add_parser("cohort-search", help="LONI IDA advanced-search strings for a cohort list")
-    p.add_argument("image_ids", help="file of image IDs (comma- or line-separated)")
-    p.add_argument("--batch-size", type=int, default=200)
-    p.add_argument("-o", "--output", help="also write the batches to this file")
-    p.set_defaults(func=_cohort_search)
-
-    p = sub.add_parser("check-cohort", help="check that every cohort image is in a download")
-    p.add_argument("image_ids")
-    p.add_argument("download_dir")
-    p.add_argument("manifests", nargs="+", help="collection CSV(s)")
-    p.set_defaults(func=_check_cohort)
-
+def _add_network_commands(sub) -> None:
+    """The sub-commands around the networks: import-weights, fuse, methods."""
     p = sub.add_parser(
         "import-weights",
         help="convert a state_dict saved by a published network's code into our checkpoint",
@@ -234,6 +209,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("methods", help="list every method, its kind, its keys and their defaults")
     p.add_argument("--json", action="store_true", help="as JSON")
     p.set_defaults(func=_methods)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fusion3d", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synthetic", help="write the embedded synthetic ADNI-shaped cohort")
+    p.add_argument("out_dir")
+    p.add_argument("--n-subjects", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-quirks", action="store_true", help="pairs only, no extra images")
+    p.set_defaults(func=_synthetic)
+
+    from fusion3d.metrics.cli import register
+
+    register(sub)
+
+    p = sub.add_parser("cohort-search", help="LONI IDA advanced-search strings for a cohort list")
+    p.add_argument("image_ids", help="file of image IDs (comma- or line-separated)")
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("-o", "--output", help="also write the batches to this file")
+    p.set_defaults(func=_cohort_search)
+
+    p = sub.add_parser("check-cohort", help="check that every cohort image is in a download")
+    p.add_argument("image_ids")
+    p.add_argument("download_dir")
+    p.add_argument("manifests", nargs="+", help="collection CSV(s)")
+    p.set_defaults(func=_check_cohort)
+
+    _add_network_commands(sub)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=lambda args: print(__version__) or 0)
