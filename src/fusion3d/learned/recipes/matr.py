@@ -32,13 +32,13 @@ to the float32 SSIM terms); it is returned as such.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from math import exp
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fusion3d.learned.losses import gaussian_window
 from fusion3d.learned.models.matr import MATR
 from fusion3d.learned.models.published import convert_matr
 from fusion3d.learned.models.shared import quantize_8bit
@@ -56,17 +56,6 @@ __all__ = [
 
 #: Loss terms in the published order (Train.py:118-122): weight index 0..3 of ``--weight``.
 LOSS_TERMS = ("ssim_pet", "ssim_mri", "rmi_pet", "rmi_mri")
-
-
-def gaussian_window(size: int, sigma: float = 1.5) -> Tensor:
-    """The published 2D Gaussian window ``(1, 1, size, size)``, float32 (losses:35-44).
-
-    The 1D profile is computed in Python floats, normalised in float32, and the window is
-    its outer product, exactly as ``create_window``.
-    """
-    g = torch.tensor([exp(-((x - size // 2) ** 2) / float(2 * sigma**2)) for x in range(size)])
-    g = (g / g.sum()).unsqueeze(1)
-    return g.mm(g.t()).float().unsqueeze(0).unsqueeze(0)
 
 
 def ssim_loss(img1: Tensor, img2: Tensor, window_size: int = 11) -> Tensor:

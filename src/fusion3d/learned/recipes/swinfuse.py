@@ -29,13 +29,13 @@ Own train-config keys: ``ssim_weight``, ``msssim_normalize``, ``eight_bit``,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from math import exp
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fusion3d.learned.losses import gaussian_window
 from fusion3d.learned.models.published import convert_swinfuse
 from fusion3d.learned.models.swinfuse import SwinFuse
 from fusion3d.learned.recipes.base import Recipe, check_positive_number
@@ -53,13 +53,6 @@ __all__ = [
 
 #: ``pytorch_msssim/__init__.py:73``.
 MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-
-
-def gaussian_window(size: int, sigma: float = 1.5) -> Tensor:
-    """``(1, 1, size, size)`` normalised Gaussian, float32 (``pytorch_msssim/__init__.py:7-16``)."""
-    g = torch.tensor([exp(-((x - size // 2) ** 2) / float(2 * sigma**2)) for x in range(size)])
-    g = (g / g.sum()).unsqueeze(1)
-    return g.mm(g.t()).float().unsqueeze(0).unsqueeze(0)
 
 
 def ssim(img1: Tensor, img2: Tensor, window_size: int = 11) -> tuple[Tensor, Tensor]:
