@@ -238,11 +238,12 @@ def describe_methods() -> list[dict]:
         ``name``, ``label``, ``kind``, ``dims``; a classic method's ``fuse_keys`` (its
         parameters and defaults); a network's ``architecture``, ``import_as`` (its
         ``import-weights --method``), ``png_rule``, ``fuse_keys`` (the inference-time keys
-        ``fuse --set`` may change, with their defaults) and ``model_keys`` (every
-        constructor key and default: the config's ``models.<method>``; ``import-weights
-        --set`` takes them too).
+        ``fuse --set`` may change, with their defaults), ``model_keys`` (every
+        constructor key and default: the config's ``models.<method>``) and ``import_keys``
+        (the keys ``import-weights --set`` takes).
     """
     from fusion3d.baselines import DEFAULT_PARAMS
+    from fusion3d.learned.models.published import import_keys
     from fusion3d.learned.models.shared import constructor_keys
     from fusion3d.learned.recipes import recipe_for
     from fusion3d.learned.weights import IMPORT_METHODS
@@ -263,6 +264,7 @@ def describe_methods() -> list[dict]:
                 png_rule=PNG_RULES.get(m.name) if m.dims == "2D" else None,
                 fuse_keys={k: keys[k] for k in getattr(cls, "inference_keys", ())},
                 model_keys=keys,
+                import_keys=sorted(import_keys(imports[m.architecture])),
             )
         out.append(row)
     return out

@@ -128,9 +128,10 @@ def _methods(args: argparse.Namespace) -> int:
             extra = f", import-weights --method {row['import_as']}" if row["import_as"] else ""
             png = f", PNG output: {row['png_rule']}" if row["png_rule"] else ""
             print(f"  architecture {row['architecture']}{extra}{png}")
-            print(f"  model keys (config models.{row['name']}, import-weights --set):")
+            print(f"  model keys (config models.{row['name']}), with the constructor's defaults:")
             for key, value in row["model_keys"].items():
                 print(f"    {key} = {json.dumps(value)}")
+            print(f"  import-weights --set keys: {', '.join(row['import_keys'])}")
         label = "fuse --set keys" if row["kind"] == "classic" else "fuse --set keys (inference)"
         keys = ", ".join(f"{k}={json.dumps(v)}" for k, v in row["fuse_keys"].items())
         print(f"  {label}: {keys or 'none'}")
