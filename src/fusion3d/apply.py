@@ -5,7 +5,10 @@
 - ``M`` is a method key of :mod:`fusion3d.methods`: a classic fusion (``average``, ``pca``,
   ...; no weights) or a network (``swinfuse``, ``matr``, ``dilran``, ``dcfb2d``, ``dcfb3d``;
   ``--weights`` is a checkpoint that ``train`` wrote or ``fusion3d import-weights`` made,
-  and it must be of that method's architecture);
+  and it must be of that method's architecture. A state_dict saved by a published code is
+  refused, not converted in memory: the message names the network and prints the
+  ``fusion3d import-weights`` command that converts it once, so that the converted sizes
+  are checked and written down);
 - ``MRI`` and ``PET`` are NIfTI volumes of one shape (``OUT``: a NIfTI with the MRI's
   affine), or, for a 2D network, 8-bit grey PNG slices of one size (``OUT``: a PNG);
 - intensities: a NIfTI already in [0, 1] (the workflow's model-grid images) is used as it

@@ -162,8 +162,9 @@ def _add_network_commands(sub) -> None:
     p.add_argument(
         "--method",
         choices=["dc2fusion", "swinfuse", "matr", "dilran"],
-        help="whose published weights; default: recognised from the keys (a --method the "
-        "keys contradict is refused, naming the network the file looks like)",
+        help="whose published weights; default: recognised from the state_dict's keys and "
+        "shapes, which tell the four networks apart (a --method the keys contradict is "
+        "refused, naming the network the file looks like)",
     )
     p.add_argument("published", help="the published model's state_dict (.pth, .pt)")
     p.add_argument("out", help="our checkpoint to write (.pt)")

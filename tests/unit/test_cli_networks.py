@@ -181,7 +181,7 @@ def test_swinfuse_spells_quantize_and_reads_old_checkpoints(files, tmp_path):
 def test_help_points_to_fusion3d_methods_and_methods_lists_every_key(capsys):
     assert main(["import-weights", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "fusion3d methods" in text and "recognised from the keys" in text
+    assert "fusion3d methods" in text and "default: recognised from the state_dict's keys" in text
     assert "--num-heads" not in text and "--embed-dim" not in text
     assert main(["fuse", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())

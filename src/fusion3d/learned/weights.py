@@ -20,18 +20,14 @@ import torch
 from torch import Tensor
 
 from fusion3d.io import atomic_path
+from fusion3d.learned.models.published import PUBLISHED_NETWORKS
 
 __all__ = ["IMPORT_METHODS", "import_weights", "read_published_state"]
 
 log = logging.getLogger(__name__)
 
 #: ``--method`` of import-weights -> architecture key of the recipe.
-IMPORT_METHODS: dict[str, str] = {
-    "dc2fusion": "dcfb",
-    "swinfuse": "swinfuse",
-    "matr": "matr",
-    "dilran": "dilran",
-}
+IMPORT_METHODS: dict[str, str] = {name: arch for name, (arch, _) in PUBLISHED_NETWORKS.items()}
 
 
 def read_published_state(path: str | os.PathLike) -> dict[str, Tensor]:
@@ -58,7 +54,7 @@ def read_published_state(path: str | os.PathLike) -> dict[str, Tensor]:
 
 def _network(method: str | None, state: dict[str, Tensor], src: Path) -> str:
     """The published network to convert ``state`` as: ``method``, or the one the keys show."""
-    from fusion3d.learned.models.published import PUBLISHED_NETWORKS, identify_published
+    from fusion3d.learned.models.published import identify_published
 
     if method is not None and method not in IMPORT_METHODS:
         raise ValueError(f"--method: {method!r} is not one of {sorted(IMPORT_METHODS)}")
