@@ -58,6 +58,7 @@ from torch import Tensor, nn
 
 from fusion3d.learned.models.shared import MATRDropPath, quantize_8bit
 from fusion3d.learned.models.swin import (
+    Mlp,
     relative_position_index,
     shifted_window_mask,
     window_partition,
@@ -252,20 +253,6 @@ class WindowAttention(nn.Module):
         attn = self.attn_drop(attn.softmax(dim=-1))
         x = (attn @ v).transpose(1, 2).reshape(bw, n, c)
         return self.proj_drop(self.proj(x))
-
-
-class Mlp(nn.Module):
-    """``fc1`` -> GELU -> dropout -> ``fc2`` -> dropout (net.py:164-180)."""
-
-    def __init__(self, dim: int, hidden: int, drop: float) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class TransformerBlock(nn.Module):

@@ -67,6 +67,7 @@ from torch.utils import checkpoint
 
 from fusion3d.learned.models.shared import DropPath
 from fusion3d.learned.models.swin import (
+    Mlp,
     relative_position_index,
     shifted_window_mask,
     window_partition,
@@ -148,20 +149,6 @@ def attention_fusion_weight(
 
 
 # -- Swin blocks (net.py:11-276) --------------------------------------------------------------
-class Mlp(nn.Module):
-    """``fc1 -> GELU -> dropout -> fc2 -> dropout`` (``net.py:11``)."""
-
-    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_features, in_features)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
 class WindowAttention(nn.Module):
     """Window multi-head self-attention with a relative position bias (``net.py:44``)."""
 
