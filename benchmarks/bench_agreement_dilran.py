@@ -45,7 +45,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from fusion3d.learned.models.dilran import DILRAN, convert_published_state_dict
+from fusion3d.learned.models.dilran import DILRAN
+from fusion3d.learned.models.published import convert_dilran as convert_published_state_dict
 
 SIZES = (64, 128, 256)
 DTYPES = ("float32", "float64")

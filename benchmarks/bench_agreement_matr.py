@@ -45,7 +45,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from fusion3d.learned.models.matr import MATR, convert_published_state_dict
+from fusion3d.learned.models.matr import MATR
+from fusion3d.learned.models.published import convert_matr as convert_published_state_dict
 from fusion3d.learned.recipes.matr import LOSS_TERMS, MATR_RECIPE, MATRLoss
 
 SIZES = (64, 128, 256)

@@ -29,7 +29,7 @@ Rows (largest relative difference ``max |ours - ref| / max |ref|``, float32 and 
   (stochastic depth drawn alike);
 - ``fused``: the inference path of ``test.py`` (8-bit sources, ``get_image``, zero padding
   to 224 and 224 tiles, ``encoder``, ``fusion(.., 'l1_mean')``, ``up_x4``, ``/2 + 0.5``),
-  before the output stretch (ours: ``output_stretch=False, quantise_output=False``);
+  before the output stretch (ours: ``output_stretch=False, quantize_output=False``);
   ``stretched``: after the per-image min-max stretch of ``save_image_test``; ``png``: the
   8-bit image ``save_image_test`` writes vs our default ``fuse`` output times 255 (the
   largest difference in grey levels and the share of differing pixels);
@@ -57,7 +57,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from fusion3d.learned.models.swinfuse import SwinFuse, convert_published_state_dict
+from fusion3d.learned.models.published import convert_swinfuse as convert_published_state_dict
+from fusion3d.learned.models.swinfuse import SwinFuse
 from fusion3d.learned.recipes.swinfuse import msssim
 
 SEED = 0
@@ -227,10 +228,10 @@ def ours(data: dict, tmp: Path) -> dict[str, np.ndarray]:
         init_args, sd = convert_published_state_dict(state, img_size=img_size, window_size=ws)
         for dtype in (torch.float32, torch.float64):
             dn = str(dtype).split(".")[1]
-            raw = SwinFuse(**{**init_args, "output_stretch": False, "quantise_output": False})
+            raw = SwinFuse(**{**init_args, "output_stretch": False, "quantize_output": False})
             raw.load_state_dict(sd)
             raw = raw.to(dtype).eval()
-            stretch = SwinFuse(**{**init_args, "quantise_output": False}).to(dtype).eval()
+            stretch = SwinFuse(**{**init_args, "quantize_output": False}).to(dtype).eval()
             stretch.load_state_dict(sd)
             x = torch.from_numpy(data[f"{key}/forward"]).to(dtype)
             with torch.no_grad():

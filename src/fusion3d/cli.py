@@ -7,13 +7,16 @@ Sub-commands:
 - ``fusion3d cohort-search IMAGE_IDS``: LONI IDA advanced-search strings for a cohort list;
 - ``fusion3d check-cohort IMAGE_IDS DOWNLOAD_DIR CSV...``: is every cohort image in the download?
 - ``fusion3d import-weights [--method M] PUBLISHED.pth OUT.pt``: weights trained with the
-  published code of DC2Fusion, SwinFuse, MATR or DILRAN as our checkpoint;
+  published code of DC2Fusion, SwinFuse, MATR or DILRAN as our checkpoint (the network is
+  recognised from the keys when ``--method`` is left out);
 - ``fusion3d fuse --method M [--weights CKPT] MRI PET OUT``: fuse one pair (NIfTI volumes, or
   PNG slices for the 2D networks) with any method;
+- ``fusion3d methods``: every method, its kind and its keys with their defaults;
 - ``fusion3d version``.
 
 The study itself runs through Snakemake (see the README); these commands are the pieces a
-researcher wants on their own.
+researcher wants on their own. A user mistake (a bad argument, a missing file, a key a method
+does not have) ends with exit code 2 and one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -69,26 +72,18 @@ def _import_weights(args: argparse.Namespace) -> int:
     from fusion3d.learned.weights import import_weights
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sizes = {
-        "spatial_dims": args.spatial_dims,
-        "patch_size": args.patch_size,
-        "embed_dim": args.embed_dim,
-        "depths": args.depths,
-        "num_heads": args.num_heads,
-        "window_size": args.window_size,
-        "drop_path_rate": args.drop_path_rate,
-    }
-    sizes = {k: v for k, v in sizes.items() if v is not None}
-    if args.method != "dc2fusion" and sizes:
-        raise ValueError(f"--method {args.method}: the size options are DC2Fusion's; use --set")
-    sizes.update(_parse_sets(args.set))
-    init_args = import_weights(args.method, args.published, args.out, **sizes)
+    init_args = import_weights(args.method, args.published, args.out, **_parse_sets(args.set))
     print(json.dumps(init_args))
     return 0
 
 
+#: Python's spellings of JSON's true, false and null, accepted as ``--set`` values too.
+_PYTHON_LITERALS = {"True": True, "False": False, "None": None}
+
+
 def _parse_sets(items: list[str] | None) -> dict:
-    """``KEY=VALUE`` pairs (VALUE read as JSON when it parses, else as a string)."""
+    """``KEY=VALUE`` pairs (VALUE read as JSON when it parses, ``True``/``False``/``None``
+    as Python's, else as a string)."""
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -97,7 +92,7 @@ def _parse_sets(items: list[str] | None) -> dict:
         try:
             out[key] = json.loads(value)
         except ValueError:
-            out[key] = value
+            out[key] = _PYTHON_LITERALS.get(value, value)
     return out
 
 
@@ -114,13 +109,112 @@ def _fuse(args: argparse.Namespace) -> int:
         args.out,
         weights=args.weights,
         params=_parse_sets(args.set),
+        clamp_round=args.clamp_round,
     )
     print(out)
     return 0
 
 
+def _methods(args: argparse.Namespace) -> int:
+    from fusion3d.apply import describe_methods
+
+    rows = describe_methods()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['name']}: {row['label']} ({row['kind']}, {row['dims']})")
+        if row["kind"] == "network":
+            extra = f", import-weights --method {row['import_as']}" if row["import_as"] else ""
+            png = f", PNG output: {row['png_rule']}" if row["png_rule"] else ""
+            print(f"  architecture {row['architecture']}{extra}{png}")
+            print(f"  model keys (config models.{row['name']}), with the constructor's defaults:")
+            for key, value in row["model_keys"].items():
+                print(f"    {key} = {json.dumps(value)}")
+            print(f"  import-weights --set keys: {', '.join(row['import_keys'])}")
+        label = "fuse --set keys" if row["kind"] == "classic" else "fuse --set keys (inference)"
+        keys = ", ".join(f"{k}={json.dumps(v)}" for k, v in row["fuse_keys"].items())
+        print(f"  {label}: {keys or 'none'}")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, its errors one line on stderr (exit code 2) instead of usage + message."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_network_commands(sub) -> None:
+    """The sub-commands around the networks: import-weights, fuse, methods."""
+    p = sub.add_parser(
+        "import-weights",
+        help="convert a state_dict saved by a published network's code into our checkpoint",
+        description="Convert a state_dict saved by the published code of DC2Fusion, SwinFuse, "
+        "MATR or DILRAN (e.g. MATR's models/model_10.pth, DILRAN's pretrained/last.pt) into a "
+        "checkpoint that fusion3d's inference and `fusion3d fuse` read. The network is "
+        "recognised from the state_dict's keys and shapes; sizes are read from the weights; "
+        "any missing, unexpected or mis-shaped key is named. `fusion3d methods` lists every "
+        "network's keys and their defaults.",
+        epilog="DC2Fusion's heads and window size leave no trace in the weights: they default "
+        "to the published [3, 6, 12, 24] and 2 (e.g. --set num_heads=[3,6,12,24] to change).",
+    )
+    p.add_argument(
+        "--method",
+        choices=["dc2fusion", "swinfuse", "matr", "dilran"],
+        help="whose published weights; default: recognised from the state_dict's keys and "
+        "shapes, which tell the four networks apart (a --method the keys contradict is "
+        "refused, naming the network the file looks like)",
+    )
+    p.add_argument("published", help="the published model's state_dict (.pth, .pt)")
+    p.add_argument("out", help="our checkpoint to write (.pt)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a constructor size of the network (VALUE as JSON, e.g. num_heads=[3,6,12,24]); "
+        "checked against the weights where they record it; keys: `fusion3d methods`",
+    )
+    p.set_defaults(func=_import_weights)
+
+    p = sub.add_parser(
+        "fuse",
+        help="fuse one MRI-PET pair with any method (NIfTI volumes; PNG slices for 2D networks)",
+        description="Fuse one MRI-PET pair with a classic method or a network checkpoint "
+        "(trained by the workflow or made by import-weights; a published state_dict is "
+        "refused with the import-weights command that converts it). NIfTI in, NIfTI out (the "
+        "MRI's affine, clipped to [0, 1]); for the 2D networks also 8-bit grey PNG in, PNG out, "
+        "written as the method's published test script writes it (MATR: (F*255).astype(uint8), "
+        "truncated and wrapped; DILRAN and SwinFuse: clamped to [0, 1], truncated; DCFB "
+        "slice-wise: rounded) unless --clamp-round. Every method's --set keys and their "
+        "defaults: `fusion3d methods`.",
+    )
+    p.add_argument("--method", required=True, help="a method key (e.g. matr, dcfb3d, pca)")
+    p.add_argument("--weights", help="the network's checkpoint (networks only)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a classic method's parameter, or a network's inference-time key (e.g. MATR's "
+        "allow_non_square=true); VALUE as JSON; keys: `fusion3d methods`",
+    )
+    p.add_argument(
+        "--clamp-round",
+        action="store_true",
+        help="write a PNG as round(255 clip(F, 0, 1)) instead of the published script's rule",
+    )
+    p.add_argument("mri")
+    p.add_argument("pet")
+    p.add_argument("out")
+    p.set_defaults(func=_fuse)
+
+    p = sub.add_parser("methods", help="list every method, its kind, its keys and their defaults")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.set_defaults(func=_methods)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fusion3d", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="fusion3d", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synthetic", help="write the embedded synthetic ADNI-shaped cohort")
@@ -146,48 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifests", nargs="+", help="collection CSV(s)")
     p.set_defaults(func=_check_cohort)
 
-    p = sub.add_parser(
-        "import-weights",
-        help="convert a state_dict saved by a published network's code into our checkpoint",
-        description="Convert a state_dict saved by the published code of DC2Fusion, SwinFuse, "
-        "MATR or DILRAN (e.g. MATR's models/model_10.pth, DILRAN's pretrained/last.pt) into a "
-        "checkpoint that fusion3d's inference and `fusion3d fuse` read. Sizes are read from the "
-        "weights; any missing, unexpected or mis-shaped key is named. DC2Fusion: heads and window "
-        "size (not in the weights) default to the published [3, 6, 12, 24] and 2.",
-    )
-    p.add_argument(
-        "--method",
-        default="dc2fusion",
-        choices=["dc2fusion", "swinfuse", "matr", "dilran"],
-        help="whose published weights (default dc2fusion)",
-    )
-    p.add_argument("published", help="the published model's state_dict (.pth, .pt)")
-    p.add_argument("out", help="our checkpoint to write (.pt)")
-    p.add_argument("--num-heads", type=int, nargs="+", help="DC2Fusion: heads per stage")
-    p.add_argument("--window-size", type=int, help="DC2Fusion: attention window edge (default 2)")
-    p.add_argument("--drop-path-rate", type=float, help="DC2Fusion: stochastic depth (0.2)")
-    for name in ("spatial-dims", "patch-size", "embed-dim"):
-        p.add_argument(f"--{name}", type=int, help="DC2Fusion: check against the weights")
-    p.add_argument("--depths", type=int, nargs="+", help="DC2Fusion: check against the weights")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="another constructor size")
-    p.set_defaults(func=_import_weights)
-
-    p = sub.add_parser(
-        "fuse",
-        help="fuse one MRI-PET pair with any method (NIfTI volumes; PNG slices for 2D networks)",
-        description="Fuse one MRI-PET pair with a classic method or a network checkpoint "
-        "(trained by the workflow or made by import-weights). NIfTI in, NIfTI out (the MRI's "
-        "affine); for the 2D networks also 8-bit grey PNG in, PNG out.",
-    )
-    p.add_argument("--method", required=True, help="a method key (e.g. matr, dcfb3d, pca)")
-    p.add_argument("--weights", help="the network's checkpoint (networks only)")
-    p.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="a classic method's parameter"
-    )
-    p.add_argument("mri")
-    p.add_argument("pet")
-    p.add_argument("out")
-    p.set_defaults(func=_fuse)
+    _add_network_commands(sub)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=lambda args: print(__version__) or 0)
@@ -196,11 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or an argparse error, already printed (2)
+        return int(stop.code or 0)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"fusion3d: error: {error}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as error:
+        # a user mistake: one line, no traceback (multi-line messages joined)
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        print(f"fusion3d {args.command}: error: {'; '.join(lines)}", file=sys.stderr)
         return 2
 
 

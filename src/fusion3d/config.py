@@ -216,7 +216,7 @@ def check_network_config(network: str, model_config: dict, train_config: dict) -
         resolve_train_config(train_config, model_config, recipe)
     except ValueError as exc:
         raise ValueError(
-            f"config keys train / train.overrides.{network} ({recipe.method} recipe): {exc}"
+            f"config keys train / train.overrides.{network} ({recipe.architecture} recipe): {exc}"
         ) from exc
 
 

@@ -16,14 +16,15 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Method:
     """One fusion method: key, display label, ``"2D"``/``"3D"``, ``"classic"``/``"network"``
-    and, for a network, its architecture (the training recipe of
-    :func:`fusion3d.learned.recipes.recipe_for`)."""
+    and, for a network, its ``architecture`` (the key of its training recipe,
+    :func:`fusion3d.learned.recipes.recipe_for`, and of its checkpoints: ``"dcfb"`` for
+    both ``dcfb3d`` and ``dcfb2d``)."""
 
     name: str
     label: str
     dims: str
     kind: str
-    network: str | None = None
+    architecture: str | None = None
 
 
 METHODS: tuple[Method, ...] = (

@@ -46,7 +46,7 @@ def test_one_list_of_methods():
     assert {"dcfb2d", "dcfb3d", "matr"} <= set(methods.NETWORK_METHODS)
     for name in methods.NETWORK_METHODS:  # every network trains with a recipe of its own kind
         recipe = recipe_for(name)
-        assert recipe.method == methods.BY_NAME[name].network
+        assert recipe.architecture == methods.BY_NAME[name].architecture
         assert name.startswith("dcfb") or recipe.model_class.spatial_dims == 2
     assert {m.kind for m in methods.METHODS} == {"classic", "network"}
     assert methods.PAPER_METHODS == tuple(PAPER_TABLE1)  # the paper's rows, in its order

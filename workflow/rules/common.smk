@@ -71,7 +71,7 @@ def adni_cohort():
     DAG is built, before any job starts. Lazy, so that targets that do not need the download
     (e.g. cohort_search) run before it exists."""
     if not _COHORT:
-        from fusion3d.ingest import read_manifests
+        from fusion3d.ingest.manifest import read_manifests
         from fusion3d.ingest.sources import cohort_inputs
 
         _COHORT.update(cohort_inputs(config))

@@ -28,7 +28,14 @@ from fusion3d.io import save_nifti
 from fusion3d.learned.data import load_item
 from fusion3d.learned.devices import autocast_context, resolve_device
 
-__all__ = ["fuse_items", "fuse_tensor", "fuse_volume", "load_model", "read_checkpoint"]
+__all__ = [
+    "checkpoint_architecture",
+    "fuse_items",
+    "fuse_tensor",
+    "fuse_volume",
+    "load_model",
+    "read_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,7 @@ def read_checkpoint(model_path: str | os.PathLike) -> dict:
     except Exception as exc:
         raise ValueError(f"{path}: cannot load checkpoint ({exc})") from exc
     if not isinstance(ckpt, dict) or "model_state" not in ckpt:
-        raise ValueError(f"{path}: checkpoint lacks the key 'model_state'")
+        raise ValueError(_not_a_checkpoint(path, ckpt))
     if not isinstance(ckpt.get("init_args", ckpt.get("config")), dict):
         raise ValueError(
             f"{path}: checkpoint lacks the constructor arguments ('init_args' or 'config')"
@@ -60,14 +67,65 @@ def read_checkpoint(model_path: str | os.PathLike) -> dict:
     return ckpt
 
 
+def _not_a_checkpoint(path: Path, obj) -> str:
+    """Why ``obj`` (loaded from ``path``) is no checkpoint; for a published state_dict, how
+    to convert it (``fusion3d import-weights``)."""
+    from fusion3d.learned.models.published import PUBLISHED_NETWORKS, identify_published
+
+    network = identify_published(obj)
+    if network is None:
+        return f"{path}: not a fusion3d checkpoint (it lacks the key 'model_state')"
+    name = PUBLISHED_NETWORKS[network][1]
+    return (
+        f"{path}: a state_dict saved by the published {name} code, not a fusion3d checkpoint; "
+        f"convert it first: fusion3d import-weights --method {network} {path} "
+        f"{path.with_name(path.stem + '-fusion3d.pt')}"
+    )
+
+
+def checkpoint_architecture(ckpt: dict) -> str:
+    """The architecture key of a checkpoint (``method`` in files written before
+    ``architecture`` existed; ``"dcfb"`` in files written before other networks)."""
+    return str(ckpt.get("architecture", ckpt.get("method", "dcfb")))
+
+
+def _init_args(recipe, ckpt: dict, path: Path, overrides: dict | None) -> dict:
+    """The checkpoint's constructor arguments, old spellings renamed, ``overrides`` applied.
+
+    ``overrides`` may only hold the network's ``inference_keys`` (ValueError naming the
+    known ones otherwise).
+    """
+    from fusion3d.learned.models.shared import check_keys, constructor_keys
+
+    cls = recipe.model_class
+    renamed = getattr(cls, "renamed_args", {})
+    args = {renamed.get(k, k): v for k, v in ckpt.get("init_args", ckpt.get("config")).items()}
+    overrides = dict(overrides or {})
+    if overrides:
+        allowed = tuple(getattr(cls, "inference_keys", ()))
+        fixed = sorted(set(overrides) & set(constructor_keys(cls)) - set(allowed))
+        if fixed or not allowed:
+            what = f"{fixed[0]} is fixed" if fixed else f"{', '.join(sorted(overrides))}: fixed"
+            raise ValueError(
+                f"--set {what} by the checkpoint {path.name} (a size or trained switch of "
+                f"{cls.__name__}); keys fuse may set: {', '.join(allowed) or 'none'}"
+            )
+        check_keys(f"--set for {cls.__name__}", overrides, allowed, renamed)
+    return {**args, **overrides}
+
+
 def load_model(
-    model_path: str | os.PathLike, device: torch.device | str = "cpu", *, method: str | None = None
+    model_path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    *,
+    method: str | None = None,
+    overrides: dict | None = None,
 ) -> nn.Module:
     """Rebuild a network from a self-describing checkpoint alone (``weights_only=True``).
 
-    The architecture is the checkpoint's ``method`` (``"dcfb"`` when absent: files written
-    before other networks existed); the network is built from its ``init_args`` (the fully
-    resolved constructor arguments that training writes), so a later change of a default
+    The architecture is the checkpoint's (:func:`checkpoint_architecture`); the network is
+    built from its ``init_args`` (the fully resolved constructor arguments that training
+    writes; old spellings renamed), so a later change of a default
     cannot change a loaded model. A checkpoint with only ``config`` (written before
     ``init_args`` existed) is built from that.
 
@@ -76,6 +134,9 @@ def load_model(
     method : str, optional
         The architecture or method key the caller expects (e.g. ``"matr"``, ``"dcfb3d"``):
         a checkpoint of another architecture is refused, naming both.
+    overrides : dict, optional
+        Values for the network's ``inference_keys`` (``fusion3d fuse --set``): constructor
+        arguments that change how it fuses but not its weights.
 
     Raises
     ------
@@ -89,14 +150,16 @@ def load_model(
 
     path = Path(model_path)
     ckpt = read_checkpoint(path)
-    arch = str(ckpt.get("method", "dcfb"))
-    if method is not None and recipe_for(method).method != arch:
+    arch = checkpoint_architecture(ckpt)
+    if method is not None and recipe_for(method).architecture != arch:
         raise ValueError(
             f"{path}: a checkpoint of {arch!r}, not of {method!r} (its architecture "
-            f"{recipe_for(method).method!r})"
+            f"{recipe_for(method).architecture!r})"
         )
+    recipe = recipe_for(arch)
+    init_args = _init_args(recipe, ckpt, path, overrides)
     try:
-        model = recipe_for(arch).build_model(ckpt.get("init_args", ckpt.get("config")))
+        model = recipe.build_model(init_args)
         model.load_state_dict(ckpt["model_state"])
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{path}: cannot rebuild the network from the checkpoint ({exc})") from exc
@@ -124,7 +187,7 @@ def fuse_tensor(
     """
     if mri.shape != pet.shape or mri.ndim != 3:
         raise ValueError(
-            f"fuse_volume: expected two equal 3D volumes, got {tuple(mri.shape)} and "
+            f"fuse_tensor: expected two equal 3D volumes, got {tuple(mri.shape)} and "
             f"{tuple(pet.shape)}"
         )
     m, p = mri.float(), pet.float()

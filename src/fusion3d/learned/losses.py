@@ -13,13 +13,14 @@ is tested in tests/unit/learned/test_losses.py.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from math import exp
 
 import torch
 import torch.nn.functional as F
 from monai.losses import LocalNormalizedCrossCorrelationLoss
 from torch import Tensor, nn
 
-__all__ = ["TERMS", "FusionLoss", "psnr", "ssim", "ssim_map"]
+__all__ = ["TERMS", "FusionLoss", "gaussian_window", "psnr", "ssim", "ssim_map"]
 
 TERMS = ("lncc", "ssim", "l1")
 _SSIM_WIN = 11
@@ -162,3 +163,15 @@ def psnr(a: Tensor, b: Tensor, data_range: float = 1.0) -> Tensor:
     """PSNR per sample: ``(B, 1, *S)`` x2 -> ``(B,)`` in dB (inf where identical)."""
     mse = (a.float() - b.float()).pow(2).reshape(a.shape[0], -1).mean(dim=1)
     return 10.0 * torch.log10(data_range**2 / mse)
+
+
+def gaussian_window(size: int, sigma: float = 1.5) -> Tensor:
+    """The 2D Gaussian window ``(1, 1, size, size)``, float32, of MATR's and SwinFuse's
+    published SSIM (MATR ``losses/__init__.py:35-44``, SwinFuse ``pytorch_msssim/__init__.py:7-16``).
+
+    The 1D profile is computed in Python floats, normalised in float32, and the window is
+    its outer product, exactly as their ``create_window``.
+    """
+    g = torch.tensor([exp(-((x - size // 2) ** 2) / float(2 * sigma**2)) for x in range(size)])
+    g = (g / g.sum()).unsqueeze(1)
+    return g.mm(g.t()).float().unsqueeze(0).unsqueeze(0)

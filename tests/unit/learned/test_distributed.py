@@ -156,16 +156,17 @@ def _ddp_rank(rank, world, port, items, out_dir, spy_dir, train_config):
     """One rank of a DDP run; every rank's weights after each epoch go to ``spy_dir``."""
 
     from fusion3d.learned import training
+    from fusion3d.learned.training import stage
 
     _set_rank_env(rank, world, port)
-    save = training.save_checkpoints
+    save = stage.save_checkpoints
 
     def spy(run, epoch, *args):
         """Record this rank's state (rank 0 also writes the real checkpoints)."""
         torch.save(run.model.state_dict(), spy_dir / f"rank{rank}_epoch{epoch}.pt")
         save(run, epoch, *args)
 
-    training.save_checkpoints = spy
+    stage.save_checkpoints = spy  # where the stage looks it up
     training.train_model(
         items[:3], items[3:], out_dir, model_config=MODEL, train_config=train_config, threads=1
     )

@@ -15,7 +15,8 @@ import torch
 
 from fusion3d.cli import main
 from fusion3d.learned.inference import load_model
-from fusion3d.learned.models.published import convert_state_dict, import_published_weights
+from fusion3d.learned.models.published import convert_dc2fusion as convert_state_dict
+from fusion3d.learned.weights import import_weights
 
 torch.set_num_threads(1)
 E, DEPTHS, HEADS = 12, [1, 2, 1, 1], [3, 6, 12, 24]  # 4 stages, as the published U-net
@@ -131,13 +132,13 @@ def test_import_and_load(published_file, tmp_path, caplog):
     src, pub = published_file
     out = tmp_path / "imported.pt"
     with caplog.at_level(logging.INFO, logger="fusion3d.learned.models.published"):
-        import_published_weights(src, out, window_size=1)
+        import_weights("dc2fusion", src, out, window_size=1)
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert any("swin.concat_back_dim.0.weight" in m for m in dropped)  # the unused bottleneck
     ckpt = torch.load(out, weights_only=True)
     assert ckpt["variant"] == "published" and ckpt["source"] == "published_best.pth"
     model = load_model(out)
-    assert ckpt["init_args"] == model.init_args and ckpt["method"] == "dcfb"
+    assert ckpt["init_args"] == model.init_args and ckpt["architecture"] == "dcfb"
     assert model.init_args["variant"] == "published"
     assert model.init_args["depths"] == DEPTHS and model.init_args["embed_dim"] == E
     assert model.init_args["num_heads"] == HEADS and model.init_args["window_size"] == 1
@@ -198,11 +199,11 @@ def test_import_and_load(published_file, tmp_path, caplog):
 def test_cli_import_weights(published_file, tmp_path, capsys):
     src, _ = published_file
     out = tmp_path / "cli.pt"
-    assert main(["import-weights", str(src), str(out), "--num-heads", "3", "6", "12", "24"]) == 0
+    assert main(["import-weights", str(src), str(out), "--set", "num_heads=[3, 6, 12, 24]"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["variant"] == "published" and printed["window_size"] == 2
     assert load_model(out).init_args == printed
-    assert main(["import-weights", str(src), str(tmp_path / "x.pt"), "--embed-dim", "16"]) == 2
+    assert main(["import-weights", str(src), str(tmp_path / "x.pt"), "--set", "embed_dim=16"]) == 2
     err = capsys.readouterr().err
     assert "embed_dim" in err and "16" in err and "12" in err
 
@@ -247,8 +248,11 @@ def test_not_a_state_dict(tmp_path):
     path = tmp_path / "module.pth"
     torch.save(torch.nn.Linear(2, 2), path)  # a pickled module: refused by weights_only
     with pytest.raises(ValueError, match="state_dict"):
-        import_published_weights(path, tmp_path / "out.pt")
+        import_weights("dc2fusion", path, tmp_path / "out.pt")
     assert not (tmp_path / "out.pt").exists()
+
+
+LABELS = {"swinfuse": "SwinFuse", "matr": "MATR", "dilran": "DILRAN", "dc2fusion": "DC2Fusion"}
 
 
 @pytest.mark.parametrize(
@@ -272,15 +276,15 @@ def test_cli_imports_each_baseline_and_the_checkpoint_fuses(method, sizes, tmp_p
     sets = [a for k, v in sizes.items() for a in ("--set", f"{k}={json.dumps(v)}")]
     assert main(["import-weights", "--method", method, str(src), str(out), *sets]) == 0
     ckpt = torch.load(out, weights_only=True)
-    assert ckpt["method"] == method and ckpt["variant"] == "published"
+    assert ckpt["architecture"] == method and ckpt["variant"] == "published"
     model = load_model(out, method=method)
     x, y = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model.fuse(x, y), published.fuse(x, y), rtol=0, atol=0)
-    # another method's weights are refused, naming the keys
+    # another method's weights are refused, naming the network the keys show
     other = "matr" if method != "matr" else "dilran"
     assert main(["import-weights", "--method", other, str(src), str(tmp_path / "x.pt")]) == 2
     err = capsys.readouterr().err
-    assert f"not {other} weights as published" in err and "unexpected" in err
+    assert f"this looks like {LABELS[method]} weights: pass --method {method}" in err
     with pytest.raises(ValueError, match=f"a checkpoint of '{method}', not of '{other}'"):
         load_model(out, method=other)

@@ -9,12 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fusion3d.learned.models.dilran import (
-    DILRAN,
-    convert_published_state_dict,
-    quantize_8bit,
-    sfnn_fusion,
-)
+from fusion3d.learned.models.dilran import DILRAN, sfnn_fusion
+from fusion3d.learned.models.published import convert_dilran as convert_published_state_dict
+from fusion3d.learned.models.shared import quantize_8bit
 from fusion3d.learned.recipes.dilran import (
     DILRAN_RECIPE,
     DilranLoss,

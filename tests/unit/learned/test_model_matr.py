@@ -10,12 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fusion3d.learned.models.matr import (
-    MATR,
-    AdaptiveConv2d,
-    convert_published_state_dict,
-    quantize_8bit,
-)
+from fusion3d.learned.models.matr import MATR, AdaptiveConv2d
+from fusion3d.learned.models.published import convert_matr as convert_published_state_dict
+from fusion3d.learned.models.shared import quantize_8bit
 from fusion3d.learned.recipes.matr import (
     LOSS_TERMS,
     MATR_RECIPE,
@@ -100,7 +97,7 @@ def test_convert_infers_sizes():
     assert args == tiny.init_args
     with pytest.raises(ValueError, match="depth=3 but the weights say 1"):
         convert_published_state_dict(tiny.state_dict(), depth=3)
-    with pytest.raises(ValueError, match="unknown size"):
+    with pytest.raises(ValueError, match="unknown key"):
         convert_published_state_dict(tiny.state_dict(), width=3)
 
 
@@ -299,7 +296,7 @@ def test_recipe_defaults_and_checks():
     d = MATR_RECIPE.all_defaults()
     assert (d["epochs"], d["batch_size"], d["lr"], d["eps"]) == (10, 64, 1e-3, 1e-8)
     assert d["betas"] == [0.9, 0.999] and d["augment"] is False
-    assert MATR_RECIPE.method == "matr" and MATR_RECIPE.model_class is MATR
+    assert MATR_RECIPE.architecture == "matr" and MATR_RECIPE.model_class is MATR
     for key, bad in (("loss_weights", {"ssim_pet": 1.0}), ("betas", [0.9]), ("eps", 0)):
         cfg = {**d, key: bad}
         with pytest.raises(ValueError, match=key):

@@ -9,11 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from fusion3d.learned.models.swinfuse import (
-    SwinFuse,
-    attention_fusion_weight,
-    convert_published_state_dict,
-)
+from fusion3d.learned.models.published import convert_swinfuse as convert_published_state_dict
+from fusion3d.learned.models.swinfuse import SwinFuse, attention_fusion_weight
 from fusion3d.learned.recipes.swinfuse import (
     MSSSIM_WEIGHTS,
     SWINFUSE_RECIPE,
@@ -180,7 +177,7 @@ def test_fuse_returns_the_unit_scale():
     mri, pet = pair(24)
     with torch.no_grad():
         out = tiny().fuse(mri, pet)
-        raw = tiny(output_stretch=False, quantise_output=False).fuse(mri, pet)
+        raw = tiny(output_stretch=False, quantize_output=False).fuse(mri, pet)
     assert out.amin(dim=(1, 2, 3)).tolist() == [0.0, 0.0] and out.amax() == 1.0
     assert torch.equal(torch.round(out * 255), out * 255)
     assert 0 < raw.min() and raw.max() < 1
@@ -192,7 +189,7 @@ def test_fuse_returns_the_unit_scale():
 
 
 def test_fuse_pads_with_mid_grey_and_tiles():
-    m = tiny(output_stretch=False, quantise_output=False)
+    m = tiny(output_stretch=False, quantize_output=False)
     mri, pet = pair(20, b=1)
     pad = torch.zeros(1, 1, 32, 32)
     with torch.no_grad():
@@ -285,7 +282,7 @@ def test_training_images_follow_the_published_pipeline():
 def test_recipe_defaults_and_checks():
     r = SWINFUSE_RECIPE
     cfg = r.all_defaults()
-    assert r.method == "swinfuse" and r.model_class is SwinFuse
+    assert r.architecture == "swinfuse" and r.model_class is SwinFuse
     assert (cfg["lr"], cfg["epochs"], cfg["batch_size"], cfg["ssim_weight"]) == (
         1e-5,
         50,

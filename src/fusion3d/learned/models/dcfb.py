@@ -225,6 +225,10 @@ class DC2Fusion(nn.Module):
     into whole windows).
     """
 
+    #: No constructor argument may change at ``fusion3d fuse`` time: every switch of a
+    #: checkpoint is part of what it was trained with.
+    inference_keys: tuple[str, ...] = ()
+
     def __init__(
         self,
         *,

@@ -65,19 +65,19 @@ Not a divergence: ``DILRAN_V1`` computes ``conv_d(conv_d(x))`` twice and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fusion3d.learned.models.shared import quantize_8bit
+
 __all__ = [
     "INFERENCE_NORMS",
     "PUBLISHED_SIZES",
     "DILRAN",
-    "convert_published_state_dict",
-    "quantize_8bit",
     "sfnn_fusion",
 ]
 
@@ -95,12 +95,7 @@ PUBLISHED_SIZES: dict[str, Any] = {
 }
 
 #: Keys (below ``fe.``) of the layers the published forward never uses.
-_UNUSED_PREFIXES = ("fe.conv_id.", "fe.conv2.", "fe.bnorm.", "fe.fe.dilran.bnorm.")
-
-
-def quantize_8bit(x: Tensor) -> Tensor:
-    """``round(255 clip(x, 0, 1)) / 255``: the published 8-bit PNG / 255 input grid."""
-    return torch.round(x.clamp(0.0, 1.0) * 255.0) / 255.0
+DILRAN_UNUSED_PREFIXES = ("fe.conv_id.", "fe.conv2.", "fe.bnorm.", "fe.fe.dilran.bnorm.")
 
 
 def _pool_gate(x: Tensor) -> Tensor:
@@ -261,10 +256,14 @@ class DILRAN(nn.Module):
         2: H and W must be even (2x2 pooling followed by 2x upsampling).
     init_args : dict
         The resolved constructor arguments; ``DILRAN(**model.init_args)`` rebuilds it.
+    inference_keys : tuple of str
+        Constructor arguments that change how :meth:`fuse` runs but not the weights
+        (``fusion3d fuse --set KEY=VALUE`` may change them for a checkpoint).
     """
 
     spatial_dims = 2
     size_divisor = 2
+    inference_keys = ("inference_norm", "quantize_input")
 
     def __init__(
         self,
@@ -361,99 +360,3 @@ def _check_args(
         "inference_norm": inference_norm,
         "quantize_input": quantize,
     }
-
-
-def _unwrap(state: Mapping[str, Any]) -> dict[str, Tensor]:
-    """The tensors of a state_dict, also inside ``{'state_dict': ...}`` / ``{'model': ...}``
-    and without DataParallel's ``module.`` prefix."""
-    for key in ("state_dict", "model"):
-        if isinstance(state.get(key), Mapping):
-            state = state[key]
-    out = {}
-    for k, v in state.items():
-        if not isinstance(v, Tensor):
-            raise ValueError(f"published state_dict: {k!r} is a {type(v).__name__}, not a tensor")
-        out[k.removeprefix("module.")] = v
-    return out
-
-
-def _infer_sizes(state: Mapping[str, Tensor]) -> dict[str, Any]:
-    """The sizes that the weights fix (dilations leave no trace in them)."""
-    found: dict[str, Any] = {}
-    if (w := state.get("fe.conv1.weight")) is not None and w.ndim == 4:
-        found["channels"] = int(w.shape[0])
-    if (w := state.get("fe.fe.convd1.weight")) is not None and w.ndim == 4:
-        found["kernel_size"] = int(w.shape[-1])
-    recon = sorted(
-        int(k.split(".")[2])
-        for k in state
-        if k.startswith("recon.recon_conv.") and k.endswith(".weight")
-    )
-    widths = [int(state[f"recon.recon_conv.{i}.weight"].shape[0]) for i in recon]
-    if len(widths) >= 2:
-        found["recon_channels"] = widths[:-1]
-    found["keep_unused_layers"] = any(k.startswith(_UNUSED_PREFIXES) for k in state)
-    return found
-
-
-def convert_published_state_dict(
-    state: Mapping[str, Any], **sizes: Any
-) -> tuple[dict, dict[str, Tensor]]:
-    """A ``model_v5.fullModel`` state_dict -> ``(init_args, our state_dict)``.
-
-    The key names are the published ones (identity map). Sizes that the weights fix
-    (``channels``, ``kernel_size``, ``recon_channels``, ``keep_unused_layers``) are read
-    from them and checked against ``sizes``; the others (``dilations``, ``inference_norm``,
-    ``quantize_input``) come from ``sizes`` or the published defaults.
-
-    Parameters
-    ----------
-    state : mapping
-        ``torch.load`` of e.g. ``pretrained/last.pt``; ``{'state_dict': ...}``,
-        ``{'model': ...}`` and a ``module.`` prefix are accepted.
-    **sizes
-        :class:`DILRAN` constructor arguments.
-
-    Returns
-    -------
-    (dict, dict)
-        The init_args of the matching :class:`DILRAN` and its state_dict.
-
-    Raises
-    ------
-    ValueError
-        A size that disagrees with the weights, or every missing, unexpected and
-        mis-shaped key (key, expected shape, found shape).
-    """
-    tensors = _unwrap(state)
-    found = _infer_sizes(tensors)
-    clash = [
-        f"{k}={sizes[k]!r} (weights: {v!r})"
-        for k, v in found.items()
-        if k in sizes and (list(sizes[k]) if isinstance(v, list) else sizes[k]) != v
-    ]
-    if clash:
-        raise ValueError(
-            "published state_dict: sizes disagree with the weights: " + ", ".join(clash)
-        )
-    model = DILRAN(**{**sizes, **found})
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    bad_shape = [
-        f"{k} (expected {expected[k]}, found {tuple(tensors[k].shape)})"
-        for k in sorted(set(expected) & set(tensors))
-        if tuple(tensors[k].shape) != expected[k]
-    ]
-    problems = [
-        f"{label}: {', '.join(items)}"
-        for label, items in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("mis-shaped", bad_shape),
-        )
-        if items
-    ]
-    if problems:
-        raise ValueError("published DILRAN state_dict does not fit: " + "; ".join(problems))
-    return model.init_args, {k: tensors[k] for k in expected}

@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fusion3d.learned.models.shared import DCFBDropPath
+
 __all__ = [
     "DCFBBlock",
     "DeformableSampler",
-    "DropPath",
     "conv_nd",
     "conv_transpose_nd",
     "reference_grid",
@@ -143,24 +144,6 @@ def reference_grid(
         )
     mesh = torch.meshgrid(*axes, indexing="ij")  # nd tensors of shape S, order (D, H, W)
     return torch.stack(mesh[::-1], dim=-1)  # (*S, nd) in (W, H, D) order
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch per sample with probability ``p``."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"drop path probability must be in [0, 1), got {p}")
-        self.p = float(p)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, ...) -> (B, ...)``, identity in eval mode or when ``p == 0``."""
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
 
 
 def _at_least_fp32(t: Tensor) -> Tensor:
@@ -461,7 +444,7 @@ class DCFBBlock(nn.Module):
         if not self.shared_norm:
             self.norm_attn = nn.LayerNorm(dim)
         self.blend = nn.Linear(2 * dim, dim)
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DCFBDropPath(drop_path)
         if not self.shared_norm:
             self.norm2 = nn.LayerNorm(dim)
         self.mlp = _Mlp(dim, int(dim * mlp_ratio))

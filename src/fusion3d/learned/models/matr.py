@@ -49,8 +49,6 @@ arguments here; ``downsample`` is ``None`` in the published model.
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,7 +56,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fusion3d.learned.models.shared import MATRDropPath, quantize_8bit
 from fusion3d.learned.models.swin import (
+    Mlp,
     relative_position_index,
     shifted_window_mask,
     window_partition,
@@ -68,18 +68,7 @@ from fusion3d.learned.models.swin import (
 __all__ = [
     "MATR",
     "AdaptiveConv2d",
-    "convert_published_state_dict",
-    "quantize_8bit",
 ]
-
-
-def quantize_8bit(x: Tensor) -> Tensor:
-    """Round a [0, 1] image to the 256 levels ``k / 255`` of an 8-bit grey image.
-
-    ``clip(x, 0, 1)``, then ``round(255 x) / 255`` in ``x``'s dtype: what PIL's 8-bit
-    ``'L'`` image followed by torchvision's ``ToTensor`` (``uint8 / 255``) gives.
-    """
-    return torch.round(x.clamp(0.0, 1.0) * 255.0) / 255.0
 
 
 class AdaptiveConv2d(nn.Conv2d):
@@ -171,7 +160,7 @@ class AdaptiveConv2d(nn.Conv2d):
             raise ValueError(
                 f"MATR's adaptive convolution reshapes its output to a square (published "
                 f"layers.py:87); got a {x.shape[2]} x {x.shape[3]} input. Use square slices "
-                f"or allow_non_square=True"
+                f"or allow_non_square=True (fusion3d fuse --set allow_non_square=true)"
             )
         kernel = (self._gate(x) * self.weight.unsqueeze(0)).view(b, self.oc, -1)
         out = torch.matmul(kernel, self.unfold(x))  # (b, oc, L); the published drops any bias
@@ -206,21 +195,6 @@ class Conv1x1Tanh(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.tanh(self.conv1(x))
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample (timm's ``DropPath``, ``scale_by_keep``); 0 = identity."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)
 
 
 class WindowAttention(nn.Module):
@@ -281,20 +255,6 @@ class WindowAttention(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
-class Mlp(nn.Module):
-    """``fc1`` -> GELU -> dropout -> ``fc2`` -> dropout (net.py:164-180)."""
-
-    def __init__(self, dim: int, hidden: int, drop: float) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
 class TransformerBlock(nn.Module):
     """The published Swin-style block (net.py:200-295), on a ``(B, C, H, W)`` tensor.
 
@@ -341,7 +301,7 @@ class TransformerBlock(nn.Module):
         self.attn = WindowAttention(
             dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, proj_drop=drop
         )
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = MATRDropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
         mask = None
@@ -468,7 +428,8 @@ def _resolve_args(args: Mapping[str, Any]) -> dict[str, Any]:
                 or (isinstance(v, int | float) and not isinstance(v, bool))
             )
         if not ok:
-            raise ValueError(f"MATR: argument {key!r} must be {kind}, got {v!r}")
+            want = {bool: "true or false", int: "an integer"}.get(kind, "a number")
+            raise ValueError(f"MATR: argument {key!r} must be {want}, got {v!r}")
         out[key] = float(v) if v is not None and kind not in (bool, int) else v
     return out
 
@@ -526,9 +487,13 @@ class MATR(nn.Module):
         Input H and W must be multiples of it (the transformer window; 1 as published).
     init_args : dict
         ``MATR(**model.init_args)`` rebuilds the same network.
+    inference_keys : tuple of str
+        Constructor arguments that change how :meth:`fuse` runs but not the weights
+        (``fusion3d fuse --set KEY=VALUE`` may change them for a checkpoint).
     """
 
     spatial_dims = 2
+    inference_keys = ("allow_non_square", "quantize_input")
 
     def __init__(
         self,
@@ -661,146 +626,3 @@ class MATR(nn.Module):
             return self(self.prepare(mri), self.prepare(pet))
         finally:
             self.train(was_training)
-
-
-# -- published weights -------------------------------------------------------------------------
-
-_BLOCK_KEY = "basicLayer.blocks.{}."
-
-
-def _unwrap(state: Mapping[str, Any]) -> dict[str, Tensor]:
-    """The bare state_dict: unwrap ``{'state_dict': ...}`` / ``{'model': ...}``, drop ``module.``."""
-    for wrapper in ("state_dict", "model"):
-        inner = state.get(wrapper) if isinstance(state, Mapping) else None
-        if isinstance(inner, Mapping):
-            state = inner
-            break
-    if not isinstance(state, Mapping) or not state:
-        raise ValueError("MATR weights: expected a non-empty state_dict (name -> tensor)")
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
-    if bad:
-        raise ValueError(f"MATR weights: entries that are not tensors: {bad}")
-    return dict(state)
-
-
-def _mode(values: list) -> Any:
-    """The most common value (the first seen among ties), ``None`` for no values."""
-    return Counter(values).most_common(1)[0][0] if values else None
-
-
-def infer_sizes(state: Mapping[str, Tensor]) -> dict[str, Any]:
-    """The constructor arguments that a published state_dict's shapes fix.
-
-    Channels and the kernel from ``convInput.conv1.weight`` / ``convolutional_out``;
-    ``embed_dim`` and ``patch_norm`` from ``patch_embed.norm``; ``depth`` from the block
-    indices; ``num_heads``, ``window_size``, ``mlp_ratio`` and ``qkv_bias`` as the most
-    common value over the blocks (so one mis-shaped block is reported, not the others).
-    Keys that are absent leave their size out.
-    """
-    sizes: dict[str, Any] = {}
-    w = state.get("convInput.conv1.weight")
-    if w is not None and w.ndim == 4:
-        sizes.update(out_channel=w.shape[0], in_channel=w.shape[1], kernel_size=w.shape[2])
-    w = state.get("convolutional_out.conv1.weight")
-    if w is not None and w.ndim == 4:
-        sizes["output_channel"] = w.shape[0]
-    norm = [state.get("patch_embed.norm." + n) for n in ("weight", "bias")]
-    sizes["patch_norm"] = any(w is not None for w in norm)
-    dims = [w.shape[0] for w in norm if w is not None and w.ndim == 1]
-    if dims:
-        sizes["embed_dim"] = dims[0]
-    idx = {int(k.split(".")[2]) for k in state if k.startswith("basicLayer.blocks.")}
-    sizes["depth"] = max(idx) + 1 if idx else 0
-    heads, windows, ratios, biases = [], [], [], []
-    for i in sorted(idx):
-        pre = _BLOCK_KEY.format(i)
-        table = state.get(pre + "attn.relative_position_bias_table")
-        if table is not None and table.ndim == 2:
-            heads.append(table.shape[1])
-            windows.append((math.isqrt(table.shape[0]) + 1) // 2)
-        fc1 = state.get(pre + "mlp.fc1.weight")
-        if fc1 is not None and fc1.ndim == 2 and fc1.shape[1]:
-            ratios.append(fc1.shape[0] / fc1.shape[1])
-        biases.append(pre + "attn.qkv.bias" in state)
-    for key, values in (
-        ("num_heads", heads),
-        ("window_size", windows),
-        ("mlp_ratio", ratios),
-        ("qkv_bias", biases),
-    ):
-        if values:
-            sizes[key] = _mode(values)
-    return {k: (float(v) if k == "mlp_ratio" else v) for k, v in sizes.items()}
-
-
-def _compare(ours: Mapping[str, Tensor], theirs: Mapping[str, Tensor]) -> list[str]:
-    """Every missing, unexpected and mis-shaped key, one line each."""
-    problems = [
-        f"missing key {k!r} (expected shape {tuple(v.shape)})"
-        for k, v in ours.items()
-        if k not in theirs
-    ]
-    problems += [
-        f"unexpected key {k!r} (shape {tuple(v.shape)})" for k, v in theirs.items() if k not in ours
-    ]
-    problems += [
-        f"mis-shaped key {k!r}: expected {tuple(v.shape)}, found {tuple(theirs[k].shape)}"
-        for k, v in ours.items()
-        if k in theirs and tuple(theirs[k].shape) != tuple(v.shape)
-    ]
-    return problems
-
-
-def convert_published_state_dict(
-    state: Mapping[str, Any], **sizes: Any
-) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """A state_dict saved by the published code -> ``(init_args, our state_dict)``.
-
-    Parameter and buffer names are the published ones, so the key map is the identity.
-    Sizes the weights fix are read from them (:func:`infer_sizes`); ``sizes`` may give any
-    constructor argument of :class:`MATR` and must agree with what the weights say. The
-    rest take the published defaults.
-
-    Parameters
-    ----------
-    state : dict
-        ``torch.load`` of the published checkpoint (e.g. ``models/model_10.pth``); a dict
-        wrapping it under ``'state_dict'`` or ``'model'`` and a ``module.`` prefix
-        (DataParallel) are accepted.
-    **sizes
-        Constructor arguments of :class:`MATR`.
-
-    Returns
-    -------
-    init_args : dict
-        ``MATR(**init_args)`` takes ``our_state_dict`` with ``load_state_dict(strict=True)``.
-    our_state_dict : dict
-        Name -> tensor (copies).
-
-    Raises
-    ------
-    ValueError
-        Unknown size names; a given size contradicting the weights; every missing,
-        unexpected and mis-shaped key (key, expected shape, found shape).
-    """
-    unknown = sorted(set(sizes) - set(_ARG_TYPES))
-    if unknown:
-        raise ValueError(f"MATR weights: unknown size(s) {unknown}; known: {sorted(_ARG_TYPES)}")
-    state = _unwrap(state)
-    inferred = infer_sizes(state)
-    clash = [
-        f"{k}={sizes[k]!r} but the weights say {v!r}"
-        for k, v in inferred.items()
-        if k in sizes and sizes[k] != v
-    ]
-    if clash:
-        raise ValueError("MATR weights: " + "; ".join(clash))
-    model = MATR(**{**inferred, **sizes})
-    problems = _compare(model.state_dict(), state)
-    if problems:
-        raise ValueError("MATR weights do not fit the network:\n  " + "\n  ".join(problems))
-    ours = model.state_dict()
-    converted = {k: state[k].detach().clone().to(ours[k].dtype) for k in ours}
-    return model.init_args, converted

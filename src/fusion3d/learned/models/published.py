@@ -1,40 +1,139 @@
-"""Import weights trained with the published DC2Fusion code into ``DC2Fusion(variant="published")``.
+"""Weights saved by the published code of each network, as our networks' state_dicts.
 
-The published code (``models/DC2Fusion.py`` of the authors' repository) saves
-``model.state_dict()`` of ``DC2Fusion(n_channels=1, embed_dim=96, window_size=(2, 2, 2))``:
-an outer module holding ``swin`` (``FusionModel``) and ``out_conv``. Its module names
-differ from ours and some of its 1x1 ``Conv3d`` are our ``Linear`` layers; the tables
-below give the mapping, and :func:`convert_state_dict` applies it. Sizes that the shapes
-fix (spatial dims, in channels, patch, embed_dim, depths, mlp_ratio, qkv_bias) are read
-from the weights; the attention heads and the window size leave no trace in the weights
-and default to the published ``[3, 6, 12, 24]`` and ``2``.
+One converter per network, all here: a state_dict saved by the published code ->
+``(init_args, our state_dict)``, every size the weights fix read from them, every missing,
+unexpected or mis-shaped key named (:data:`CONVERTERS`: :func:`convert_dc2fusion`,
+:func:`convert_swinfuse`, :func:`convert_matr`, :func:`convert_dilran`), and
+:func:`identify_published`, which tells from the keys and shapes which network a
+state_dict is (``fusion3d import-weights`` without ``--method``). Every converter accepts
+a bare state_dict, one under a common wrapper key and DataParallel's ``module.`` prefix
+(:func:`~fusion3d.learned.models.shared.unwrap_state_dict`), and refuses a size key that
+its network does not have (:func:`import_keys`).
 
-The published model is a 4-stage U-net (``FusionModel.forward`` indexes the skips with
+DC2Fusion (``models/DC2Fusion.py`` of the authors' repository) saves ``model.state_dict()``
+of ``DC2Fusion(n_channels=1, embed_dim=96, window_size=(2, 2, 2))``: an outer module
+holding ``swin`` (``FusionModel``) and ``out_conv``. Its module names differ from ours and
+some of its 1x1 ``Conv3d`` are our ``Linear`` layers; the tables below give the mapping.
+Sizes that the shapes fix (spatial dims, in channels, patch, embed_dim, depths, mlp_ratio,
+qkv_bias) are read from the weights; the attention heads and the window size leave no
+trace in the weights and default to the published ``[3, 6, 12, 24]`` and ``2``. The
+published model is a 4-stage U-net (``FusionModel.forward`` indexes the skips with
 ``3 - inx``); with ``n`` stages and ``last = n - 1``, published decoder index ``u``
 (``up_layers.{u}``, coarsest first) is our decoder stage ``last - u``.
+
+SwinFuse, MATR and DILRAN: our parameter and buffer names are the published ones, so the
+key map is the identity; the sizes are read from the shapes.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import math
 import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from fusion3d.learned.models.dcfb import DC2Fusion
+from fusion3d.learned.models.dilran import DILRAN, DILRAN_UNUSED_PREFIXES
+from fusion3d.learned.models.matr import MATR
+from fusion3d.learned.models.shared import check_keys, constructor_keys, unwrap_state_dict
+from fusion3d.learned.models.swinfuse import SwinFuse
+
 __all__ = [
     "BLOCK_KEYS",
+    "CONVERTERS",
     "DROPPED_KEYS",
     "PUBLISHED_HEADS",
+    "PUBLISHED_NETWORKS",
     "PUBLISHED_WINDOW",
-    "convert_state_dict",
-    "import_published_weights",
-    "infer_sizes",
+    "convert_dc2fusion",
+    "convert_dilran",
+    "convert_matr",
+    "convert_swinfuse",
+    "check_import_keys",
+    "identify_published",
+    "import_keys",
+    "infer_dc2fusion_sizes",
+    "infer_dilran_sizes",
+    "infer_matr_sizes",
+    "infer_swinfuse_sizes",
     "published_key_map",
 ]
 
 log = logging.getLogger(__name__)
+
+#: Published network name -> (our architecture key, display name).
+PUBLISHED_NETWORKS: dict[str, tuple[str, str]] = {
+    "dc2fusion": ("dcfb", "DC2Fusion"),
+    "swinfuse": ("swinfuse", "SwinFuse"),
+    "matr": ("matr", "MATR"),
+    "dilran": ("dilran", "DILRAN"),
+}
+
+_MODEL_CLASSES: dict[str, type] = {"swinfuse": SwinFuse, "matr": MATR, "dilran": DILRAN}
+
+#: The keys (and the dimensionality of their tensor) that mark each published state_dict.
+_SIGNATURES: dict[str, tuple[tuple[str, int], ...]] = {
+    "dc2fusion": (("swin.patch_embed.proj.weight", 0), ("out_conv.weight", 0)),
+    "swinfuse": (("patch_embed.proj.weight", 4), ("EN1_0.blocks.0.attn.qkv.weight", 2)),
+    "matr": (("convInput.conv1.weight", 4), ("basicLayer.blocks.0.attn.qkv.weight", 2)),
+    "dilran": (("fe.conv1.weight", 4), ("fe.fe.reduce.weight", 4)),
+}
+
+#: Sizes :func:`convert_dc2fusion` takes (the others of DC2Fusion are fixed: ``variant``
+#: ``"published"`` sets every switch).
+DC2FUSION_IMPORT_KEYS = (
+    "spatial_dims", "in_channels", "patch_size", "embed_dim", "depths", "mlp_ratio",
+    "qkv_bias", "num_heads", "window_size", "drop_path_rate",
+)  # fmt: skip
+
+
+def identify_published(state: Any) -> str | None:
+    """Which published network a state_dict is (a key of :data:`PUBLISHED_NETWORKS`), or None.
+
+    Read from the keys and the dimensionality of marker tensors (``0``: any), after the
+    wrappers and ``module.`` prefix are removed; None when no network, or more than one,
+    matches.
+    """
+    try:
+        tensors = unwrap_state_dict(state)
+    except ValueError:
+        return None
+    found = [
+        name
+        for name, marks in _SIGNATURES.items()
+        if all(k in tensors and (nd == 0 or tensors[k].ndim == nd) for k, nd in marks)
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def import_keys(network: str) -> dict[str, Any]:
+    """The size keys a converter takes for ``network``, with the default of each.
+
+    The constructor arguments of SwinFuse, MATR and DILRAN; for DC2Fusion the sizes of
+    :data:`DC2FUSION_IMPORT_KEYS` (``None``: read from the weights).
+    """
+    if network == "dc2fusion":
+        defaults = {k: None for k in DC2FUSION_IMPORT_KEYS}
+        defaults.update(
+            num_heads=PUBLISHED_HEADS,
+            window_size=PUBLISHED_WINDOW,
+            drop_path_rate=PUBLISHED_DROP_PATH,
+        )
+        return defaults
+    return constructor_keys(_MODEL_CLASSES[network])
+
+
+def check_import_keys(network: str, sizes: Mapping[str, Any]) -> None:
+    """ValueError naming every key of ``sizes`` that ``network``'s converter does not take
+    (with the new spelling of a renamed one), and the known keys."""
+    renamed = getattr(_MODEL_CLASSES.get(network), "renamed_args", None)
+    check_keys(PUBLISHED_NETWORKS[network][1], sizes, import_keys(network), renamed)
+
 
 #: The published defaults that the weights do not record.
 PUBLISHED_HEADS = [3, 6, 12, 24]
@@ -186,7 +285,7 @@ def _require(state: dict[str, Tensor], key: str) -> Tensor:
     return state[key]
 
 
-def infer_sizes(state: dict[str, Tensor], **given) -> dict:
+def infer_dc2fusion_sizes(state: dict[str, Tensor], **given) -> dict:
     """Constructor sizes of :class:`~fusion3d.learned.models.DC2Fusion` read from published weights.
 
     ``given`` (``spatial_dims``, ``in_channels``, ``patch_size``, ``embed_dim``, ``depths``,
@@ -293,17 +392,16 @@ def _check_shapes(
             )
 
 
-def convert_state_dict(state: dict[str, Tensor], **sizes) -> tuple[dict, dict[str, Tensor]]:
+def convert_dc2fusion(state: dict[str, Tensor], **sizes) -> tuple[dict, dict[str, Tensor]]:
     """Convert a published state_dict to ``(init_args, our state_dict)``.
 
     ``sizes`` are optional constructor sizes (see :func:`infer_sizes`). The model is
     ``DC2Fusion(variant="published", ...)``. Raises ``ValueError`` naming a missing or
     unexpected key or a shape mismatch (key and both shapes).
     """
-    from fusion3d.learned.models.dcfb import DC2Fusion
-
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    resolved = infer_sizes(state, **sizes)
+    check_import_keys("dc2fusion", sizes)
+    state = unwrap_state_dict(state, "published DC2Fusion weights")
+    resolved = infer_dc2fusion_sizes(state, **sizes)
     ours, source = _map_state(state, resolved["depths"])
     model = DC2Fusion(variant="published", **resolved)
     _check_shapes(ours, model.state_dict(), source)
@@ -318,14 +416,310 @@ def convert_state_dict(state: dict[str, Tensor], **sizes) -> tuple[dict, dict[st
     return model.init_args, model.state_dict()
 
 
-def import_published_weights(src: str | os.PathLike, out: str | os.PathLike, **sizes) -> dict:
-    """Convert published DC2Fusion weights ``src`` into our checkpoint ``out`` (written
-    atomically): :func:`fusion3d.learned.weights.import_weights` with ``method="dc2fusion"``.
+# -- MATR (tthinking/MATR) ----------------------------------------------------------------------
+_MATR_BLOCK_KEY = "basicLayer.blocks.{}."
 
-    The checkpoint is ``{"method": "dcfb", "init_args": init_args, "model_state":
-    state_dict, "variant": "published", "source": <file name of src>}``, which
-    :func:`fusion3d.learned.inference.load_model` reads. Returns ``init_args``.
+
+def _mode(values: list) -> Any:
+    """The most common value (the first seen among ties), ``None`` for no values."""
+    return Counter(values).most_common(1)[0][0] if values else None
+
+
+def infer_matr_sizes(state: Mapping[str, Tensor]) -> dict[str, Any]:
+    """The constructor arguments that a published state_dict's shapes fix.
+
+    Channels and the kernel from ``convInput.conv1.weight`` / ``convolutional_out``;
+    ``embed_dim`` and ``patch_norm`` from ``patch_embed.norm``; ``depth`` from the block
+    indices; ``num_heads``, ``window_size``, ``mlp_ratio`` and ``qkv_bias`` as the most
+    common value over the blocks (so one mis-shaped block is reported, not the others).
+    Keys that are absent leave their size out.
     """
-    from fusion3d.learned.weights import import_weights
+    sizes: dict[str, Any] = {}
+    w = state.get("convInput.conv1.weight")
+    if w is not None and w.ndim == 4:
+        sizes.update(out_channel=w.shape[0], in_channel=w.shape[1], kernel_size=w.shape[2])
+    w = state.get("convolutional_out.conv1.weight")
+    if w is not None and w.ndim == 4:
+        sizes["output_channel"] = w.shape[0]
+    norm = [state.get("patch_embed.norm." + n) for n in ("weight", "bias")]
+    sizes["patch_norm"] = any(w is not None for w in norm)
+    dims = [w.shape[0] for w in norm if w is not None and w.ndim == 1]
+    if dims:
+        sizes["embed_dim"] = dims[0]
+    idx = {int(k.split(".")[2]) for k in state if k.startswith("basicLayer.blocks.")}
+    sizes["depth"] = max(idx) + 1 if idx else 0
+    heads, windows, ratios, biases = [], [], [], []
+    for i in sorted(idx):
+        pre = _MATR_BLOCK_KEY.format(i)
+        table = state.get(pre + "attn.relative_position_bias_table")
+        if table is not None and table.ndim == 2:
+            heads.append(table.shape[1])
+            windows.append((math.isqrt(table.shape[0]) + 1) // 2)
+        fc1 = state.get(pre + "mlp.fc1.weight")
+        if fc1 is not None and fc1.ndim == 2 and fc1.shape[1]:
+            ratios.append(fc1.shape[0] / fc1.shape[1])
+        biases.append(pre + "attn.qkv.bias" in state)
+    for key, values in (
+        ("num_heads", heads),
+        ("window_size", windows),
+        ("mlp_ratio", ratios),
+        ("qkv_bias", biases),
+    ):
+        if values:
+            sizes[key] = _mode(values)
+    return {k: (float(v) if k == "mlp_ratio" else v) for k, v in sizes.items()}
 
-    return import_weights("dc2fusion", src, out, **sizes)
+
+def _compare(ours: Mapping[str, Tensor], theirs: Mapping[str, Tensor]) -> list[str]:
+    """Every missing, unexpected and mis-shaped key, one line each."""
+    problems = [
+        f"missing key {k!r} (expected shape {tuple(v.shape)})"
+        for k, v in ours.items()
+        if k not in theirs
+    ]
+    problems += [
+        f"unexpected key {k!r} (shape {tuple(v.shape)})" for k, v in theirs.items() if k not in ours
+    ]
+    problems += [
+        f"mis-shaped key {k!r}: expected {tuple(v.shape)}, found {tuple(theirs[k].shape)}"
+        for k, v in ours.items()
+        if k in theirs and tuple(theirs[k].shape) != tuple(v.shape)
+    ]
+    return problems
+
+
+def convert_matr(
+    state: Mapping[str, Any], **sizes: Any
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """A state_dict saved by the published code -> ``(init_args, our state_dict)``.
+
+    Parameter and buffer names are the published ones, so the key map is the identity.
+    Sizes the weights fix are read from them (:func:`infer_matr_sizes`); ``sizes`` may give any
+    constructor argument of :class:`MATR` and must agree with what the weights say. The
+    rest take the published defaults.
+
+    Parameters
+    ----------
+    state : dict
+        ``torch.load`` of the published checkpoint (e.g. ``models/model_10.pth``); a dict
+        wrapping it under ``'state_dict'`` or ``'model'`` and a ``module.`` prefix
+        (DataParallel) are accepted.
+    **sizes
+        Constructor arguments of :class:`MATR`.
+
+    Returns
+    -------
+    init_args : dict
+        ``MATR(**init_args)`` takes ``our_state_dict`` with ``load_state_dict(strict=True)``.
+    our_state_dict : dict
+        Name -> tensor (copies).
+
+    Raises
+    ------
+    ValueError
+        Unknown size names; a given size contradicting the weights; every missing,
+        unexpected and mis-shaped key (key, expected shape, found shape).
+    """
+    check_import_keys("matr", sizes)
+    state = unwrap_state_dict(state, "MATR weights")
+    inferred = infer_matr_sizes(state)
+    clash = [
+        f"{k}={sizes[k]!r} but the weights say {v!r}"
+        for k, v in inferred.items()
+        if k in sizes and sizes[k] != v
+    ]
+    if clash:
+        raise ValueError("MATR weights: " + "; ".join(clash))
+    model = MATR(**{**inferred, **sizes})
+    problems = _compare(model.state_dict(), state)
+    if problems:
+        raise ValueError("MATR weights do not fit the network: " + "; ".join(problems))
+    ours = model.state_dict()
+    converted = {k: state[k].detach().clone().to(ours[k].dtype) for k in ours}
+    return model.init_args, converted
+
+
+# -- DILRAN (simonZhou86/dilran) ----------------------------------------------------------------
+def infer_dilran_sizes(state: Mapping[str, Tensor]) -> dict[str, Any]:
+    """The sizes that the weights fix (dilations leave no trace in them)."""
+    found: dict[str, Any] = {}
+    if (w := state.get("fe.conv1.weight")) is not None and w.ndim == 4:
+        found["channels"] = int(w.shape[0])
+    if (w := state.get("fe.fe.convd1.weight")) is not None and w.ndim == 4:
+        found["kernel_size"] = int(w.shape[-1])
+    recon = sorted(
+        int(k.split(".")[2])
+        for k in state
+        if k.startswith("recon.recon_conv.") and k.endswith(".weight")
+    )
+    widths = [int(state[f"recon.recon_conv.{i}.weight"].shape[0]) for i in recon]
+    if len(widths) >= 2:
+        found["recon_channels"] = widths[:-1]
+    found["keep_unused_layers"] = any(k.startswith(DILRAN_UNUSED_PREFIXES) for k in state)
+    return found
+
+
+def convert_dilran(state: Mapping[str, Any], **sizes: Any) -> tuple[dict, dict[str, Tensor]]:
+    """A ``model_v5.fullModel`` state_dict -> ``(init_args, our state_dict)``.
+
+    The key names are the published ones (identity map). Sizes that the weights fix
+    (``channels``, ``kernel_size``, ``recon_channels``, ``keep_unused_layers``) are read
+    from them and checked against ``sizes``; the others (``dilations``, ``inference_norm``,
+    ``quantize_input``) come from ``sizes`` or the published defaults.
+
+    Parameters
+    ----------
+    state : mapping
+        ``torch.load`` of e.g. ``pretrained/last.pt``; ``{'state_dict': ...}``,
+        ``{'model': ...}`` and a ``module.`` prefix are accepted.
+    **sizes
+        :class:`DILRAN` constructor arguments.
+
+    Returns
+    -------
+    (dict, dict)
+        The init_args of the matching :class:`DILRAN` and its state_dict.
+
+    Raises
+    ------
+    ValueError
+        A size that disagrees with the weights, or every missing, unexpected and
+        mis-shaped key (key, expected shape, found shape).
+    """
+    check_import_keys("dilran", sizes)
+    tensors = unwrap_state_dict(state, "published DILRAN state_dict")
+    found = infer_dilran_sizes(tensors)
+    clash = [
+        f"{k}={sizes[k]!r} (weights: {v!r})"
+        for k, v in found.items()
+        if k in sizes and (list(sizes[k]) if isinstance(v, list) else sizes[k]) != v
+    ]
+    if clash:
+        raise ValueError(
+            "published state_dict: sizes disagree with the weights: " + ", ".join(clash)
+        )
+    model = DILRAN(**{**sizes, **found})
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    bad_shape = [
+        f"{k} (expected {expected[k]}, found {tuple(tensors[k].shape)})"
+        for k in sorted(set(expected) & set(tensors))
+        if tuple(tensors[k].shape) != expected[k]
+    ]
+    problems = [
+        f"{label}: {', '.join(items)}"
+        for label, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mis-shaped", bad_shape),
+        )
+        if items
+    ]
+    if problems:
+        raise ValueError("published DILRAN state_dict does not fit: " + "; ".join(problems))
+    return model.init_args, {k: tensors[k] for k in expected}
+
+
+# -- SwinFuse (Zhishe-Wang/SwinFuse) ------------------------------------------------------------
+#: Buffers computed from the sizes: filled from the rebuilt module when a checkpoint lacks them.
+SWINFUSE_DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
+_SWINFUSE_BLOCK = re.compile(r"^EN([123])_0\.blocks\.(\d+)\.")
+
+
+def infer_swinfuse_sizes(state: Mapping[str, Tensor]) -> dict[str, Any]:
+    """The constructor sizes that the published weights record (``embed_dim``, ``depths``...)."""
+    sizes: dict[str, Any] = {}
+    if "patch_embed.proj.weight" in state:
+        w = state["patch_embed.proj.weight"]
+        sizes.update(embed_dim=w.shape[0], in_chans=w.shape[1], patch_size=w.shape[2])
+    if "conv.weight" in state:
+        sizes["out_chans"] = state["conv.weight"].shape[0]
+    blocks: dict[int, set[int]] = {1: set(), 2: set(), 3: set()}
+    for k in state:
+        m = _SWINFUSE_BLOCK.match(k)
+        if m:
+            blocks[int(m.group(1))].add(int(m.group(2)))
+    if all(blocks.values()):
+        sizes["depths"] = [max(blocks[i]) + 1 for i in (1, 2, 3)]
+    heads = [state.get(f"EN{i}_0.blocks.0.attn.relative_position_bias_table") for i in (1, 2, 3)]
+    if all(t is not None for t in heads):
+        sizes["num_heads"] = [t.shape[1] for t in heads]
+        sizes["window_size"] = (math.isqrt(heads[0].shape[0]) + 1) // 2
+        mask = state.get("EN1_0.blocks.1.attn_mask")
+        if mask is not None:  # (nW, ws^2, ws^2) with nW = (img_size / ws)^2
+            sizes["img_size"] = sizes["window_size"] * math.isqrt(mask.shape[0])
+    fc1 = state.get("EN1_0.blocks.0.mlp.fc1.weight")
+    if fc1 is not None and fc1.shape[1]:
+        sizes["mlp_ratio"] = fc1.shape[0] / fc1.shape[1]
+    sizes["qkv_bias"] = "EN1_0.blocks.0.attn.qkv.bias" in state
+    sizes["patch_norm"] = "patch_embed.norm.weight" in state
+    sizes["ape"] = "absolute_pos_embed" in state
+    if sizes["ape"]:
+        sizes["img_size"] = math.isqrt(state["absolute_pos_embed"].shape[1])
+    return {
+        k: int(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in sizes.items()
+    }
+
+
+def convert_swinfuse(state: Mapping[str, Any], **sizes: Any) -> tuple[dict, dict[str, Tensor]]:
+    """A state_dict saved by the published ``train.py`` -> ``(init_args, our state_dict)``.
+
+    The key map is the identity (the names here are the published ones). Wrappers
+    ``{'state_dict': ...}`` / ``{'model': ...}`` and DataParallel's ``module.`` prefix are
+    accepted. Sizes the weights record (embed_dim, depths, num_heads, window_size, mlp_ratio,
+    qkv_bias, patch_norm, ape, in/out_chans, and img_size when an attention mask or position
+    embedding is present) are read from them and checked against ``sizes``; every other
+    constructor argument comes from ``sizes`` or its published default.
+
+    Raises
+    ------
+    ValueError
+        A size that contradicts the weights, or the missing, unexpected and mis-shaped keys
+        (each with the expected and found shape), all in one message.
+    """
+    check_import_keys("swinfuse", sizes)
+    state = unwrap_state_dict(state, "published SwinFuse weights")
+    inferred = infer_swinfuse_sizes(state)
+    conflicts = [
+        f"{k}: given {sizes[k]!r}, the weights say {v!r}"
+        for k, v in inferred.items()
+        if k in sizes and (list(sizes[k]) if isinstance(v, list) else sizes[k]) != v
+    ]
+    if conflicts:
+        raise ValueError("published SwinFuse weights: " + "; ".join(conflicts))
+    model = SwinFuse(**{**inferred, **sizes})
+    ours = model.state_dict()
+    missing = [
+        f"{k} (expected {tuple(v.shape)})"
+        for k, v in ours.items()
+        if k not in state and k.rsplit(".", 1)[-1] not in SWINFUSE_DERIVED_BUFFERS
+    ]
+    unexpected = [f"{k} (found {tuple(v.shape)})" for k, v in state.items() if k not in ours]
+    misshaped = [
+        f"{k} (expected {tuple(ours[k].shape)}, found {tuple(state[k].shape)})"
+        for k in ours
+        if k in state and state[k].shape != ours[k].shape
+    ]
+    problems = [
+        f"{label}: {', '.join(keys)}"
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mis-shaped", misshaped),
+        )
+        if keys
+    ]
+    if problems:
+        raise ValueError("published SwinFuse weights do not fit: " + "; ".join(problems))
+    converted = {k: state.get(k, v) for k, v in ours.items()}
+    return model.init_args, converted
+
+
+#: Published network name -> its converter ``(state, **sizes) -> (init_args, state_dict)``.
+CONVERTERS: dict[str, Callable[..., tuple[dict, dict[str, Tensor]]]] = {
+    "dc2fusion": convert_dc2fusion,
+    "swinfuse": convert_swinfuse,
+    "matr": convert_matr,
+    "dilran": convert_dilran,
+}

@@ -3,16 +3,22 @@
 SwinFuse (``net.py:30-68, 152-171`` of Zhishe-Wang/SwinFuse) and MATR (``Networks/net.py:184-256``
 of tthinking/MATR) both build on the Swin reference code, and their window partition, its
 inverse, the relative-position index and the shifted-window attention mask are the same
-functions there; here they are one implementation. (DC2Fusion's windows, in 2D and 3D, are
+functions there, and so is their MLP (:class:`Mlp`); here they are one implementation. (DC2Fusion's windows, in 2D and 3D, are
 :mod:`fusion3d.learned.models.layers`.)
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["relative_position_index", "shifted_window_mask", "window_partition", "window_reverse"]
+__all__ = [
+    "Mlp",
+    "relative_position_index",
+    "shifted_window_mask",
+    "window_partition",
+    "window_reverse",
+]
 
 
 def window_partition(x: Tensor, ws: int) -> Tensor:
@@ -62,3 +68,18 @@ def shifted_window_mask(h: int, w: int, ws: int, shift: int) -> Tensor:
     mask_windows = window_partition(img_mask, ws).view(-1, ws * ws)
     mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+class Mlp(nn.Module):
+    """``fc1`` -> GELU -> dropout -> ``fc2`` -> dropout (SwinFuse ``net.py:11``, MATR
+    ``net.py:164-180``): ``(..., dim) -> (..., dim)``, parameters ``fc1``, ``fc2``."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

@@ -28,7 +28,7 @@ Published behaviour kept on purpose (each is the default; a switch gives the alt
 
 Input and output conventions of ``test.py`` / ``utils.py``, applied inside :meth:`SwinFuse.fuse`:
 
-- ``quantise_input=True``: the sources are 8-bit grey images (``imread(path, mode='L')``,
+- ``quantize_input=True``: the sources are 8-bit grey images (``imread(path, mode='L')``,
   ``utils.py:117``): ours are rounded to ``round(255 x)``; then ``(v - 127.5) / 127.5``
   (``utils.py:118``) gives the network's [-1, 1] scale.
 - Channel order: the published call is ``fusion(encoder(ir), encoder(vi))``
@@ -45,7 +45,7 @@ Input and output conventions of ``test.py`` / ``utils.py``, applied inside :meth
   (``utils.py:639-653``) stretches each fused image to its own min..max and truncates to
   8 bits. Here the output stays on [0, 1]: ``output_stretch=True`` applies the stretch
   (per image of the batch; a constant image gives 0, where the published division is 0/0),
-  ``quantise_output=True`` the truncation ``floor(255 v) / 255``.
+  ``quantize_output=True`` the truncation ``floor(255 v) / 255``.
 
 Other switches: ``img_size`` and ``window_size`` are constructor arguments of the published
 class (``net.py:317-319``); ``SwinFuse(img_size=64, window_size=8)`` trains and fuses our
@@ -57,8 +57,6 @@ vector handles a batch of one only (``fusion_strategy.py:75-82``), here it is pe
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -67,7 +65,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils import checkpoint
 
+from fusion3d.learned.models.shared import DropPath
 from fusion3d.learned.models.swin import (
+    Mlp,
     relative_position_index,
     shifted_window_mask,
     window_partition,
@@ -79,7 +79,6 @@ __all__ = [
     "SwinFuse",
     "attention_fusion_weight",
     "column_vector_attention",
-    "convert_published_state_dict",
     "row_vector_attention",
 ]
 
@@ -150,37 +149,6 @@ def attention_fusion_weight(
 
 
 # -- Swin blocks (net.py:11-276) --------------------------------------------------------------
-class Mlp(nn.Module):
-    """``fc1 -> GELU -> dropout -> fc2 -> dropout`` (``net.py:11``)."""
-
-    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_features, in_features)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample, as timm's ``DropPath`` (``scale_by_keep=True``)."""
-
-    def __init__(self, drop_prob: float) -> None:
-        super().__init__()
-        self.drop_prob = float(drop_prob)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        if keep > 0.0:
-            mask.div_(keep)
-        return x * mask
-
-
 class WindowAttention(nn.Module):
     """Window multi-head self-attention with a relative position bias (``net.py:44``)."""
 
@@ -356,7 +324,7 @@ class SwinFuse(nn.Module):
         ``"l1_mean"`` (``test.py:103``).
     fusion_eps : float
         ``1e-5`` (``fusion_strategy.py:10``).
-    quantise_input, output_stretch, quantise_output : bool
+    quantize_input, output_stretch, quantize_output : bool
         True: the 8-bit input, the per-image min-max stretch and the 8-bit output of
         ``utils.py:117`` and ``utils.py:639-653``.
     pad_value : float
@@ -370,10 +338,20 @@ class SwinFuse(nn.Module):
         1: :meth:`fuse` pads and tiles any size; :meth:`forward` takes ``img_size`` squares.
     init_args : dict
         Every constructor argument, resolved; ``SwinFuse(**model.init_args)`` rebuilds it.
+    inference_keys : tuple of str
+        Constructor arguments that change how :meth:`fuse` runs but not the weights
+        (``fusion3d fuse --set KEY=VALUE`` may change them for a checkpoint).
     """
 
     spatial_dims = 2
     size_divisor = 1
+    inference_keys = (
+        "fusion_type", "fusion_eps", "quantize_input", "pad_value", "output_stretch",
+        "quantize_output", "run_all_blocks",
+    )  # fmt: skip
+    #: Old spelling -> new, refused with a message naming the new one (checkpoints written
+    #: with the old spelling still load: :func:`fusion3d.learned.inference.load_model`).
+    renamed_args = {"quantise_input": "quantize_input", "quantise_output": "quantize_output"}
 
     def __init__(
         self,
@@ -398,10 +376,10 @@ class SwinFuse(nn.Module):
         freeze_unused: bool = True,
         fusion_type: str = "l1_mean",
         fusion_eps: float = FUSION_EPSILON,
-        quantise_input: bool = True,
+        quantize_input: bool = True,
         pad_value: float = 0.0,
         output_stretch: bool = True,
-        quantise_output: bool = True,
+        quantize_output: bool = True,
     ) -> None:
         super().__init__()
         depths, num_heads = [int(d) for d in depths], [int(h) for h in num_heads]
@@ -500,7 +478,7 @@ class SwinFuse(nn.Module):
     # -- published inference (test.py) -------------------------------------------------------
     def to_network_scale(self, x: Tensor) -> Tensor:
         """[0, 1] -> [-1, 1]: ``(round(255 x) - 127.5) / 127.5`` (``utils.py:117-118``)."""
-        v = torch.round(x.clamp(0, 1) * 255) if self._init_args["quantise_input"] else x * 255
+        v = torch.round(x.clamp(0, 1) * 255) if self._init_args["quantize_input"] else x * 255
         return (v - 127.5) / 127.5
 
     def fuse_tiles(self, mri: Tensor, pet: Tensor) -> Tensor:
@@ -552,128 +530,16 @@ class SwinFuse(nn.Module):
 
         Computed on the published 0..255 scale (``test.py:63``), in its order of operations.
         """
-        stretch, quantise = self._init_args["output_stretch"], self._init_args["quantise_output"]
+        stretch, quantize = self._init_args["output_stretch"], self._init_args["quantize_output"]
         if img.dtype in (torch.float16, torch.bfloat16):  # under autocast: finish in float32
             img = img.float()
-        if not (stretch or quantise):
+        if not (stretch or quantize):
             return img
         v = img * 255
         if stretch:
             lo = v.amin(dim=(1, 2, 3), keepdim=True)
             span = v.amax(dim=(1, 2, 3), keepdim=True) - lo
             v = torch.where(span > 0, (v - lo) / torch.where(span > 0, span, 1), 0) * 255
-        if quantise:
+        if quantize:
             v = torch.floor(v)
         return v / 255
-
-
-# -- published weights ---------------------------------------------------------------------------
-#: Buffers computed from the sizes: filled from the rebuilt module when a checkpoint lacks them.
-DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
-_BLOCK = re.compile(r"^EN([123])_0\.blocks\.(\d+)\.")
-
-
-def _unwrap(state: Mapping[str, Any]) -> dict[str, Tensor]:
-    """The bare state_dict of ``{'state_dict': ...}``/``{'model': ...}``, without ``module.``."""
-    if not isinstance(state, Mapping):
-        raise ValueError(f"published weights must be a dict, got {type(state).__name__}")
-    for key in ("state_dict", "model"):
-        if isinstance(state.get(key), Mapping):
-            state = state[key]
-            break
-    out = {}
-    for k, v in state.items():
-        if not isinstance(v, Tensor):
-            raise ValueError(f"published weights: {k!r} is a {type(v).__name__}, not a tensor")
-        out[k[len("module.") :] if k.startswith("module.") else k] = v
-    return out
-
-
-def infer_published_sizes(state: Mapping[str, Tensor]) -> dict[str, Any]:
-    """The constructor sizes that the published weights record (``embed_dim``, ``depths``...)."""
-    sizes: dict[str, Any] = {}
-    if "patch_embed.proj.weight" in state:
-        w = state["patch_embed.proj.weight"]
-        sizes.update(embed_dim=w.shape[0], in_chans=w.shape[1], patch_size=w.shape[2])
-    if "conv.weight" in state:
-        sizes["out_chans"] = state["conv.weight"].shape[0]
-    blocks: dict[int, set[int]] = {1: set(), 2: set(), 3: set()}
-    for k in state:
-        m = _BLOCK.match(k)
-        if m:
-            blocks[int(m.group(1))].add(int(m.group(2)))
-    if all(blocks.values()):
-        sizes["depths"] = [max(blocks[i]) + 1 for i in (1, 2, 3)]
-    heads = [state.get(f"EN{i}_0.blocks.0.attn.relative_position_bias_table") for i in (1, 2, 3)]
-    if all(t is not None for t in heads):
-        sizes["num_heads"] = [t.shape[1] for t in heads]
-        sizes["window_size"] = (math.isqrt(heads[0].shape[0]) + 1) // 2
-        mask = state.get("EN1_0.blocks.1.attn_mask")
-        if mask is not None:  # (nW, ws^2, ws^2) with nW = (img_size / ws)^2
-            sizes["img_size"] = sizes["window_size"] * math.isqrt(mask.shape[0])
-    fc1 = state.get("EN1_0.blocks.0.mlp.fc1.weight")
-    if fc1 is not None and fc1.shape[1]:
-        sizes["mlp_ratio"] = fc1.shape[0] / fc1.shape[1]
-    sizes["qkv_bias"] = "EN1_0.blocks.0.attn.qkv.bias" in state
-    sizes["patch_norm"] = "patch_embed.norm.weight" in state
-    sizes["ape"] = "absolute_pos_embed" in state
-    if sizes["ape"]:
-        sizes["img_size"] = math.isqrt(state["absolute_pos_embed"].shape[1])
-    return {
-        k: int(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in sizes.items()
-    }
-
-
-def convert_published_state_dict(
-    state: Mapping[str, Any], **sizes: Any
-) -> tuple[dict, dict[str, Tensor]]:
-    """A state_dict saved by the published ``train.py`` -> ``(init_args, our state_dict)``.
-
-    The key map is the identity (the names here are the published ones). Wrappers
-    ``{'state_dict': ...}`` / ``{'model': ...}`` and DataParallel's ``module.`` prefix are
-    accepted. Sizes the weights record (embed_dim, depths, num_heads, window_size, mlp_ratio,
-    qkv_bias, patch_norm, ape, in/out_chans, and img_size when an attention mask or position
-    embedding is present) are read from them and checked against ``sizes``; every other
-    constructor argument comes from ``sizes`` or its published default.
-
-    Raises
-    ------
-    ValueError
-        A size that contradicts the weights, or the missing, unexpected and mis-shaped keys
-        (each with the expected and found shape), all in one message.
-    """
-    state = _unwrap(state)
-    inferred = infer_published_sizes(state)
-    conflicts = [
-        f"{k}: given {sizes[k]!r}, the weights say {v!r}"
-        for k, v in inferred.items()
-        if k in sizes and (list(sizes[k]) if isinstance(v, list) else sizes[k]) != v
-    ]
-    if conflicts:
-        raise ValueError("published SwinFuse weights: " + "; ".join(conflicts))
-    model = SwinFuse(**{**inferred, **sizes})
-    ours = model.state_dict()
-    missing = [
-        f"{k} (expected {tuple(v.shape)})"
-        for k, v in ours.items()
-        if k not in state and k.rsplit(".", 1)[-1] not in DERIVED_BUFFERS
-    ]
-    unexpected = [f"{k} (found {tuple(v.shape)})" for k, v in state.items() if k not in ours]
-    misshaped = [
-        f"{k} (expected {tuple(ours[k].shape)}, found {tuple(state[k].shape)})"
-        for k in ours
-        if k in state and state[k].shape != ours[k].shape
-    ]
-    problems = [
-        f"{label}: {', '.join(keys)}"
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("mis-shaped", misshaped),
-        )
-        if keys
-    ]
-    if problems:
-        raise ValueError("published SwinFuse weights do not fit: " + "; ".join(problems))
-    converted = {k: state.get(k, v) for k, v in ours.items()}
-    return model.init_args, converted

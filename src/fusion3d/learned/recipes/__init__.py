@@ -26,9 +26,9 @@ def recipe_for(name: str) -> Recipe:
     from fusion3d.methods import BY_NAME
 
     method = BY_NAME.get(name)
-    arch = method.network if method is not None and method.network else name
+    arch = method.architecture if method is not None and method.architecture else name
     if arch not in ARCHITECTURES:
-        known = sorted(set(ARCHITECTURES) | {m.name for m in BY_NAME.values() if m.network})
+        known = sorted(set(ARCHITECTURES) | {m.name for m in BY_NAME.values() if m.architecture})
         raise ValueError(f"no training recipe for {name!r}; known: {known}")
     module, obj = ARCHITECTURES[arch].split(":")
     return getattr(import_module(module), obj)

@@ -5,8 +5,11 @@ SwinFuse, MATR and DILRAN) trains through the same loop (:mod:`fusion3d.learned.
 the streaming loader, exact resume, fingerprints, validation-based selection, DDP). What
 differs between them is a :class:`Recipe`:
 
-- ``method``: the architecture key (``"dcfb"``, ``"swinfuse"``, ``"matr"``, ``"dilran"``),
-  written into every checkpoint so that inference rebuilds the right network;
+- ``architecture``: the architecture key (``"dcfb"``, ``"swinfuse"``, ``"matr"``,
+  ``"dilran"``), written into every checkpoint so that inference rebuilds the right
+  network. (A *method* is a study method of :mod:`fusion3d.methods`, e.g. ``"dcfb3d"``,
+  whose :attr:`~fusion3d.methods.Method.architecture` names its recipe; a *network* is
+  the ``nn.Module``);
 - ``model_class``: the network (``spatial_dims``, ``size_divisor``, ``init_args``, a
   ``forward`` for training and a ``fuse(mri, pet)`` for inference, both on ``(B, 1, *S)``
   tensors on the [0, 1] scale);
@@ -79,13 +82,13 @@ def check_positive_number(cfg: Mapping[str, Any], key: str, *, allow_zero: bool 
 class Recipe:
     """The training recipe of one architecture (see the module docstring).
 
-    Subclasses set ``method``, ``model_class`` and ``defaults`` and implement
+    Subclasses set ``architecture``, ``model_class`` and ``defaults`` and implement
     :meth:`build_loss`; the other methods have the common behaviour: Adam with the
     recipe's ``lr`` (and ``betas``/``eps`` when its defaults have them), a constant
     learning rate, no data-dependent initialisation.
     """
 
-    method: str = ""
+    architecture: str = ""
     model_class: type[nn.Module]
     defaults: Mapping[str, Any] = {}
 
@@ -102,12 +105,24 @@ class Recipe:
 
     # -- building ----------------------------------------------------------------------------
     def build_model(self, model_config: Mapping[str, Any]) -> nn.Module:
-        """The network from its constructor arguments (``models.<network>`` of the config)."""
-        return self.model_class(**dict(model_config))
+        """The network from its constructor arguments (``models.<method>`` of the config).
+
+        Raises ValueError naming a key the network does not have (or its new spelling).
+        """
+        from fusion3d.learned.models.shared import check_keys, constructor_keys
+
+        config = dict(model_config)
+        check_keys(
+            f"{self.model_class.__name__} model config",
+            config,
+            constructor_keys(self.model_class),
+            getattr(self.model_class, "renamed_args", None),
+        )
+        return self.model_class(**config)
 
     def build_loss(self, cfg: Mapping[str, Any], model: nn.Module) -> nn.Module:
         """The loss module: ``loss(fwd, mri, pet) -> (scalar loss, {term: float})``."""
-        raise NotImplementedError(f"recipe {self.method!r} has no loss")
+        raise NotImplementedError(f"recipe {self.architecture!r} has no loss")
 
     def build_optimizer(
         self, params: Iterable[nn.Parameter], cfg: Mapping[str, Any], device: torch.device
@@ -138,7 +153,7 @@ class Recipe:
         self, state: dict[str, torch.Tensor], **sizes: Any
     ) -> tuple[dict, dict[str, torch.Tensor]]:
         """A state_dict saved by the published code -> ``(init_args, our state_dict)``."""
-        raise NotImplementedError(f"recipe {self.method!r} cannot import published weights")
+        raise NotImplementedError(f"recipe {self.architecture!r} cannot import published weights")
 
     def __repr__(self) -> str:
-        return f"<Recipe {self.method}>"
+        return f"<Recipe {self.architecture}>"

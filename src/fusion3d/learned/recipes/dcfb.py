@@ -91,7 +91,7 @@ def _resolve_rotation_interval(value: str | None, model_config: Mapping[str, Any
 class DCFBRecipe(Recipe):
     """DC2Fusion (``models.dcfb3d`` / ``models.dcfb2d``): see the module docstring."""
 
-    method = "dcfb"
+    architecture = "dcfb"
     model_class = DC2Fusion
     defaults = {
         "epochs": 500,  # paper, "Training"
@@ -135,9 +135,9 @@ class DCFBRecipe(Recipe):
         return f"initial output scale calibrated: head_out x {factor:.4g}"
 
     def convert_published(self, state, **sizes):
-        from fusion3d.learned.models.published import convert_state_dict
+        from fusion3d.learned.models.published import convert_dc2fusion
 
-        return convert_state_dict(state, **sizes)
+        return convert_dc2fusion(state, **sizes)
 
 
 DCFB_RECIPE = DCFBRecipe()

@@ -51,7 +51,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fusion3d.learned.models.dilran import DILRAN, convert_published_state_dict, quantize_8bit
+from fusion3d.learned.models.dilran import DILRAN
+from fusion3d.learned.models.published import convert_dilran
+from fusion3d.learned.models.shared import quantize_8bit
 from fusion3d.learned.recipes.base import Recipe, check_positive_number
 
 __all__ = [
@@ -230,7 +232,7 @@ def _check_int(cfg: Mapping[str, Any], key: str) -> int:
 class DilranRecipe(Recipe):
     """DILRAN (``models.dilran``): see the module docstring."""
 
-    method = "dilran"
+    architecture = "dilran"
     model_class = DILRAN
     defaults = {
         "epochs": 100,  # train_with_val.py:37 (README.md:26 --epochs 100)
@@ -295,7 +297,7 @@ class DilranRecipe(Recipe):
         return super().build_scheduler(optimizer, cfg)
 
     def convert_published(self, state, **sizes):
-        return convert_published_state_dict(state, **sizes)
+        return convert_dilran(state, **sizes)
 
 
 DILRAN_RECIPE = DilranRecipe()

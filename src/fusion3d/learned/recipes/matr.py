@@ -32,14 +32,16 @@ to the float32 SSIM terms); it is returned as such.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from math import exp
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fusion3d.learned.models.matr import MATR, convert_published_state_dict, quantize_8bit
+from fusion3d.learned.losses import gaussian_window
+from fusion3d.learned.models.matr import MATR
+from fusion3d.learned.models.published import convert_matr
+from fusion3d.learned.models.shared import quantize_8bit
 from fusion3d.learned.recipes.base import Recipe, check_positive_number
 
 __all__ = [
@@ -54,17 +56,6 @@ __all__ = [
 
 #: Loss terms in the published order (Train.py:118-122): weight index 0..3 of ``--weight``.
 LOSS_TERMS = ("ssim_pet", "ssim_mri", "rmi_pet", "rmi_mri")
-
-
-def gaussian_window(size: int, sigma: float = 1.5) -> Tensor:
-    """The published 2D Gaussian window ``(1, 1, size, size)``, float32 (losses:35-44).
-
-    The 1D profile is computed in Python floats, normalised in float32, and the window is
-    its outer product, exactly as ``create_window``.
-    """
-    g = torch.tensor([exp(-((x - size // 2) ** 2) / float(2 * sigma**2)) for x in range(size)])
-    g = (g / g.sum()).unsqueeze(1)
-    return g.mm(g.t()).float().unsqueeze(0).unsqueeze(0)
 
 
 def ssim_loss(img1: Tensor, img2: Tensor, window_size: int = 11) -> Tensor:
@@ -258,7 +249,7 @@ def _check_betas(cfg: Mapping[str, Any]) -> list[float]:
 class MATRRecipe(Recipe):
     """MATR (``models.matr``): see the module docstring. Constant lr (no scheduler)."""
 
-    method = "matr"
+    architecture = "matr"
     model_class = MATR
     defaults = {
         "epochs": 10,  # Train.py:30
@@ -281,7 +272,7 @@ class MATRRecipe(Recipe):
         return MATRLoss(cfg["loss_weights"], quantize_input=getattr(model, "quantize_input", True))
 
     def convert_published(self, state, **sizes):
-        return convert_published_state_dict(state, **sizes)
+        return convert_matr(state, **sizes)
 
 
 MATR_RECIPE = MATRRecipe()

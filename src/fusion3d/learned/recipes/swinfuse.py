@@ -29,14 +29,15 @@ Own train-config keys: ``ssim_weight``, ``msssim_normalize``, ``eight_bit``,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from math import exp
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fusion3d.learned.models.swinfuse import SwinFuse, convert_published_state_dict
+from fusion3d.learned.losses import gaussian_window
+from fusion3d.learned.models.published import convert_swinfuse
+from fusion3d.learned.models.swinfuse import SwinFuse
 from fusion3d.learned.recipes.base import Recipe, check_positive_number
 
 __all__ = [
@@ -52,13 +53,6 @@ __all__ = [
 
 #: ``pytorch_msssim/__init__.py:73``.
 MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-
-
-def gaussian_window(size: int, sigma: float = 1.5) -> Tensor:
-    """``(1, 1, size, size)`` normalised Gaussian, float32 (``pytorch_msssim/__init__.py:7-16``)."""
-    g = torch.tensor([exp(-((x - size // 2) ** 2) / float(2 * sigma**2)) for x in range(size)])
-    g = (g / g.sum()).unsqueeze(1)
-    return g.mm(g.t()).float().unsqueeze(0).unsqueeze(0)
 
 
 def ssim(img1: Tensor, img2: Tensor, window_size: int = 11) -> tuple[Tensor, Tensor]:
@@ -186,7 +180,7 @@ class SwinFuseLoss(nn.Module):
         return total, {"pixel": float(pixel.detach()), "ssim": float(ssim_term.detach())}
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def _inner_module(model: nn.Module) -> nn.Module:
     """The module inside DDP / ``torch.compile`` wrappers."""
     for attr in ("module", "_orig_mod"):
         while hasattr(model, attr) and isinstance(getattr(model, attr), nn.Module):
@@ -197,7 +191,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 class SwinFuseRecipe(Recipe):
     """SwinFuse (``models.swinfuse``): see the module docstring."""
 
-    method = "swinfuse"
+    architecture = "swinfuse"
     model_class = SwinFuse
     defaults = {
         "epochs": 50,  # args_fusion.py:3
@@ -232,7 +226,7 @@ class SwinFuseRecipe(Recipe):
 
     def build_loss(self, cfg: Mapping[str, Any], model: nn.Module) -> nn.Module:
         return SwinFuseLoss(
-            _unwrap(model).img_size,
+            _inner_module(model).img_size,
             cfg["ssim_weight"],
             cfg["msssim_normalize"],
             cfg["eight_bit"],
@@ -241,7 +235,7 @@ class SwinFuseRecipe(Recipe):
         )
 
     def convert_published(self, state, **sizes):
-        return convert_published_state_dict(state, **sizes)
+        return convert_swinfuse(state, **sizes)
 
 
 SWINFUSE_RECIPE = SwinFuseRecipe()
