@@ -142,13 +142,13 @@ def _random_move(kind: str, size: float, rng: np.random.Generator, centre):
 
     if kind == "shift":
         v = rng.standard_normal(3)
-        return qc_peak._move_transform(np.eye(3), size * v / np.linalg.norm(v), centre)
+        return qc_peak.move_transform(np.eye(3), size * v / np.linalg.norm(v), centre)
     axis = rng.standard_normal(3)
     axis /= np.linalg.norm(axis)
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
     a = np.deg2rad(size * rng.choice([-1.0, 1.0]))
     rot = np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * (k @ k)
-    return qc_peak._move_transform(rot, np.zeros(3), centre)
+    return qc_peak.move_transform(rot, np.zeros(3), centre)
 
 
 def _score(case: str, size: float, fixed, moving, transform, mask, extra: dict) -> dict:

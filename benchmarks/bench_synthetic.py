@@ -133,6 +133,8 @@ def _qc_rows(out: Path, n: int, threads: int) -> list[dict]:
                 "ventricles_ml": truth["volumes_ml"]["ventricles"],
                 "t1_mni_ncc": round(qc["registration"]["t1_to_mni"]["similarity_after"], 3),
                 "pet_t1_mi": round(qc["registration"]["pet_to_t1"]["similarity_after"], 3),
+                "pet_peak_offset_mm": qc["registration"]["pet_to_t1"]["peak"]["peak_offset_mm"],
+                "flags": ",".join(f["flag"] for f in qc["flags"]) or "-",
                 "dice": round(acc["dice"], 4),
                 "pet_t1_err_mm": round(acc["pet_to_t1_error_mm"], 2),
                 "t1_mni_err_mm": round(acc["t1_to_mni_error_mm"], 2),

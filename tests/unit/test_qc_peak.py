@@ -69,7 +69,7 @@ def test_correct_pose_passes_and_5_mm_is_caught_on_noisy_pet(head, noise):
         assert good["peak_offset_mm"] <= bound, good
         assert good["best_neighbour_gain"] < 0
         for direction in np.eye(3)[seed::2]:
-            move = qc_peak._move_transform(np.eye(3), 5.0 * direction, centre)
+            move = qc_peak.move_transform(np.eye(3), 5.0 * direction, centre)
             off = qc_peak.peak_check(fixed, pet, move, mask)
             assert off["peak_offset_mm"] > bound, (direction, off)
 

@@ -26,7 +26,8 @@ from fusion3d.io import atomic_path
 #: - ``max_pet_peak_offset_mm``: the PET -> T1 pose's distance from the peak of the similarity
 #:   (:mod:`fusion3d.preprocess.qc_peak`), the primary PET -> T1 check: it does not move with
 #:   the PET's noise or resolution (docs/outputs.md, "PET -> T1 QC on realistic FDG PET":
-#:   correct registrations of realistic FDG 0.2-0.5 mm, 5 mm misregistrations all beyond 2);
+#:   correct registrations of realistic FDG 0.15-1.24 mm, misregistrations of 5 mm or 5
+#:   degrees all beyond 2);
 #: - ``min_pet_mi``: PET -> T1 mutual information after registration (nats), a last resort
 #:   against gross failure only: real FDG scores 0.065-0.11 at the true pose (issue 38), so
 #:   the floor sits below every healthy real scan (it was 0.15, which flagged all of them);

@@ -93,7 +93,7 @@ def peak_offset(scores: dict, centre: float) -> dict:
     }
 
 
-def _move_transform(rotation: np.ndarray, translation: np.ndarray, centre):
+def move_transform(rotation: np.ndarray, translation: np.ndarray, centre):
     """An ANTsTransform of a rigid move about ``centre`` (physical coordinates)."""
     import ants
 
@@ -151,7 +151,7 @@ def peak_check(fixed, moving, transform, mask: np.ndarray) -> dict:
 
     found = score(None)
     scores = {
-        (kind, axis, sign): score(_move_transform(rot, t, centre))
+        (kind, axis, sign): score(move_transform(rot, t, centre))
         for kind, axis, sign, rot, t in neighbour_moves()
     }
     return {"mi": round(found, 4), **peak_offset(scores, found)}
