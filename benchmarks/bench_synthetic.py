@@ -5,6 +5,11 @@ Usage::
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_synthetic.py [--n-subjects 16] [--out DIR]
     # also ingest and preprocess the first N pairs and print their QC figures and accuracy
     .venv/bin/python benchmarks/bench_synthetic.py --n-subjects 4 --no-quirks --qc 4 --out DIR
+    # the PET statistics of issue 33 (contrast, noise, smoothness) beside real FDG's, for the
+    # default PET and for the realistic FDG mode (cohort.synthetic.pet)
+    .venv/bin/python benchmarks/bench_synthetic.py --n-subjects 4 --no-quirks --pet-stats 4
+    .venv/bin/python benchmarks/bench_synthetic.py --n-subjects 4 --no-quirks --pet-stats 4 \
+        --pet-realistic [--pet-noise 0.12]
 
 Target (docs): 16 subjects with quirks in about 1-2 min on 2 cores. The QC figures
 of real heads (issue 15): T1->MNI correlation after affine registration 0.53-0.61,
@@ -52,22 +57,22 @@ def _timed_generation(out: Path, args: argparse.Namespace):
     pet_maps()
     print(f"template head + brain maps + uptake maps: {time.perf_counter() - t_start:.2f} s")
     try:
+        pet = {"realistic": True, "noise": args.pet_noise} if args.pet_realistic else None
         summary = generate_cohort(
-            out, n_subjects=args.n_subjects, seed=args.seed, quirks=not args.no_quirks
+            out, n_subjects=args.n_subjects, seed=args.seed, quirks=not args.no_quirks, pet=pet
         )
     finally:
         cohort._render_subject = original
     return summary, [t for _, t in timings], time.perf_counter() - t_start
 
 
-def _qc_rows(out: Path, n: int, threads: int) -> list[dict]:
-    """Ingest the cohort in ``out``, preprocess its first ``n`` pairs; QC and accuracy rows."""
-    import pandas as pd
-
+def _ingest(out: Path) -> Path:
+    """Ingest the cohort in ``out`` (once); return its pairs.tsv."""
     from fusion3d.ingest.run import run_ingest
-    from fusion3d.preprocess import accuracy_against_truth, preprocess_pair
 
     pairs_tsv = out / "ingest" / "pairs.tsv"
+    if pairs_tsv.exists():
+        return pairs_tsv
     run_ingest(
         download_dir=out / "download",
         manifests=sorted(glob.glob(str(out / "download" / "FUSION3D_SYNTHETIC_*.csv"))),
@@ -77,6 +82,42 @@ def _qc_rows(out: Path, n: int, threads: int) -> list[dict]:
         excluded_tsv=out / "ingest" / "excluded.tsv",
         options={"relative_to": None},
     )
+    return pairs_tsv
+
+
+def _pet_stats(out: Path, n: int) -> None:
+    """Print issue 33's PET statistics of the first ``n`` ingested PETs beside real FDG's."""
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
+    from fusion3d.synthetic.petstats import REAL_FDG_RANGES, pet_statistics
+
+    rows = []
+    for r in pd.read_csv(_ingest(out), sep="\t", dtype=str).head(n).itertuples():
+        img = nib.load(r.pet_path)
+        vol = np.asarray(img.dataobj, dtype=np.float32)
+        stats = pet_statistics(vol if vol.ndim == 3 else vol.mean(-1), img.header.get_zooms()[:3])
+        rows.append({"ptid": r.ptid, **{k: stats[k] for k in REAL_FDG_RANGES}})
+    table = pd.DataFrame(rows)
+    print("PET statistics (issue 33's method) of the ingested PET, with real FDG's range:")
+    for key, (lo, hi) in REAL_FDG_RANGES.items():
+        v = table[key]
+        inside = int(((v >= lo) & (v <= hi)).sum())
+        print(
+            f"  {key:22s} synthetic {v.min():.3f}-{v.max():.3f}  real {lo:g}-{hi:g}  "
+            f"in range: {inside}/{len(v)}"
+        )
+    print(table.round(3).to_string(index=False))
+
+
+def _qc_rows(out: Path, n: int, threads: int) -> list[dict]:
+    """Ingest the cohort in ``out``, preprocess its first ``n`` pairs; QC and accuracy rows."""
+    import pandas as pd
+
+    from fusion3d.preprocess import accuracy_against_truth, preprocess_pair
+
+    pairs_tsv = _ingest(out)
     rows = []
     for r in pd.read_csv(pairs_tsv, sep="\t", dtype=str).head(n).itertuples():
         sid, pre = f"{r.participant_id}_{r.session_id}", out / "preprocess"
@@ -92,6 +133,8 @@ def _qc_rows(out: Path, n: int, threads: int) -> list[dict]:
                 "ventricles_ml": truth["volumes_ml"]["ventricles"],
                 "t1_mni_ncc": round(qc["registration"]["t1_to_mni"]["similarity_after"], 3),
                 "pet_t1_mi": round(qc["registration"]["pet_to_t1"]["similarity_after"], 3),
+                "pet_peak_offset_mm": qc["registration"]["pet_to_t1"]["peak"]["peak_offset_mm"],
+                "flags": ",".join(f["flag"] for f in qc["flags"]) or "-",
                 "dice": round(acc["dice"], 4),
                 "pet_t1_err_mm": round(acc["pet_to_t1_error_mm"], 2),
                 "t1_mni_err_mm": round(acc["t1_to_mni_error_mm"], 2),
@@ -109,6 +152,9 @@ def main() -> None:
     parser.add_argument("--no-quirks", action="store_true")
     parser.add_argument("--qc", type=int, default=0, metavar="N", help="preprocess N pairs")
     parser.add_argument("--threads", type=int, default=2, help="threads of preprocessing")
+    parser.add_argument("--pet-stats", type=int, default=0, metavar="N", help="PET statistics of N")
+    parser.add_argument("--pet-realistic", action="store_true", help="realistic FDG PET mode")
+    parser.add_argument("--pet-noise", type=float, default=0.12, help="realistic mode's noise")
     parser.add_argument(
         "--out", type=Path, default=None, help="keep the cohort here (default: a temp dir)"
     )
@@ -125,6 +171,8 @@ def main() -> None:
     print(f"per subject: mean {sum(per) / len(per):.2f} s, max {max(per):.2f} s")
     print(f"total: {total:.1f} s; output {size / 1e6:.0f} MB; peak RSS {peak_mb:.0f} MB")
     print(f"load average (1/5/15 min): {os.getloadavg()}")
+    if args.pet_stats:
+        _pet_stats(out, args.pet_stats)
     if args.qc:
         import pandas as pd
 

@@ -79,6 +79,8 @@ rule qc_table:
     params:
         cohort_max_z=config["preprocess"]["qc"]["cohort_max_z"],
         cohort_min_subjects=config["preprocess"]["qc"]["cohort_min_subjects"],
+        storm_share=config["preprocess"]["qc"]["storm_share"],
+        on_flag=config["preprocess"]["on_flag"],
     script:
         "../scripts/qc_table.py"
 

@@ -20,5 +20,6 @@ rule synthetic_cohort:
         seed=config["cohort"]["synthetic"]["seed"],
         quirks=config["cohort"]["synthetic"]["quirks"],
         diagnosis_effects=config["cohort"]["synthetic"]["diagnosis_effects"],
+        pet=config["cohort"]["synthetic"]["pet"],
     script:
         "../scripts/synthetic_cohort.py"

@@ -21,6 +21,7 @@ with script_logging(snakemake.log[0]) as log:
         quirks=snakemake.params.quirks,
         threads=snakemake.threads,
         diagnosis_effects=snakemake.params.diagnosis_effects,
+        pet=dict(snakemake.params.pet),
     )
     download = out_dir / "download"
     manifests = sorted(

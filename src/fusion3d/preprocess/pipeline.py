@@ -41,7 +41,7 @@ Options (:data:`DEFAULT_OPTIONS`, overridden by the ``options`` of :func:`prepro
 - ``qc_bounds``: overrides of the absolute QC bounds, whose defaults
   (:data:`fusion3d.preprocess.qc.DEFAULT_BOUNDS`) are set from real anatomy:
   ``mask_ml_min``/``mask_ml_max``, ``min_similarity_gain``, ``min_pet_mi``,
-  ``min_mni_ncc``, ``min_ref_voxels``.
+  ``min_mni_ncc``, ``min_ref_voxels``, ``max_pet_peak_offset_mm``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ import numpy as np
 
 from fusion3d.io import load_nifti, save_nifti
 from fusion3d.preprocess import brain as _brain
-from fusion3d.preprocess import geometry, qc, registration, suvr
+from fusion3d.preprocess import geometry, qc, qc_peak, registration, suvr
 from fusion3d.preprocess.outputs import output_paths
 
 #: Default options; every key is documented in the module docstring.
@@ -303,7 +303,8 @@ def register_pet_to_t1(brain: _Brain, brain_reg, pet_clip, opts: dict, tmp: str)
     The PET runs at ``max(3, registration_mm)``; the fixed image is the brain at
     ``registration_mm`` (the whole head when the mask is empty). Returns the
     transform file and the QC record: mutual information inside the brain
-    before and after, and the left-right check (:func:`fusion3d.preprocess.qc.left_right_check`:
+    before and after, the peak check (:func:`fusion3d.preprocess.qc_peak.peak_check`: the
+    found pose's distance from the similarity's peak), and the left-right check (:func:`fusion3d.preprocess.qc.left_right_check`:
     the PET mirrored left-right, registered the same way).
     """
     reg_mm = float(opts["registration_mm"])
@@ -323,6 +324,8 @@ def register_pet_to_t1(brain: _Brain, brain_reg, pet_clip, opts: dict, tmp: str)
         "similarity_before": _similarity(fixed, pet_reg, [], eval_mask, "mi"),
         "similarity_after": _similarity(fixed, pet_reg, [mat], eval_mask, "mi"),
     }
+    # is the found pose the similarity's peak? (issue 38: holds on real FDG's noise)
+    record["peak"] = qc_peak.peak_check(fixed, pet_reg, mat, eval_mask)
     # the mirrored PET registered the same way: a header that lies shows as a better fit
     record["left_right"] = qc.left_right_check(
         fixed, pet_reg, eval_mask, f"{tmp}/", schedule=sched, as_is=record["similarity_after"]

@@ -53,10 +53,13 @@ from fusion3d.synthetic.pet import (
     PET_SHAPE,
     PET_VOXEL_MM,
     PetMaps,
+    RealisticPet,
     add_pet_noise,
+    add_realistic_noise,
     amyloid_uptake,
     fdg_uptake,
     pet_maps,
+    realistic_pet_model,
     render_pet,
     subject_pet_maps,
 )
@@ -183,6 +186,8 @@ class SubjectPlan:
     images: list[ImagePlan] = field(default_factory=list)
     #: False: the images carry no effect of the diagnosis (see :attr:`effect_group`).
     diagnosis_effects: bool = True
+    #: The realistic FDG mode (``cohort.synthetic.pet``); None: the default PET.
+    pet_model: RealisticPet | None = None
 
     @property
     def effect_group(self) -> str:
@@ -566,12 +571,21 @@ def _pet_volume(
     else:
         if im.role == "fdg_m12" and plan.effect_group != "CN":
             hypo = min(hypo + 0.04, 0.5)
-        uptake = fdg_uptake(maps, hypo)
+        model = plan.pet_model
+        uptake = fdg_uptake(maps, hypo, None if model is None else model.white_matter)
+    model = plan.pet_model
+    psf = fwhm if model is None else model.psf_fwhm_mm
     clean_pet = render_pet(
-        uptake, space, pose.t1_to_mni, pose.displacement, pet_to_t1, pet_affine, PET_SHAPE, fwhm
+        uptake, space, pose.t1_to_mni, pose.displacement, pet_to_t1, pet_affine, PET_SHAPE, psf
     )
     del uptake
     activity = float(rng.uniform(7000.0, 11000.0))
+    if model is not None:
+        frame, start = (
+            (5.0 if im.role == "fdg_dynamic" else 30.0),
+            (50.0 if im.role == "av45" else 30.0),
+        )
+        return _realistic_volume(clean_pet, im, model, activity, rng), hypo, frame, start
     if im.role == "fdg_dynamic":
         frames = [
             add_pet_noise(clean_pet * np.float32(1.0 + 0.02 * rng.standard_normal()), rng, 0.05)
@@ -581,6 +595,21 @@ def _pet_volume(
         return np.stack(frames, axis=-1), hypo, 5.0, 30.0
     volume = add_pet_noise(clean_pet, rng, 0.02) * np.float32(activity)
     return volume, hypo, 30.0, (50.0 if im.role == "av45" else 30.0)
+
+
+def _realistic_volume(clean_pet, im: ImagePlan, model: RealisticPet, activity: float, rng):
+    """The realistic-mode PET (:func:`add_realistic_noise`); a dynamic FDG's 6 frames of 5
+    minutes each hold a sixth of the counts (``sqrt(6)`` times the noise)."""
+    if im.role != "fdg_dynamic":
+        return add_realistic_noise(clean_pet, rng, model, PET_VOXEL_MM) * np.float32(activity)
+    frame = RealisticPet(
+        noise=min(model.noise * np.sqrt(6.0), 0.99),
+        fwhm_mm=model.fwhm_mm,
+        recon_fwhm_mm=model.recon_fwhm_mm,
+        white_matter=model.white_matter,
+    )
+    frames = [add_realistic_noise(clean_pet, rng, frame, PET_VOXEL_MM) for _ in range(6)]
+    return np.stack(frames, axis=-1) * np.float32(activity)
 
 
 def _write_pet_image(
@@ -631,7 +660,7 @@ def _write_pet_image(
         "description": im.description,
         "pet_to_t1_affine": pet_to_t1.tolist(),
         "pet_vox2world": pet_affine.tolist(),
-        "psf_fwhm_mm": round(fwhm, 4),
+        "psf_fwhm_mm": round(fwhm if plan.pet_model is None else plan.pet_model.fwhm_mm, 4),
         "hypometabolism_scale": hypo if im.role != "av45" else None,
     }
     return _summary_row(plan, im, folder, len(files), root), entry
@@ -805,6 +834,18 @@ def _write_tables(plans: list[SubjectPlan], seed: int, download: Path) -> None:
         tmp.write_text(",".join(ids) + "\n")
 
 
+def _plans(n_subjects, seed, counts, quirks, diagnosis_effects, pet) -> list[SubjectPlan]:
+    """The cohort's plans (:func:`_plan_cohort`), each with the realistic PET model of
+    ``cohort.synthetic.pet`` (None: off)."""
+    if not isinstance(diagnosis_effects, bool):
+        raise ValueError(f"diagnosis_effects must be True or False, got {diagnosis_effects!r}")
+    model = realistic_pet_model(pet)
+    plans = _plan_cohort(n_subjects, seed, counts, quirks, diagnosis_effects)
+    for p in plans:
+        p.pet_model = model
+    return plans
+
+
 def _render_job(args: tuple) -> list[dict]:
     """Worker entry point: :func:`_render_subject` on one ``(plan, seed, root, grid)`` tuple."""
     plan, seed, root, grid = args
@@ -820,6 +861,7 @@ def generate_cohort(
     quirks: bool = True,
     threads: int = 1,
     diagnosis_effects: bool = True,
+    pet: dict | None = None,
 ) -> pd.DataFrame:
     """Write a synthetic ADNI-shaped download and its ground truth under ``out_dir``.
 
@@ -844,6 +886,9 @@ def generate_cohort(
         True (ADNI-like): atrophy and FDG hypometabolism grow from CN to MCI to AD.
         False: every subject's images are drawn as a CN's would be (same identities,
         dates and labels), a null cohort for the diagnostic probe (:mod:`fusion3d.probe`).
+    pet : dict, optional
+        ``cohort.synthetic.pet`` (:func:`fusion3d.synthetic.pet.realistic_pet_model`); off
+        by default, which keeps the default cohort's PET byte for byte.
 
     Returns
     -------
@@ -857,9 +902,7 @@ def generate_cohort(
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    if not isinstance(diagnosis_effects, bool):
-        raise ValueError(f"diagnosis_effects must be True or False, got {diagnosis_effects!r}")
-    plans = _plan_cohort(int(n_subjects), int(seed), counts, quirks, diagnosis_effects)
+    plans = _plans(int(n_subjects), int(seed), counts, quirks, diagnosis_effects, pet)
     root = out / f".synthetic-partial-{os.getpid()}"
     if root.exists():
         shutil.rmtree(root)

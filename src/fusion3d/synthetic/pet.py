@@ -60,6 +60,8 @@ class PetMaps:
         Pons and cerebellum (where ``H`` is zero).
     amyloid_base, amyloid_cortex : float32 arrays
         Florbetapir non-specific (WM) uptake and the cortical GM that binds amyloid.
+    wm : float32 array, optional
+        White-matter fraction (for the realistic mode's grey/white contrast).
     """
 
     fdg: np.ndarray
@@ -67,6 +69,7 @@ class PetMaps:
     reference: np.ndarray
     amyloid_base: np.ndarray
     amyloid_cortex: np.ndarray
+    wm: np.ndarray | None = None
 
 
 def reference_mask(space: TemplateSpace) -> np.ndarray:
@@ -115,7 +118,14 @@ def pet_maps() -> PetMaps:
 
     cortex = space.gm * (~reference)
     amyloid_base = np.where(brain > 0, 0.75 * space.wm + 0.35 * space.gm, _FDG_TISSUE[space.tissue])
-    return PetMaps(fdg, hypo, reference, amyloid_base.astype(np.float32), cortex.astype(np.float32))
+    return PetMaps(
+        fdg,
+        hypo,
+        reference,
+        amyloid_base.astype(np.float32),
+        cortex.astype(np.float32),
+        (space.wm * brain).astype(np.float32),
+    )
 
 
 def subject_pet_maps(maps: PetMaps, brain: SubjectBrain) -> PetMaps:
@@ -134,14 +144,27 @@ def subject_pet_maps(maps: PetMaps, brain: SubjectBrain) -> PetMaps:
     base.flat[st.index] = 0.75 * brain.wm + 0.35 * brain.gm
     cortex = maps.amyloid_cortex.copy()
     cortex.flat[st.index] = brain.gm * ~maps.reference.flat[st.index]
-    return PetMaps(fdg, maps.hypo, maps.reference, base, cortex)
+    wm = None
+    if maps.wm is not None:
+        wm = maps.wm.copy()
+        wm.flat[st.index] = brain.wm
+    return PetMaps(fdg, maps.hypo, maps.reference, base, cortex, wm)
 
 
-def fdg_uptake(maps: PetMaps, hypometabolism_scale: float) -> np.ndarray:
-    """MNI-space FDG uptake with ``1 - scale * H`` applied (``scale`` in [0, 1))."""
+def fdg_uptake(
+    maps: PetMaps, hypometabolism_scale: float, white_matter: float | None = None
+) -> np.ndarray:
+    """MNI-space FDG uptake with ``1 - scale * H`` applied (``scale`` in [0, 1)).
+
+    ``white_matter``: the white matter's uptake relative to cortex (None: the default 0.28
+    of :func:`_brain_fdg`), for the realistic mode's grey/white contrast.
+    """
     if not 0.0 <= hypometabolism_scale < 1.0:
         raise ValueError(f"hypometabolism_scale must be in [0, 1), got {hypometabolism_scale}")
-    return maps.fdg * (1.0 - np.float32(hypometabolism_scale) * maps.hypo)
+    fdg = maps.fdg
+    if white_matter is not None and maps.wm is not None:
+        fdg = np.maximum(fdg + np.float32(white_matter - 0.28) * maps.wm, 0.0)
+    return fdg * (1.0 - np.float32(hypometabolism_scale) * maps.hypo)
 
 
 def amyloid_uptake(maps: PetMaps, load: float) -> np.ndarray:
@@ -202,3 +225,99 @@ def add_pet_noise(clean: np.ndarray, rng: np.random.Generator, fraction: float) 
     noise *= np.float32(fraction * ref / 0.15)  # unit noise smoothed by sigma=1 has std ~0.15
     out = clean + noise
     return np.clip(out, 0.0, None, out=out)
+
+
+#: The high-frequency noise statistic (:func:`fusion3d.synthetic.petstats.pet_statistics`)
+#: of Poisson counts smoothed by a reconstruction Gaussian of ``r`` mm FWHM, at 1.5 mm voxels,
+#: is about ``NOISE_PER_COUNT * (2.5 / r) ** 2.8 / sqrt(counts at the brain's median)``
+#: (measured on one synthetic head at r = 2.5, 3.0 and 3.5 mm; the statistic then follows the
+#: ``noise`` key within 2 % on four heads: docs/architecture.md, "Realistic FDG PET").
+NOISE_PER_COUNT = 0.18
+
+
+@dataclass(frozen=True)
+class RealisticPet:
+    """The realistic FDG mode of the synthetic PET (``cohort.synthetic.pet``).
+
+    The uptake is blurred by the scanner's PSF, drawn as Poisson counts scaled with the uptake,
+    then smoothed by the reconstruction filter; the two Gaussians together give the
+    resolution ``fwhm_mm`` (ADNI's "Uniform Resolution" images: 8 mm FWHM).
+
+    Attributes
+    ----------
+    noise : float
+        Target high-frequency noise over median in the brain (real FDG: 0.064-0.18).
+    fwhm_mm : float
+        Effective resolution of the image (FWHM, mm).
+    recon_fwhm_mm : float
+        Part of ``fwhm_mm`` applied after the noise (reconstruction smoothing); the rest,
+        ``sqrt(fwhm_mm**2 - recon_fwhm_mm**2)``, is the PSF applied before it.
+    white_matter : float
+        White-matter uptake relative to cortex (the default PET: 0.28; 0.15 puts the contrast
+        p95/p50 in real FDG's 1.60-1.72 at noise 0.12).
+    """
+
+    noise: float = 0.12
+    fwhm_mm: float = 8.0
+    recon_fwhm_mm: float = 3.0
+    white_matter: float = 0.15
+
+    def __post_init__(self):
+        if not 0.0 < self.noise < 1.0:
+            raise ValueError(f"cohort.synthetic.pet.noise must be in (0, 1), got {self.noise}")
+        if not 0.0 < self.recon_fwhm_mm < self.fwhm_mm:
+            raise ValueError(
+                "cohort.synthetic.pet: need 0 < recon_fwhm_mm < fwhm_mm, got "
+                f"{self.recon_fwhm_mm} and {self.fwhm_mm}"
+            )
+        if not 0.0 < self.white_matter < 1.0:
+            raise ValueError(
+                f"cohort.synthetic.pet.white_matter must be in (0, 1), got {self.white_matter}"
+            )
+
+    @property
+    def psf_fwhm_mm(self) -> float:
+        """The PSF applied before the noise (mm)."""
+        return float(np.sqrt(self.fwhm_mm**2 - self.recon_fwhm_mm**2))
+
+    @property
+    def counts_at_median(self) -> float:
+        """Poisson counts of a voxel at the brain's median uptake."""
+        per_count = NOISE_PER_COUNT * (2.5 / self.recon_fwhm_mm) ** 2.8
+        return float((per_count / self.noise) ** 2)
+
+
+def realistic_pet_model(spec: dict | None) -> RealisticPet | None:
+    """The :class:`RealisticPet` of a ``cohort.synthetic.pet`` mapping; None when it is off.
+
+    ``spec`` holds ``realistic`` (bool, off by default) and optionally ``noise``,
+    ``fwhm_mm``, ``recon_fwhm_mm`` and ``white_matter``.
+    """
+    spec = dict(spec or {})
+    if not spec.pop("realistic", False):
+        return None
+    known = {"noise", "fwhm_mm", "recon_fwhm_mm", "white_matter"}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ValueError(f"cohort.synthetic.pet: unknown keys {unknown} (known: {sorted(known)})")
+    return RealisticPet(**{k: float(v) for k, v in spec.items()})
+
+
+def add_realistic_noise(
+    clean: np.ndarray, rng: np.random.Generator, model: RealisticPet, voxel_mm: float
+) -> np.ndarray:
+    """Poisson counts scaled with the uptake, then the reconstruction smoothing.
+
+    ``clean`` (already blurred by ``model.psf_fwhm_mm``) is scaled so that a voxel at the
+    brain's median uptake (the median of the voxels above 30 % of the 99th percentile)
+    holds ``model.counts_at_median`` counts; the counts are drawn and scaled back, then
+    smoothed by a Gaussian of ``model.recon_fwhm_mm``.
+    """
+    ref = float(np.percentile(clean[::4, ::4, ::4], 99.0)) or 1.0
+    sample = clean[::4, ::4, ::4]
+    median = float(np.median(sample[sample > 0.3 * ref])) if np.any(sample > 0.3 * ref) else ref
+    scale = model.counts_at_median / median
+    counts = rng.poisson(np.clip(clean, 0.0, None).astype(np.float64) * scale)
+    noisy = (counts / scale).astype(np.float32)
+    sigma = model.recon_fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / float(voxel_mm)
+    return ndimage.gaussian_filter(noisy, sigma=sigma, mode="constant").astype(np.float32)

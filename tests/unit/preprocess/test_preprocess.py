@@ -259,11 +259,11 @@ def test_default_bounds_are_real_anatomy_not_the_template():
         (_qc_record("s", ml=0.0), "empty_brain_mask", "mask_volume_ml", 0.0, "> 0"),
         (_qc_record("s", ncc=(0.2, 0.3)), "t1_to_mni_similarity", "t1_to_mni_after", 0.3, ">= 0.4"),
         (
-            _qc_record("s", mi=(0.1, 0.12)),
+            _qc_record("s", mi=(0.01, 0.02)),  # the last-resort floor (real FDG: 0.065-0.11)
             "pet_to_t1_similarity",
             "pet_to_t1_after",
-            0.12,
-            ">= 0.15",
+            0.02,
+            ">= 0.03",
         ),
         (_qc_record("s", mi=(0.5, 0.4)), "pet_to_t1_diverged", "pet_to_t1_gain", -0.1, ">= -0.02"),
         (_qc_record("s", ref=(0.0, 500)), "suvr_reference", "suvr_reference_value", 0.0, "> 0"),

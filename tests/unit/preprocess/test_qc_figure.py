@@ -2,7 +2,8 @@
 
 A deliberately bad brain mask must show as an outline off the head's brain (the outline is
 drawn on the T1 before skull stripping), and a misregistered PET as a contour that moved
-with it (the contour level comes from the brain's own uptake, not the background noise).
+with it (the contour runs along the cortical ribbon, between the white matter's uptake and
+the cortex's, as on real FDG where the white matter is above half the brain median).
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ def _head():
 
 
 def _pet(shift: int = 0) -> np.ndarray:
-    """0.83 SUVR in the brain over a noisy background of 0.074 (as the issue measured)."""
+    """Real-FDG-like: a cortical ribbon (radius 14-18) at 1.2 SUVR around white matter at
+    0.7 (above half the brain median, as on real FDG), over a noisy background of 0.074."""
     rng = np.random.default_rng(0)
-    pet = np.where(_ball(18, shift), 0.83, 0.074) + rng.normal(0, 0.03, (N, N, N))
+    inner = _ball(14, shift)
+    pet = np.where(_ball(18, shift), 1.2, 0.074) - np.where(inner, 0.5, 0.0)
+    pet = pet + rng.normal(0, 0.03, (N, N, N))
     return np.clip(pet, 0, None).astype(np.float32)
 
 
@@ -118,9 +122,45 @@ def test_the_pet_contour_follows_the_brain_not_the_background(figures):
     assert abs(_centre_x(yellow) - _centre_x(red)) < 3
 
 
-def test_pet_contour_level_is_half_the_brain_median():
+def test_pet_contour_level_lies_between_white_matter_and_cortex():
     brain, _ = _head()
     _, level = qc.pet_contour_level(_pet(), brain, voxel_mm=1.5)
-    assert 0.35 < level < 0.45  # 50 % of ~0.83, after smoothing
+    assert 0.8 < level < 1.15  # between the white matter's 0.7 and the cortex's 1.2
+    # the former level, 50 % of the brain median, fell below the white matter: outline only
+    assert level > 0.5 * np.median(_pet()[brain]) + 0.2
     _, empty = qc.pet_contour_level(np.zeros((N, N, N), np.float32), brain)
     assert empty == 0.5
+
+
+def test_the_pet_contour_traces_the_cortex_inside_the_brain(figures):
+    good, _, _ = figures
+    # the contour also runs along the ribbon's inner edge (cortex against white matter):
+    # yellow pixels well inside the brain's outline, which an outline-only contour lacks
+    yellow = _coloured(_panel(good, 1, 0), "yellow")
+    rows, cols = np.nonzero(yellow)
+    cy, cx = rows.mean(), _centre_x(yellow)
+    radius = np.hypot(rows - cy, cols - cx)
+    assert (radius < 0.85 * radius.max()).sum() > 0.25 * len(radius)
+
+
+def test_a_5_mm_shift_changes_the_pet_contour_measurably(tmp_path):
+    brain, head = _head()
+    voxel_mm, shift = 1.0, 5  # 5 voxels of 1 mm
+    before = qc.pet_contour_slices(_pet(), brain, voxel_mm)
+    after = qc.pet_contour_slices(_pet(shift), brain, voxel_mm)
+    for axis in (0, 2):  # the sagittal and axial panels see a shift along axis 1
+        a, b = before[axis], after[axis]
+        changed = (a ^ b).sum() / (a | b).sum()
+        assert changed > 0.3, f"panel {axis}: only {changed:.2f} of the contour area changed"
+    # and in the rendered picture: the yellow pixels of the PET row move
+    t1 = np.where(brain, head, 0.0).astype(np.float32)
+    pics = [
+        np.asarray(
+            Image.open(
+                qc.qc_figure(t1, brain, pet, head, tmp_path / f"{n}.png", head=head, voxel_mm=1.0)
+            ).convert("RGB")
+        ).astype(int)
+        for n, pet in (("a", _pet()), ("b", _pet(shift)))
+    ]
+    ya, yb = (_coloured(_panel(p, 1, 0), "yellow") for p in pics)
+    assert (ya ^ yb).sum() > 0.5 * min(ya.sum(), yb.sum())
