@@ -9,8 +9,6 @@ in place, so the identity is the correct pose.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
@@ -18,13 +16,11 @@ os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 import nibabel as nib
 import numpy as np
 import pytest
+from fixtures_preprocess import _mni_volumes  # noqa: E402
 from scipy import ndimage
 
 from fusion3d.preprocess import qc, qc_peak, registration
 from fusion3d.synthetic.pet import RealisticPet, add_realistic_noise
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fixtures_preprocess import _mni_volumes  # noqa: E402
 
 NOISES = (0.064, 0.12, 0.18)
 
