@@ -143,6 +143,10 @@ def conda_env(stage):
 def get_ingest_inputs(wildcards):
     if SOURCE == "synthetic":
         return {"cohort": f"{R}/synthetic/cohort.json"}
+    if SOURCE == "bids":
+        from fusion3d.ingest.bids_source import bids_inputs
+
+        return bids_inputs(config)
     cohort = adni_cohort()
     inputs = {"manifests": cohort["manifests"]}
     if cohort["adnimerge"]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion3d.io import atomic_path, save_nifti
+from fusion3d.io import atomic_path, save_nifti, write_tsv
 
 _PTID_RE = re.compile(r"^(\d{3})_S_(\d{4})$")
 
@@ -153,6 +153,13 @@ def pet_sidecar(sidecar: dict) -> dict:
     if missing:
         out["FieldsNotInSource"] = sorted(set(missing) | set(out.get("FieldsNotInSource", [])))
     return out
+
+
+def write_participants(table, bids_dir: str | os.PathLike) -> Path:
+    """Write ``participants.tsv``; empty and missing cells become ``n/a`` as BIDS requires."""
+    table = table.astype(object).where(table.notna(), "n/a")
+    table = table.map(lambda v: "n/a" if isinstance(v, str) and not v.strip() else v)
+    return write_tsv(table, Path(bids_dir) / "participants.tsv")
 
 
 def write_readme(bids_dir: str | os.PathLike, source: str) -> Path:

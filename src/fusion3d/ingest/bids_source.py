@@ -471,7 +471,7 @@ def _write_outputs(bs: BidsStudy, rows: _SubjectResult, outputs: dict, keep_dir)
         study.bids_dir, name=f"{bs.source_dir.name} (ingested by fusion3d)"
     )
     bids.write_readme(study.bids_dir, f"BIDS dataset {bs.source_dir}")
-    write_tsv(participants, study.bids_dir / "participants.tsv")
+    bids.write_participants(participants, study.bids_dir)
     where = _write_kept(excluded, outputs["excluded"], keep_dir)
     flags = one_line_table(pd.DataFrame(rows.flags, columns=list(HEADER_FLAG_COLUMNS)))
     _write_kept(flags, outputs["header_flags"], keep_dir)

@@ -665,7 +665,7 @@ def _write_outputs(
     pairs, excluded, participants = _tables(rows.pairs, rows.excluded, relative_to)
     bids.write_dataset_description(study.bids_dir)
     bids.write_readme(study.bids_dir, "a LONI IDA download of ADNI")
-    write_tsv(participants, study.bids_dir / "participants.tsv")
+    bids.write_participants(participants, study.bids_dir)
     where = _write_kept(excluded, excluded_tsv, keep_dir)
     flags = one_line_table(pd.DataFrame(rows.flags, columns=list(HEADER_FLAG_COLUMNS)))
     _write_kept(flags, flags_tsv, keep_dir)
