@@ -258,3 +258,31 @@ def test_validator_finds_errors_in_a_bare_pet_sidecar(tmp_path):
     codes = {e["code"] for e in validator_errors(out)}
     assert "SIDECAR_KEY_REQUIRED" in codes
     shutil.rmtree(out)
+
+
+def test_validator_accepts_the_preprocessing_derivative(tmp_path):
+    from fusion3d.ingest.derivative import write_derivative
+    from fusion3d.preprocess.outputs import SUFFIXES, subject_file
+
+    src = make_dataset(tmp_path / "src", {"01": {"ses-M000": [T1, FDG]}})
+    pairs, _ = _run(src, tmp_path)
+    subject = "sub-01_ses-M000"
+    folder = tmp_path / "out" / "preprocess" / subject
+    for k, key in enumerate(SUFFIXES):
+        path = subject_file(folder, subject, key)
+        if path.name.endswith(".nii.gz"):
+            _nifti(path, 100 + k)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}" if key == "qc_json" else "x")
+    out = write_derivative(
+        tmp_path / "out" / "pairs.tsv",
+        folder.parent,
+        tmp_path / "out" / "derivatives" / "pre",
+        raw_bids="../../bids",
+    )
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and description["SourceDatasets"]
+    assert (out / "sub-01" / "ses-M000" / "pet").is_dir()
+    errors = validator_errors(out)
+    assert errors == [], [(e["code"], e.get("subCode"), e.get("location")) for e in errors]

@@ -269,6 +269,8 @@ def get_final_outputs():
         outputs += [f"{R}/tables/probe.tsv", f"{R}/figures/probe_auc.png"]
     # the viewer pages and the report's front page (workflow/rules/viewer.smk)
     outputs += [f"{R}/viewer", f"{R}/report/front_page.rst"]
+    # the preprocessing as a BIDS derivative (workflow/rules/bids.smk)
+    outputs.append(f"{R}/derivatives/preprocess")
     return outputs
 
 
