@@ -86,6 +86,7 @@ class BidsCandidate(Candidate):
     order: int = 0
     session: str = ""
     dated: bool = True
+    rec: str = ""
 
     @property
     def number(self) -> int:
@@ -335,6 +336,7 @@ def plan_bids(bids_dir: str | os.PathLike, options: dict | None = None) -> Inges
                     order=order,
                     session=row["ses"],
                     dated=dated,
+                    rec=row["rec"],
                 )
             )
     return plan
@@ -342,8 +344,8 @@ def plan_bids(bids_dir: str | os.PathLike, options: dict | None = None) -> Inges
 
 @dataclass
 class BidsStudy:
-    """What every subject's ingest shares (:class:`fusion3d.ingest.run._Study` less ADNI's
-    tables), the dataset and the diagnosis keys."""
+    """What every subject's ingest shares: the IDA path's study state (its ADNI tables empty),
+    the source dataset and the diagnosis keys."""
 
     study: _Study
     source_dir: Path
@@ -380,11 +382,7 @@ def _visit(pair: Pair, participant: str, bs: BidsStudy, used: dict) -> tuple[dic
 def _write_pair(pair: Pair, participant: str, session: str, bs: BidsStudy, converted, flags):
     """The pair's T1w and FDG PET under ``results/bids`` with their sidecars."""
     out = bs.study.bids_dir
-    rec = (
-        re.sub(r"[^A-Za-z0-9]", "", pair.pet.image_id.split("rec-")[1].split("_")[0])
-        if ("_rec-" in pair.pet.image_id)
-        else "unknown"
-    )
+    rec = pair.pet.rec or "unknown"
     paths = (bids.t1_path(out, participant, session), bids.pet_path(out, participant, session, rec))
     for cand, path in zip((pair.mri, pair.pet), paths, strict=True):
         img = converted[cand.image_id]
