@@ -24,6 +24,8 @@ def _cohort_line(config: dict) -> str:
     if cohort["source"] == "synthetic":
         syn = cohort["synthetic"]
         return f"synthetic, {syn['n_subjects']} subjects (seed {syn['seed']})"
+    if cohort["source"] == "bids":
+        return f"bids, dataset {cohort.get('bids_dir')}"
     line = f"adni, download {cohort.get('download_dir')}"
     ids = cohort.get("image_ids")
     if ids and Path(ids).is_file():

@@ -93,6 +93,10 @@ def conda_env(stage):
 def get_ingest_inputs(wildcards):
     if SOURCE == "synthetic":
         return {"cohort": f"{R}/synthetic/cohort.json"}
+    if SOURCE == "bids":
+        from fusion3d.ingest.bids_source import bids_inputs
+
+        return bids_inputs(config)
     cohort = adni_cohort()
     inputs = {"manifests": cohort["manifests"]}
     if cohort["adnimerge"]:
@@ -216,6 +220,8 @@ def get_final_outputs():
         outputs += [f"{R}/tables/probe.tsv", f"{R}/figures/probe_auc.png"]
     # the viewer pages and the report's front page (workflow/rules/viewer.smk)
     outputs += [f"{R}/viewer", f"{R}/report/front_page.rst"]
+    # the preprocessing as a BIDS derivative (workflow/rules/bids.smk)
+    outputs.append(f"{R}/derivatives/preprocess")
     return outputs
 
 

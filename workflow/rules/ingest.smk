@@ -25,7 +25,7 @@ checkpoint ingest:
         config=config,
         relative_to=".",
     script:
-        "../scripts/ingest.py"
+        "../scripts/ingest_bids.py" if SOURCE == "bids" else "../scripts/ingest.py"
 
 
 rule cohort_search:

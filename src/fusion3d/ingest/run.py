@@ -432,6 +432,8 @@ def _write_pair(
         reasons = [f["reason"] for f in flags if f["image_id"] == cand.image_id]
         if reasons:
             sidecar["HeaderFlags"] = reasons
+        if cand.kind == "fdg":
+            sidecar = bids.pet_sidecar(sidecar)
         bids.write_image(img.data, img.affine, out, sidecar, dtype=img.dtype)
     return t1_out, pet_out
 
@@ -662,7 +664,8 @@ def _write_outputs(
     relative_to = study.plan.options["relative_to"]
     pairs, excluded, participants = _tables(rows.pairs, rows.excluded, relative_to)
     bids.write_dataset_description(study.bids_dir)
-    write_tsv(participants, study.bids_dir / "participants.tsv")
+    bids.write_readme(study.bids_dir, "a LONI IDA download of ADNI")
+    bids.write_participants(participants, study.bids_dir)
     where = _write_kept(excluded, excluded_tsv, keep_dir)
     flags = one_line_table(pd.DataFrame(rows.flags, columns=list(HEADER_FLAG_COLUMNS)))
     _write_kept(flags, flags_tsv, keep_dir)
