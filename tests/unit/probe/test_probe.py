@@ -204,10 +204,12 @@ def _feature_sets(y, seed, signals):
 
 def test_the_folds_do_not_depend_on_the_method():
     y = _labels()
-    feats = _feature_sets(y, 4, {"t1": 0.5, "pet": 2.0, "average": 1.0, "maximum": 0.0})
+    feats = _feature_sets(
+        y, 4, {"t1": 0.5, "pet": 2.0, "average/deterministic": 1.0, "maximum/deterministic": 0.0}
+    )
     settings = fast_settings()
     both = run_probe(feats, y, settings)
-    alone = run_probe({k: feats[k] for k in ("t1", "pet", "average")}, y, settings)
+    alone = run_probe({k: feats[k] for k in ("t1", "pet", "average/deterministic")}, y, settings)
     pd.testing.assert_frame_equal(both.folds, alone.folds)
     row = lambda r: r.table.set_index("method").loc["average", ["auc", "ci_low", "ci_high"]]  # noqa: E731
     pd.testing.assert_series_equal(row(both), row(alone))
@@ -344,7 +346,9 @@ def test_probe_figures_show_numbers_or_the_reason(tmp_path):
     from fusion3d.report.frontpage import probe_section
 
     y = _labels()
-    feats = _feature_sets(y, 7, {"t1": 0.5, "pet": 2.0, "dcfb3d/seed-3407": 1.0, "average": 1.0})
+    feats = _feature_sets(
+        y, 7, {"t1": 0.5, "pet": 2.0, "dcfb3d/seed-3407": 1.0, "average/deterministic": 1.0}
+    )
     ok = run_probe(feats, y, fast_settings())
     assert ok.table.set_index("method").loc["dcfb3d", "seed"] == 3407
     plot_probe(ok.table, ok.scores, tmp_path / "auc.png", tmp_path / "roc.png")
