@@ -19,13 +19,18 @@ with the split fractions of ``config/adni.yaml`` and ``--figure-subjects``, with
 behaviour (fused volumes on every page, the report embedding every page) and with the chosen
 one (``fusion3d.report.viewer.report_subjects`` and ``viewer.fused_splits``).
 
-Usage: ``python benchmarks/bench_viewer.py [--grid 64 128] [--subjects 660] [--seeds 3]``
+``--report-html`` breaks a report that ``snakemake --report`` wrote down instead: its size, and
+the embedded files by kind (viewer pages, QC figures, the rest).
+
+Usage: ``python benchmarks/bench_viewer.py [--grid 64 128] [--subjects 660] [--seeds 3]``;
+``python benchmarks/bench_viewer.py --report-html results/report.html``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -177,6 +182,22 @@ def project(rows: dict, qc: dict[str, Path], args: argparse.Namespace) -> dict[s
     return out
 
 
+def report_breakdown(path: Path) -> dict[str, float]:
+    """MB of a report file, and of its embedded files by kind (``;filename=NAME;base64,``)."""
+    text = path.read_text(encoding="utf-8")
+    out = {"report": len(text) / MB, "viewer pages": 0.0, "QC": 0.0, "other files": 0.0}
+    counts = {"viewer pages": 0, "QC": 0, "other files": 0}
+    for name, data in re.findall(r";filename=([^;]+);base64,([A-Za-z0-9+/=]+)", text):
+        kind = "viewer pages" if name.endswith(".html") else "other files"
+        kind = "QC" if "qc" in name.lower() or name.startswith("page-") else kind
+        out[kind] += len(data) / MB
+        counts[kind] += 1
+    out["the report's own code and text"] = out["report"] - sum(
+        out[k] for k in ("viewer pages", "QC", "other files")
+    )
+    return out | {f"{k}, files": float(n) for k, n in counts.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", type=int, nargs="+", default=[64, 128])
@@ -187,7 +208,17 @@ def main() -> None:
     parser.add_argument("--report", default="figures")
     parser.add_argument("--t1-noise", type=float, default=0.03)
     parser.add_argument("--pet-noise", type=float, default=0.05)
+    parser.add_argument("--report-html", type=Path, help="break this report down and stop")
     args = parser.parse_args()
+    if args.report_html:
+        breakdown = report_breakdown(args.report_html)
+        print(
+            ", ".join(
+                f"{k} {v:.0f}" if k.endswith(", files") else f"{k} {v:.2f} MB"
+                for k, v in breakdown.items()
+            )
+        )
+        return
     subject = mni_subject(args.t1_noise, args.pet_noise)
     with tempfile.TemporaryDirectory() as tmp:
         qc = qc_files(subject, Path(tmp))
