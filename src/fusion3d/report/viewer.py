@@ -369,8 +369,8 @@ def write_subject_page(
     ``fused`` maps method keys to the subject's fused NIfTI; ``labels`` gives every method's
     display label in the study's order; ``metrics`` the subject's long metric rows;
     ``no_fused`` the page's note when ``fused`` is empty.
-    Measured (``benchmarks/bench_viewer.py``, docs/benchmarks.md): with 10 methods about
-    1.2 MB a page at 64^3 and 8.6 MB at 128^3; T1 and PET alone 0.2 and 1.7 MB.
+    Measured (``benchmarks/bench_viewer.py``, docs/benchmarks.md): with 10 methods 1.5 MB
+    and 1.0 s a page at 64^3, 9.1 MB and 2.6 s at 128^3; T1 and PET alone 0.37 and 1.7 MB.
     """
     t1_data = load_volume(t1)
     reference = nib.as_closest_canonical(nib.load(str(t1)))
