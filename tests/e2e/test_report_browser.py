@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import run_snakemake
 
@@ -57,10 +58,19 @@ def console_errors(log: str) -> list[str]:
 
 
 def test_viewer_page_draws_every_volume_without_console_errors(tiny_study, tmp_path):
-    pages = sorted((tiny_study / "results" / "viewer").glob("*.html"))
+    results = tiny_study / "results"
+    pages = sorted((results / "viewer").glob("*.html"))
     assert len(pages) == 4
+    # viewer.report (default: figures): the report embeds the figure subject's page only
+    embedded = sorted((results / "report" / "viewer").glob("*.html"))
+    assert len(embedded) == 1 and (results / "viewer" / embedded[0].name).is_file()
+    split = pd.read_csv(results / "split" / "split.tsv", sep="\t")
+    assert split.set_index("subject_id").at[embedded[0].stem, "split"] == "test"
+    # viewer.fused_splits (default: test): only the test subject's page carries fused volumes
+    with_fused = [p.stem for p in pages if 'id="canvas-fused"' in p.read_text()]
+    assert with_fused == [embedded[0].stem]
     shot = tmp_path / "viewer.png"
-    log = open_in_chromium(pages[0], shot)
+    log = open_in_chromium(embedded[0], shot)
     assert console_errors(log) == []
     from PIL import Image
 
@@ -75,5 +85,10 @@ def test_report_opens_on_the_study(tiny_study, tmp_path):
     text = report.read_text(encoding="utf-8")
     for needle in ("Cohort", "Table 1", "QC table", "Viewer"):
         assert needle in text, needle
+    # the three pages not embedded are linked as files beside the report
+    embedded = {p.stem for p in (tiny_study / "results" / "report" / "viewer").glob("*.html")}
+    others = {p.stem for p in (tiny_study / "results" / "viewer").glob("*.html")} - embedded
+    linked = set(re.findall(r'href=\\?"viewer/([^"\\]+)\.html', text))
+    assert len(others) == 3 and linked == others
     log = open_in_chromium(report, tmp_path / "report.png")
     assert console_errors(log) == []

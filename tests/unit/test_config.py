@@ -87,7 +87,7 @@ def test_schema_errors_are_one_line_per_problem_not_the_schema():
     lines = config_problems(config, SCHEMA)
     assert lines == [
         "config key reslts: unknown key; expected one of baselines, cohort, evaluate, figures, "
-        "ingest, methods, models, preprocess, probe, resources, results, split, threads, train",
+        "ingest, methods, models, preprocess, probe, resources, results, split, threads, train, viewer",
         "config key cohort.source: expected one of synthetic, adni, bids, found 'ADNI'",
         "config key preprocess.gird: unknown key; expected one of brain_extraction, grid, "
         "mni_resolution_mm, on_flag, options, qc, suvr_region, t1_to_mni",

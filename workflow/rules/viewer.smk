@@ -1,6 +1,8 @@
-# Stage 8: one self-contained interactive viewer page per subject (T1, PET, every method's
-# fused volume on the model grid, QC figures and metrics), in the report's Viewer category;
-# and the report's front page (workflow/report/workflow.rst includes it).
+# Stage 8: one self-contained interactive viewer page per subject (T1, PET, the methods'
+# fused volumes on the model grid for the subjects of viewer.fused_splits, QC figures and
+# metrics) in viewer/; the pages that viewer.report names, also in report/viewer/ (hard
+# links), the report's Viewer category; and the report's front page
+# (workflow/report/workflow.rst includes it), which links the other pages.
 
 
 rule viewer:
@@ -13,8 +15,9 @@ rule viewer:
         flags=f"{R}/qc/flags.tsv",
         long=f"{R}/tables/metrics_long.tsv",
     output:
-        pages=report(
-            directory(f"{R}/viewer"),
+        pages=directory(f"{R}/viewer"),
+        report_pages=report(
+            directory(f"{R}/report/viewer"),
             patterns=["{subject}.html"],
             caption="../report/viewer.rst",
             category="Viewer",
@@ -32,6 +35,9 @@ rule viewer:
         runtime=lambda wildcards, input: 10 + len(input.qc) // 60,
     params:
         methods=METHODS,
+        fused_splits=config["viewer"]["fused_splits"],
+        report=config["viewer"]["report"],
+        n_figure_subjects=config["figures"]["n_subjects"],
     script:
         "../scripts/viewer.py"
 
@@ -39,6 +45,7 @@ rule viewer:
 rule front_page:
     input:
         unpack(get_front_page_inputs),
+        report_pages=f"{R}/report/viewer",
     output:
         rst=f"{R}/report/front_page.rst",
     log:

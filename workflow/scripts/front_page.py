@@ -18,5 +18,6 @@ with script_logging(snakemake.log[0]) as log:
         probe_tsv=inputs.get("probe"),
         figures=snakemake.params.figures,
         viewers=True,
+        embedded=[page.stem for page in Path(inputs.report_pages).glob("*.html")],
     )
     log.info("front page written to %s", snakemake.output.rst)

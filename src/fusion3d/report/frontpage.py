@@ -11,7 +11,7 @@ file name) and category (its name).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -147,10 +147,24 @@ QC_COLUMNS: dict[str, str] = {
 }
 
 
+def viewer_link(sid: str, embedded: Collection[str] | None) -> str:
+    """The link to a subject's viewer page: the report's own copy when it embeds the page
+    (``embedded`` None: every page), else the file ``viewer/<subject>.html`` beside the report
+    (relative to the results folder, where the README writes the report)."""
+    if embedded is None or sid in embedded:
+        return f"`{sid}.html`_"
+    return f"`viewer/{_escape(sid)}.html <viewer/{sid}.html>`__"
+
+
 def qc_table_section(
-    split: pd.DataFrame, qc: pd.DataFrame, flags: pd.DataFrame, viewers: bool
+    split: pd.DataFrame,
+    qc: pd.DataFrame,
+    flags: pd.DataFrame,
+    viewers: bool,
+    embedded: Collection[str] | None = None,
 ) -> str:
-    """One row per subject: group, split, QC figures, flags and the link to its viewer."""
+    """One row per subject: group, split, QC figures, flags and the link to its viewer
+    (:func:`viewer_link`)."""
     qc = qc.set_index("subject_id") if "subject_id" in qc.columns else qc
     columns = {c: h for c, h in QC_COLUMNS.items() if c in qc.columns}
     header = ["Subject", "Group", "Split", *columns.values(), "QC flags"]
@@ -163,7 +177,7 @@ def qc_table_section(
         cells += [_qc_value(qc, sid, c) for c in columns]
         cells.append(", ".join(_escape(f) for f in subject_flags) or "none")
         if viewers:
-            cells.append(f"`{sid}.html`_")
+            cells.append(viewer_link(sid, embedded))
         rows.append(cells)
     return list_table(header, rows, "QC table: every subject")
 
@@ -204,11 +218,13 @@ def front_page(
     figures: Sequence[str],
     viewers: bool,
     probe_tsv: str | os.PathLike | None = None,
+    embedded: Collection[str] | None = None,
 ) -> str:
     """The front page's reStructuredText (see the module docstring).
 
     ``figures`` names the report's figure files present in this study (keys of
-    :data:`FIGURES`); ``viewers`` whether the Viewer category exists.
+    :data:`FIGURES`); ``viewers`` whether there are viewer pages; ``embedded`` the subjects
+    whose pages the report embeds (its Viewer category; None: every subject's).
     """
     parts = ["Cohort\n------\n", cohort_section(pairs, excluded, split, flags)]
     parts += [
@@ -228,14 +244,21 @@ def front_page(
         ]
     links = [f"- `{name}`_: {FIGURES[name]}." for name in figures if name in FIGURES]
     links.append("- `Tables`_: the paired tests (``wilcoxon_holm.tsv``).")
-    if viewers:
+    if viewers and (embedded is None or embedded):
         links.append(
-            "- `Viewer`_: one interactive page per subject (T1, PET and each method's fused "
-            "volume in three linked planes, its QC figures and metric values); also linked "
-            "from the QC table below."
+            "- `Viewer`_: interactive pages (T1, PET and each method's fused volume in three "
+            "linked planes, the subject's QC figures and metric values)"
+            + ("" if embedded is None else f" of {len(embedded)} subject(s) (``viewer.report``)")
+            + "; every subject's page is linked from the QC table below."
+        )
+    if viewers and embedded is not None:
+        links.append(
+            "- Pages not embedded in this report are files beside it: ``viewer/<subject>.html`` "
+            "in the results folder; their links below work when the report is written there "
+            "(``--report <results>/report.html``)."
         )
     parts += ["Figures and viewers\n-------------------\n", "\n".join(links) + "\n"]
-    parts += ["Subjects\n--------\n", qc_table_section(split, qc, flags, viewers)]
+    parts += ["Subjects\n--------\n", qc_table_section(split, qc, flags, viewers, embedded)]
     return "\n".join(parts)
 
 

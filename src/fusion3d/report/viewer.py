@@ -10,7 +10,12 @@ offline, with no server; nothing is fetched.
 
 Cost per page: one lossless 8-bit PNG sprite per volume (``grid`` slices of ``grid^2``;
 grey, or a palette for the coloured PET), the 12 kB script and a JPEG copy of the QC figure;
-see :func:`write_subject_page` for the measured figures.
+see :func:`write_subject_page` for the measured figures. So that a study of hundreds of
+subjects stays a few GB of pages and an openable report (docs/benchmarks.md), only the pages
+of the subjects in ``viewer.fused_splits`` (default: the test split) carry the methods'
+fused volumes (:func:`write_viewer_pages`), and the report embeds only the pages that
+``viewer.report`` names (:func:`report_subjects`; default: the figure subjects); every other
+page is a file of ``viewer/`` that the report's front page links.
 """
 
 from __future__ import annotations
@@ -39,6 +44,12 @@ WINDOW = (0.0, 1.0)
 PET_CMAP = "hot"
 #: Width in pixels of the QC figure's copy in the page.
 QC_WIDTH = 900
+#: The splits of a study, in order (a page's fused volumes are shown for some of them).
+SPLITS = ("train", "val", "test", "excluded")
+#: The page's note when it shows no fused volume (the subject was not fused).
+NO_FUSED = "No fused volume: the subject is not in the evaluated splits."
+#: Values of ``viewer.report``: the pages the report embeds (the rest are linked).
+REPORT_CHOICES = ("figures", "test", "all", "none")
 
 _JS: list[str] = []
 
@@ -268,11 +279,13 @@ def subject_page(
     flags: Sequence[str],
     metrics: Mapping[str, pd.DataFrame],
     qc_figure: str | None,
+    no_fused: str = NO_FUSED,
 ) -> str:
     """The HTML of one subject's viewer page (see the module docstring).
 
     ``sprites`` maps ``t1``, ``pet`` and each method key to a data URI; ``methods`` lists
-    ``(key, label)`` of the fused volumes, in order; ``info`` the subject's table fields.
+    ``(key, label)`` of the fused volumes, in order; ``info`` the subject's table fields;
+    ``no_fused`` the note shown in place of the fused view when ``methods`` is empty.
     """
     nx, ny, nz = (int(s) for s in shape)
     data = {
@@ -294,7 +307,7 @@ def subject_page(
         f'<h2>Fused volume</h2><div>{buttons}</div><div class="view"><canvas id="canvas-fused">'
         "</canvas></div>"
         if methods
-        else '<p class="note">No fused volume: the subject is not in the evaluated splits.</p>'
+        else f'<p class="note">{html.escape(no_fused)}</p>'
     )
     summary = " &middot; ".join(
         f"{html.escape(k)}: <b>{html.escape(str(v))}</b>" for k, v in info.items()
@@ -349,12 +362,15 @@ def write_subject_page(
     qc_png: str | os.PathLike | None,
     flags: Sequence[str],
     metrics: pd.DataFrame,
+    no_fused: str = NO_FUSED,
 ) -> Path:
     """Write one subject's viewer page (atomically) and return its path.
 
     ``fused`` maps method keys to the subject's fused NIfTI; ``labels`` gives every method's
-    display label in the study's order; ``metrics`` the subject's long metric rows.
-    Measured (synthetic head, 64^3 grid, 10 methods): 1.6 MB and 1.5 s a page (32^3: 0.39 MB).
+    display label in the study's order; ``metrics`` the subject's long metric rows;
+    ``no_fused`` the page's note when ``fused`` is empty.
+    Measured (``benchmarks/bench_viewer.py``, docs/benchmarks.md): with 10 methods 1.5 MB
+    and 1.0 s a page at 64^3, 9.1 MB and 2.6 s at 128^3; T1 and PET alone 0.37 and 1.7 MB.
     """
     t1_data = load_volume(t1)
     reference = nib.as_closest_canonical(nib.load(str(t1)))
@@ -384,6 +400,7 @@ def write_subject_page(
         flags=list(flags),
         metrics=metric_tables(metrics, labels),
         qc_figure=encode_figure(qc_png) if qc_png else None,
+        no_fused=no_fused,
     )
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -409,6 +426,85 @@ def _subject_flags(flags: pd.DataFrame, subject_id: str) -> list[str]:
     return [f"{row.flag} ({row.kind}): {row.reason}" for row in rows.itertuples(index=False)]
 
 
+def check_fused_splits(fused_splits: Sequence[str]) -> tuple[str, ...]:
+    """``viewer.fused_splits`` as a tuple (ValueError naming the key for an unknown split)."""
+    unknown = sorted(set(fused_splits) - set(SPLITS[:3]))
+    if unknown:
+        raise ValueError(
+            f"viewer.fused_splits: unknown split(s) {unknown}; choose from {list(SPLITS[:3])}"
+        )
+    return tuple(fused_splits)
+
+
+def no_fused_note(split_name: str, fused_splits: Sequence[str]) -> str:
+    """The note of a page without fused volumes: why, and the key that changes it."""
+    if split_name not in SPLITS[:3]:
+        return NO_FUSED
+    shown = ", ".join(fused_splits) or "none"
+    return (
+        f"No fused volume on this page: this subject is in the {split_name} split, and the "
+        f"pages show the methods' fused volumes for the splits viewer.fused_splits = [{shown}] "
+        "(the config key; fused volumes are in fused/<method>/<run>/)."
+    )
+
+
+def report_subjects(split: pd.DataFrame, choice: str, figure_subjects: Sequence[str]) -> list[str]:
+    """The subjects whose viewer pages the report embeds (``viewer.report``).
+
+    ``figures``: the subjects of the paper-style figure (``figure_subjects``); ``test``: the
+    test split; ``all``: every subject; ``none``: no page. In ``split`` order.
+    """
+    if choice not in REPORT_CHOICES:
+        raise ValueError(f"viewer.report: {choice!r} is not one of {list(REPORT_CHOICES)}")
+    wanted = {
+        "figures": set(figure_subjects),
+        "test": set(split.loc[split["split"] == "test", "subject_id"]),
+        "all": set(split["subject_id"]),
+        "none": set(),
+    }[choice]
+    return [sid for sid in split["subject_id"] if sid in wanted]
+
+
+def figure_subjects(
+    split: pd.DataFrame, fused: Mapping[str, Mapping[str, str]], n_subjects: int
+) -> list[str]:
+    """The subjects of the paper-style figure: the fusion panel's choice
+    (:func:`fusion3d.report.figures.pick_panel_subjects`) among the test subjects every method
+    has fused; none when there is no such subject."""
+    from fusion3d.report.figures import pick_panel_subjects
+
+    common = set.intersection(*(set(p) for p in fused.values())) if fused else set()
+    test = set(split.loc[split["split"] == "test", "subject_id"])
+    if not common & test:
+        return []
+    return pick_panel_subjects(split, sorted(common), n_subjects=n_subjects)
+
+
+def copy_report_pages(
+    pages_dir: str | os.PathLike, report_dir: str | os.PathLike, subjects: Sequence[str]
+) -> list[Path]:
+    """Put the pages of ``subjects`` into ``report_dir`` (the folder the report embeds).
+
+    A hard link where the file system allows one (no second copy on disk), a copy otherwise.
+    """
+    import shutil
+
+    out_dir = Path(report_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for sid in subjects:
+        source, target = Path(pages_dir) / f"{sid}.html", out_dir / f"{sid}.html"
+        if not source.is_file():
+            raise ValueError(f"viewer: the report's page {source} was not written")
+        target.unlink(missing_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+        out.append(target)
+    return out
+
+
 def write_viewer_pages(
     out_dir: str | os.PathLike,
     *,
@@ -419,6 +515,7 @@ def write_viewer_pages(
     qc_pngs: Mapping[str, str],
     flags: pd.DataFrame,
     long: pd.DataFrame,
+    fused_splits: Sequence[str] = SPLITS[:3],
 ) -> list[Path]:
     """One page ``<out_dir>/<subject_id>.html`` for every subject of ``split`` (all splits).
 
@@ -426,11 +523,15 @@ def write_viewer_pages(
     images ``model_mri`` and ``model_pet``; ``indexes`` maps each method (in ``labels``
     order) to its ``index.tsv``; ``qc_jsons`` / ``qc_pngs`` map subjects to their QC record
     and figure; ``flags`` is ``qc/flags.tsv`` and ``long`` ``tables/metrics_long.tsv``.
+    Only the pages of subjects in ``fused_splits`` show the fused volumes (the costly part
+    of a page: one sprite per method); the others say why they show none.
     """
+    fused_splits = check_fused_splits(fused_splits)
     fused = read_fused_indexes(indexes)
     pages = []
     for row in split.itertuples(index=False):
         sid = row.subject_id
+        shown = row.split in fused_splits
         info = {"group": row.group, "split": row.split}
         reason = getattr(row, "split_reason", "")
         if reason:
@@ -441,13 +542,32 @@ def write_viewer_pages(
                 subject_id=sid,
                 t1=row.model_mri,
                 pet=row.model_pet,
-                fused={m: paths[sid] for m, paths in fused.items() if sid in paths},
+                fused={m: paths[sid] for m, paths in fused.items() if shown and sid in paths},
                 labels=labels,
                 info=info,
                 qc_json=qc_jsons[sid],
                 qc_png=qc_pngs.get(sid),
                 flags=_subject_flags(flags, sid),
                 metrics=long[long["subject_id"] == sid],
+                no_fused=no_fused_note(row.split, fused_splits),
             )
         )
     return pages
+
+
+def write_report_pages(
+    pages_dir: str | os.PathLike,
+    report_dir: str | os.PathLike,
+    *,
+    split: pd.DataFrame,
+    indexes: Mapping[str, str | os.PathLike],
+    choice: str,
+    n_figure_subjects: int,
+) -> list[Path]:
+    """The pages the report embeds (``viewer.report`` = ``choice``), put in ``report_dir``.
+
+    ``pages_dir`` holds every page (:func:`write_viewer_pages`); ``indexes`` the methods'
+    ``index.tsv`` (the figure subjects are among those every method has fused).
+    """
+    figures = figure_subjects(split, read_fused_indexes(indexes), n_figure_subjects)
+    return copy_report_pages(pages_dir, report_dir, report_subjects(split, choice, figures))

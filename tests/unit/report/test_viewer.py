@@ -143,3 +143,104 @@ def test_front_page_renders_the_cohort_tables_and_links(tmp_path):
     assert "<strong>20.1 +- 1.0</strong>" in body and "FSIM here" in body
     assert "mask_volume: 1 subject" in body and "1.4e+03" in body
     assert 'href="#">sub-A_ses-M000.html' in body
+
+
+def test_front_page_links_pages_not_embedded_as_files_beside_the_report(tmp_path):
+    table1 = tmp_path / "table1.md"
+    table1.write_text("| Method | PSNR |\n|---|---|\n| Maximum | 18.0 +- 2.0 |\n")
+    split = pd.DataFrame(
+        {"subject_id": ["sub-A", "sub-B"], "group": ["CN", "AD"], "split": ["test", "train"]}
+    )
+    text = frontpage.front_page(
+        pairs=split[["subject_id", "group"]],
+        excluded=pd.DataFrame({"reason": []}),
+        split=split,
+        flags=pd.DataFrame({"subject_id": [], "flag": []}),
+        qc=pd.DataFrame({"subject_id": ["sub-A"], "mask_volume_ml": ["1400.5"]}),
+        table1_md=table1,
+        paper_vs_ours_md=None,
+        figures=[],
+        viewers=True,
+        embedded=["sub-A"],
+    )
+    targets = "\n".join(f".. _{t}: #" for t in ("Tables", "Viewer", "sub-A.html"))
+    body = publish_parts(
+        text + "\n" + targets,
+        writer_name="html",
+        settings_overrides={"report_level": 2, "halt_level": 2},
+    )["html_body"]
+    assert 'href="#">sub-A.html' in body  # the report's own copy
+    assert 'href="viewer/sub-B.html">viewer/sub-B.html' in body  # the file beside the report
+    assert "of 1 subject(s)" in body
+
+
+def _split_and_indexes(subject, tmp_path):
+    """Three subjects (test, train, excluded) with the same volumes; an index per method."""
+    ids = ["sub-T", "sub-R", "sub-X"]
+    split = pd.DataFrame(
+        {
+            "subject_id": ids,
+            "group": ["CN", "AD", "CN"],
+            "split": ["test", "train", "excluded"],
+            "split_reason": ["", "", "qc flag"],
+            "model_mri": [str(subject["t1"])] * 3,
+            "model_pet": [str(subject["pet"])] * 3,
+        }
+    )
+    indexes = {}
+    for method in ("average", "dcfb3d"):
+        indexes[method] = tmp_path / f"{method}.tsv"
+        pd.DataFrame({"subject_id": ids[:2], "fused_path": [str(subject[method])] * 2}).to_csv(
+            indexes[method], sep="\t", index=False
+        )
+    return split, indexes
+
+
+def test_only_pages_of_the_fused_splits_carry_fused_volumes(subject, tmp_path):
+    split, indexes = _split_and_indexes(subject, tmp_path)
+    kwargs = dict(
+        split=split,
+        indexes=indexes,
+        labels={"dcfb3d": "DC2Fusion (ours)", "average": "Weighted average"},
+        qc_jsons=dict.fromkeys(split["subject_id"], str(subject["qc"])),
+        qc_pngs={},
+        flags=pd.DataFrame({"subject_id": [], "flag": [], "kind": [], "reason": []}),
+        long=pd.DataFrame({"subject_id": [], "method": [], "protocol": [], "metric": []}),
+    )
+    pages = viewer.write_viewer_pages(tmp_path / "v", fused_splits=["test"], **kwargs)
+    text = {p.stem: p.read_text() for p in pages}
+    assert 'id="sprite-dcfb3d"' in text["sub-T"] and 'id="sprite-average"' in text["sub-T"]
+    for sid in ("sub-R", "sub-X"):
+        assert "sprite-dcfb3d" not in text[sid] and 'id="sprite-t1"' in text[sid]
+    assert "viewer.fused_splits = [test]" in text["sub-R"] and "train split" in text["sub-R"]
+    assert "not in the evaluated splits" in text["sub-X"]
+    every = viewer.write_viewer_pages(tmp_path / "w", fused_splits=["train", "test"], **kwargs)
+    assert 'id="sprite-dcfb3d"' in every[1].read_text()
+    with pytest.raises(ValueError, match="viewer.fused_splits.*'tets'"):
+        viewer.write_viewer_pages(tmp_path / "z", fused_splits=["tets"], **kwargs)
+
+
+def test_report_embeds_the_pages_that_viewer_report_names(subject, tmp_path):
+    split, indexes = _split_and_indexes(subject, tmp_path)
+    split = pd.concat([split, split.iloc[[0]].assign(subject_id="sub-U", group="AD")])
+    assert viewer.report_subjects(split, "figures", ["sub-U"]) == ["sub-U"]
+    assert viewer.report_subjects(split, "test", []) == ["sub-T", "sub-U"]
+    assert viewer.report_subjects(split, "all", []) == ["sub-T", "sub-R", "sub-X", "sub-U"]
+    assert viewer.report_subjects(split, "none", ["sub-T"]) == []
+    with pytest.raises(ValueError, match="viewer.report: 'every'"):
+        viewer.report_subjects(split, "every", [])
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    for sid in split["subject_id"]:
+        (pages / f"{sid}.html").write_text(f"<p>{sid}</p>")
+    # the figure subjects: the fusion panel's choice among the test subjects every method fused
+    out = viewer.write_report_pages(
+        pages, tmp_path / "report", split=split, indexes=indexes, choice="figures",
+        n_figure_subjects=3,
+    )  # fmt: skip
+    assert [p.name for p in out] == ["sub-T.html"]  # sub-U has no fused volume
+    assert out[0].read_text() == "<p>sub-T</p>"
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["sub-T.html"]
+    (pages / "sub-T.html").unlink()
+    with pytest.raises(ValueError, match="sub-T.html was not written"):
+        viewer.copy_report_pages(pages, tmp_path / "report2", ["sub-T"])
