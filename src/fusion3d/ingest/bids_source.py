@@ -41,16 +41,16 @@ from fusion3d.ingest.run import (
     MISSING_COLUMNS,
     IngestPlan,
     NoPairsError,
-    _choose_and_convert,
-    _excl,
-    _header_flags,
-    _Study,
-    _SubjectResult,
-    _tables,
-    _write_kept,
+    Study,
+    SubjectResult,
+    choose_and_convert,
+    exclusion_row,
     exclusion_summary,
+    header_flag_rows,
     one_line_table,
     resolve_options,
+    result_tables,
+    write_kept,
 )
 from fusion3d.ingest.select import Candidate, Pair, normalise_description, pet_rec_label
 from fusion3d.io import read_tsv, write_tsv
@@ -291,7 +291,7 @@ def _classify(plan: IngestPlan, row: dict, sidecar: dict) -> tuple[str, tuple] |
         reason = f"tracer {tracer} is not FDG"
     else:
         return "fdg", (_rec_rank(row["rec"], plan.options["fdg_preference"]), row["run"])
-    plan.excluded.append(_excl(ptid_of(row["sub"]), row["rel"], desc, reason))
+    plan.excluded.append(exclusion_row(ptid_of(row["sub"]), row["rel"], desc, reason))
     return None
 
 
@@ -347,7 +347,7 @@ class BidsStudy:
     """What every subject's ingest shares: the IDA path's study state (its ADNI tables empty),
     the source dataset and the diagnosis keys."""
 
-    study: _Study
+    study: Study
     source_dir: Path
     diagnosis_column: str
     diagnosis_map: dict[str, str]
@@ -425,44 +425,46 @@ def _pair_row(pair: Pair, participant: str, visit: dict, paths) -> dict:
     }
 
 
-def _process_subject(participant: str, bs: BidsStudy) -> _SubjectResult:
+def _process_subject(participant: str, bs: BidsStudy) -> SubjectResult:
     """One subject: choose and convert (with fallback), session and diagnosis, write, record."""
-    result = _SubjectResult()
+    result = SubjectResult()
     plan = bs.study.plan
-    pairs, reasons, converted = _choose_and_convert(participant, plan, bs.study.workdir)
+    pairs, reasons, converted = choose_and_convert(participant, plan, bs.study.workdir)
     used: dict[str, str] = {}
     for pair in pairs:
         visit, why = _visit(pair, participant, bs, used)
         if visit is None:
             reasons.update(dict.fromkeys((pair.mri.image_id, pair.pet.image_id), why))
             continue
-        flags = _header_flags(pair, converted, plan)
+        flags = header_flag_rows(pair, converted, plan)
         paths = _write_pair(pair, participant, visit["session"], bs, converted, flags)
         result.pairs.append(_pair_row(pair, participant, visit, paths))
         result.flags.extend(flags)
     cands = {c.image_id: c for c in plan.candidates[participant]}
     for image_id, reason in reasons.items():
         cand = cands[image_id]
-        result.excluded.append(_excl(cand.ptid, image_id, cand.description, reason))
+        result.excluded.append(exclusion_row(cand.ptid, image_id, cand.description, reason))
     return result
 
 
-def _process_or_exclude(participant: str, bs: BidsStudy) -> _SubjectResult:
+def _process_or_exclude(participant: str, bs: BidsStudy) -> SubjectResult:
     """:func:`_process_subject`, turning an unexpected error into exclusion rows."""
     try:
         return _process_subject(participant, bs)
     except Exception as exc:  # one bad subject never stops the cohort
         log.exception("%s: ingest failed", participant)
-        res = _SubjectResult()
+        res = SubjectResult()
         for c in bs.study.plan.candidates[participant]:
-            res.excluded.append(_excl(c.ptid, c.image_id, c.description, f"ingest error: {exc}"))
+            res.excluded.append(
+                exclusion_row(c.ptid, c.image_id, c.description, f"ingest error: {exc}")
+            )
         return res
 
 
-def _write_outputs(bs: BidsStudy, rows: _SubjectResult, outputs: dict, keep_dir) -> tuple:
+def _write_outputs(bs: BidsStudy, rows: SubjectResult, outputs: dict, keep_dir) -> tuple:
     """Write the BIDS tree's tables, excluded.tsv, header_flags.tsv, missing.tsv, pairs.tsv."""
     study = bs.study
-    pairs, excluded, participants = _tables(
+    pairs, excluded, participants = result_tables(
         rows.pairs, rows.excluded, study.plan.options["relative_to"]
     )
     bids.write_dataset_description(
@@ -470,10 +472,10 @@ def _write_outputs(bs: BidsStudy, rows: _SubjectResult, outputs: dict, keep_dir)
     )
     bids.write_readme(study.bids_dir, f"BIDS dataset {bs.source_dir}")
     bids.write_participants(participants, study.bids_dir)
-    where = _write_kept(excluded, outputs["excluded"], keep_dir)
+    where = write_kept(excluded, outputs["excluded"], keep_dir)
     flags = one_line_table(pd.DataFrame(rows.flags, columns=list(HEADER_FLAG_COLUMNS)))
-    _write_kept(flags, outputs["header_flags"], keep_dir)
-    _write_kept(pd.DataFrame(columns=list(MISSING_COLUMNS)), outputs["missing"], keep_dir)
+    write_kept(flags, outputs["header_flags"], keep_dir)
+    write_kept(pd.DataFrame(columns=list(MISSING_COLUMNS)), outputs["missing"], keep_dir)
     write_tsv(pairs, outputs["pairs"])
     log.info("ingest: %d pairs, %d images excluded", len(pairs), len(excluded))
     log.warning("%s", exclusion_summary(excluded, {}))
@@ -520,13 +522,11 @@ def run_bids_ingest(
     source = Path(source_dir)
     plan = plan_bids(source, options)
     check_diagnosis_column(plan.index, diagnosis_column, source)
-    study = _Study(
-        plan, Path(bids_dir), Path(tempfile.mkdtemp(prefix="fusion3d_bids_")), {}, {}, {}
-    )
+    study = Study(plan, Path(bids_dir), Path(tempfile.mkdtemp(prefix="fusion3d_bids_")), {}, {}, {})
     study.bids_dir.mkdir(parents=True, exist_ok=True)
     mapping = dict(DEFAULT_DIAGNOSIS_MAP if diagnosis_map is None else diagnosis_map)
     bs = BidsStudy(study, source, diagnosis_column, mapping)
-    rows = _SubjectResult(excluded=list(plan.excluded))
+    rows = SubjectResult(excluded=list(plan.excluded))
     try:
         with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
             for res in pool.map(lambda p: _process_or_exclude(p, bs), sorted(plan.candidates)):

@@ -6,7 +6,7 @@ pairs T1 with FDG per subject without touching pixel data (fast enough for DAG-b
 the reason and the subject falls back to its next candidate. One bad subject never stops the
 cohort. One subject (:func:`_process_subject`) goes through named steps:
 
-1. :func:`_choose_and_convert`: pair its candidates, convert the chosen images, choose again
+1. :func:`choose_and_convert`: pair its candidates, convert the chosen images, choose again
    without an image that fails;
 2. :func:`_participant`: its BIDS label;
 3. :func:`_visit_of`: per pair, the session, diagnosis, sex and age (ADNIMERGE, else the CSV);
@@ -157,7 +157,7 @@ class IngestPlan:
     selection_excluded: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def _excl(ptid: str, image_id: str, description: str, reason: str) -> dict:
+def exclusion_row(ptid: str, image_id: str, description: str, reason: str) -> dict:
     """One row of excluded.tsv."""
     return {"ptid": ptid, "image_id": image_id, "description": description, "reason": reason}
 
@@ -171,10 +171,10 @@ def _classify(plan: IngestPlan, row: tuple, cohort: set[str] | None) -> None:
     opts = plan.options
     if cohort is not None and image_id not in cohort:
         what = "amyloid/tau tracer" if is_tracer(desc) else "not used by the study"
-        plan.excluded.append(_excl(ptid, image_id, desc, f"not in cohort list ({what})"))
+        plan.excluded.append(exclusion_row(ptid, image_id, desc, f"not in cohort list ({what})"))
         return
     if problem:
-        plan.excluded.append(_excl(ptid, image_id, desc, problem))
+        plan.excluded.append(exclusion_row(ptid, image_id, desc, problem))
         return
     mod = modality.strip().upper()
     kind, rank = None, None
@@ -183,17 +183,17 @@ def _classify(plan: IngestPlan, row: tuple, cohort: set[str] | None) -> None:
         kind, rank = ("t1", found) if found is not None else (None, None)
     elif mod.startswith("PT") or mod == "PET":
         if is_tracer(desc):
-            plan.excluded.append(_excl(ptid, image_id, desc, "amyloid/tau tracer"))
+            plan.excluded.append(exclusion_row(ptid, image_id, desc, "amyloid/tau tracer"))
             return
         found = preference_rank(desc, opts["fdg_preference"])
         kind, rank = ("fdg", (found,)) if found is not None else (None, None)
     if kind is None:
         reason = f"{modality or 'unknown modality'} series not in t1_preference/fdg_preference"
-        plan.excluded.append(_excl(ptid, image_id, desc, reason))
+        plan.excluded.append(exclusion_row(ptid, image_id, desc, reason))
         return
     files, fmt, why = locate_image(plan.index, image_id, ptid)
     if fmt is None:
-        plan.excluded.append(_excl(ptid, image_id, desc, why))
+        plan.excluded.append(exclusion_row(ptid, image_id, desc, why))
         return
     plan.located[image_id] = (files, fmt)
     plan.candidates.setdefault(ptid, []).append(
@@ -266,7 +266,7 @@ def plan_ingest(
 
 
 @dataclass
-class _SubjectResult:
+class SubjectResult:
     """One subject's rows of pairs.tsv and excluded.tsv."""
 
     pairs: list[dict] = field(default_factory=list)
@@ -275,7 +275,7 @@ class _SubjectResult:
 
 
 @dataclass
-class _Study:
+class Study:
     """What every subject's ingest shares: the plan, the clinical tables, the output folders."""
 
     plan: IngestPlan
@@ -321,7 +321,7 @@ def _convert_pairs(
     return None
 
 
-def _choose_and_convert(
+def choose_and_convert(
     ptid: str, plan: IngestPlan, workdir: Path
 ) -> tuple[list[Pair], dict[str, str], dict[str, ConvertedImage]]:
     """Step 1: choose the subject's pairs and convert their images, falling back on failures.
@@ -358,9 +358,7 @@ def _participant(ptid: str, pairs: list[Pair], reasons: dict[str, str]) -> str |
         return None
 
 
-def _visit_of(
-    pair: Pair, study: _Study, used_sessions: dict[str, str]
-) -> tuple[_Visit | None, str]:
+def _visit_of(pair: Pair, study: Study, used_sessions: dict[str, str]) -> tuple[_Visit | None, str]:
     """Step 3: session label, diagnosis, sex and age of one pair, or (None, reason).
 
     The session comes from ADNIMERGE's VISCODE at the visit, else from the months since the
@@ -385,7 +383,7 @@ def _visit_of(
     return _Visit(session, group, group_raw, sex, age), ""
 
 
-def _header_flags(pair: Pair, converted: dict, plan: IngestPlan) -> list[dict]:
+def header_flag_rows(pair: Pair, converted: dict, plan: IngestPlan) -> list[dict]:
     """The header flags of a pair's images and of the pair (handedness), as table rows."""
     rows = []
     for cand in (pair.mri, pair.pet):
@@ -406,7 +404,7 @@ def _header_flags(pair: Pair, converted: dict, plan: IngestPlan) -> list[dict]:
 
 
 def _write_pair(
-    pair: Pair, participant: str, session: str, converted: dict, study: _Study, flags: list
+    pair: Pair, participant: str, session: str, converted: dict, study: Study, flags: list
 ) -> tuple[Path, Path]:
     """Step 4: write the pair's T1 and FDG as BIDS images with their JSON sidecars.
 
@@ -458,13 +456,13 @@ def _pair_row(pair: Pair, participant: str, visit: _Visit, t1_out: Path, pet_out
     }
 
 
-def _process_subject(ptid: str, study: _Study) -> _SubjectResult:
+def _process_subject(ptid: str, study: Study) -> SubjectResult:
     """Ingest one subject: choose and convert (with fallback), label, write BIDS, record.
 
     Every candidate image of the subject ends as a pair's image or an exclusion row.
     """
-    result = _SubjectResult()
-    pairs, reasons, converted = _choose_and_convert(ptid, study.plan, study.workdir)
+    result = SubjectResult()
+    pairs, reasons, converted = choose_and_convert(ptid, study.plan, study.workdir)
     participant = _participant(ptid, pairs, reasons)
     used_sessions: dict[str, str] = {}
     for pair in pairs if participant is not None else []:
@@ -472,25 +470,27 @@ def _process_subject(ptid: str, study: _Study) -> _SubjectResult:
         if visit is None:
             reasons.update(dict.fromkeys((pair.mri.image_id, pair.pet.image_id), why))
             continue
-        flags = _header_flags(pair, converted, study.plan)
+        flags = header_flag_rows(pair, converted, study.plan)
         t1_out, pet_out = _write_pair(pair, participant, visit.session, converted, study, flags)
         result.pairs.append(_pair_row(pair, participant, visit, t1_out, pet_out))
         result.flags.extend(flags)
     desc_of = {c.image_id: c.description for c in study.plan.candidates[ptid]}
     for image_id, reason in reasons.items():
-        result.excluded.append(_excl(ptid, image_id, desc_of[image_id], reason))
+        result.excluded.append(exclusion_row(ptid, image_id, desc_of[image_id], reason))
     return result
 
 
-def _process_or_exclude(ptid: str, study: _Study) -> _SubjectResult:
+def _process_or_exclude(ptid: str, study: Study) -> SubjectResult:
     """:func:`_process_subject`, turning an unexpected error into exclusion rows."""
     try:
         return _process_subject(ptid, study)
     except Exception as exc:  # one bad subject never stops the cohort
         log.exception("%s: ingest failed", ptid)
-        res = _SubjectResult()
+        res = SubjectResult()
         for c in study.plan.candidates[ptid]:
-            res.excluded.append(_excl(ptid, c.image_id, c.description, f"ingest error: {exc}"))
+            res.excluded.append(
+                exclusion_row(ptid, c.image_id, c.description, f"ingest error: {exc}")
+            )
         return res
 
 
@@ -537,7 +537,7 @@ def summarise_reasons(excluded: pd.DataFrame, limit: int = 8) -> str:
     return "; ".join(parts)
 
 
-def _write_kept(table: pd.DataFrame, path: Path, keep_dir: Path | None) -> Path:
+def write_kept(table: pd.DataFrame, path: Path, keep_dir: Path | None) -> Path:
     """Write ``table`` to ``path`` and, with ``keep_dir``, a copy of the same name there.
 
     Returns where a reader should look: the copy (it outlives a failed Snakemake job, which
@@ -559,7 +559,7 @@ def _check_cohort(cohort_ids, manifest, download_dir, index, opts, missing_tsv, 
         ids, manifest, download_dir, allow_incomplete=True, index=index
     )
     table = one_line_table(missing.reindex(columns=list(MISSING_COLUMNS)))
-    where = _write_kept(table, Path(missing_tsv), keep_dir)
+    where = write_kept(table, Path(missing_tsv), keep_dir)
     log.info("cohort: %s", describe_summary(summary))
     if len(missing) and not opts["allow_incomplete_cohort"]:
         raise IncompleteCohortError(
@@ -568,9 +568,9 @@ def _check_cohort(cohort_ids, manifest, download_dir, index, opts, missing_tsv, 
     return ids
 
 
-def _run_subjects(study: _Study, threads: int) -> _SubjectResult:
+def _run_subjects(study: Study, threads: int) -> SubjectResult:
     """Ingest every subject with candidates on ``threads`` threads; all rows of the tables."""
-    rows = _SubjectResult(excluded=list(study.plan.excluded))
+    rows = SubjectResult(excluded=list(study.plan.excluded))
     subjects = sorted(study.plan.candidates)
     with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
         for res in pool.map(lambda ptid: _process_or_exclude(ptid, study), subjects):
@@ -613,7 +613,7 @@ def exclusion_summary(excluded: pd.DataFrame, names: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _tables(pair_rows: list[dict], excluded_rows: list[dict], relative_to) -> tuple:
+def result_tables(pair_rows: list[dict], excluded_rows: list[dict], relative_to) -> tuple:
     """pairs.tsv (paths relative to ``relative_to``, else absolute), excluded.tsv, participants."""
     pairs = pd.DataFrame(pair_rows, columns=list(PAIRS_COLUMNS))
     for col in ("mri_path", "pet_path"):
@@ -638,11 +638,11 @@ def _tables(pair_rows: list[dict], excluded_rows: list[dict], relative_to) -> tu
     return pairs, excluded, participants
 
 
-def _new_study(plan: IngestPlan, manifest: pd.DataFrame, adnimerge: dict, bids_dir: Path) -> _Study:
+def _new_study(plan: IngestPlan, manifest: pd.DataFrame, adnimerge: dict, bids_dir: Path) -> Study:
     """The shared state of one ingest run (creates ``bids_dir`` and a private work folder)."""
     bids_dir.mkdir(parents=True, exist_ok=True)
     valid = manifest[manifest["problem"] == ""]
-    return _Study(
+    return Study(
         plan=plan,
         bids_dir=bids_dir,
         workdir=Path(tempfile.mkdtemp(prefix="fusion3d_ingest_")),
@@ -653,7 +653,7 @@ def _new_study(plan: IngestPlan, manifest: pd.DataFrame, adnimerge: dict, bids_d
 
 
 def _write_outputs(
-    study: _Study, rows: _SubjectResult, outputs: tuple[Path, Path, Path], keep_dir
+    study: Study, rows: SubjectResult, outputs: tuple[Path, Path, Path], keep_dir
 ) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
     """Write participants.tsv, excluded.tsv, header_flags.tsv and pairs.tsv; log the summary.
 
@@ -662,13 +662,13 @@ def _write_outputs(
     """
     pairs_tsv, excluded_tsv, flags_tsv = outputs
     relative_to = study.plan.options["relative_to"]
-    pairs, excluded, participants = _tables(rows.pairs, rows.excluded, relative_to)
+    pairs, excluded, participants = result_tables(rows.pairs, rows.excluded, relative_to)
     bids.write_dataset_description(study.bids_dir)
     bids.write_readme(study.bids_dir, "a LONI IDA download of ADNI")
     bids.write_participants(participants, study.bids_dir)
-    where = _write_kept(excluded, excluded_tsv, keep_dir)
+    where = write_kept(excluded, excluded_tsv, keep_dir)
     flags = one_line_table(pd.DataFrame(rows.flags, columns=list(HEADER_FLAG_COLUMNS)))
-    _write_kept(flags, flags_tsv, keep_dir)
+    write_kept(flags, flags_tsv, keep_dir)
     write_tsv(pairs, pairs_tsv)
     log.info("ingest: %d pairs, %d images excluded", len(pairs), len(excluded))
     names = {i: files[0].name for i, (files, _) in study.plan.located.items() if files}
@@ -738,7 +738,7 @@ def run_ingest(
     if cohort_ids is not None:
         ids = _check_cohort(cohort_ids, manifest, download_dir, index, opts, missing_tsv, keep_dir)
     else:  # no cohort list: nothing can be missing
-        _write_kept(pd.DataFrame(columns=list(MISSING_COLUMNS)), missing_tsv, keep_dir)
+        write_kept(pd.DataFrame(columns=list(MISSING_COLUMNS)), missing_tsv, keep_dir)
     adnimerge_rows = clinical.index_adnimerge(
         clinical.read_adnimerge(adnimerge) if adnimerge else None
     )
