@@ -4,6 +4,7 @@ config/config.yaml (the CPU demo) is loaded only when no --configfile is given."
 from __future__ import annotations
 
 import copy
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from fusion3d.config import network_train_config, networks_of, resolve
 from fusion3d.preflight import (
     COUNTED_BY_TRAINING,
     network_parameters,
+    parameter_counts,
     study_summary,
     write_study_summary,
 )
@@ -59,6 +61,20 @@ def test_study_summary_names_what_will_run(tmp_path):
     assert "WARNING" not in text
     path = write_study_summary(text, tmp_path / "results" / "study.txt")
     assert path.read_text() == text
+
+
+def test_parameter_counts_are_exact_with_torch_and_left_to_training_without(monkeypatch):
+    config = resolve(copy.deepcopy(DEMO), SCHEMA)
+    counts = parameter_counts(config, ["matr", "dilran"])
+    assert counts == {n: network_parameters(n, config["models"][n]) for n in ("matr", "dilran")}
+    assert counts["matr"] == 13_422
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    assert parameter_counts(config, ["matr", "dilran"]) == {}
+    text = study_summary(config, _train_configs(config), {})
+    assert f"  matr: {COUNTED_BY_TRAINING}, 4 epochs, lr 0.001, batch 4" in text
 
 
 def test_study_summary_of_the_paper_config_uses_each_recipe():
