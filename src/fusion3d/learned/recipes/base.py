@@ -15,7 +15,9 @@ differs between them is a :class:`Recipe`:
   tensors on the [0, 1] scale);
 - ``defaults``: the published training settings, as train-config keys. The keys of
   :data:`COMMON_DEFAULTS` exist for every recipe; a recipe may add its own (loss weights,
-  optimiser constants, schedule);
+  optimiser constants, schedule). They and their checks (``check_config``) live in
+  :mod:`fusion3d.learned.settings`, without torch, one class per architecture that the
+  recipe inherits: the driver checks a study's config with the same code;
 - :meth:`Recipe.build_loss`: a module whose ``forward(fwd, mri, pet)`` runs ``fwd`` (the
   model's forward, possibly DDP-wrapped, already under autocast, returning float32) on the
   training batch and returns ``(loss, {term: float})``;
