@@ -26,9 +26,9 @@ def parameter_counts(config: dict, networks: list[str]) -> dict[str, int]:
     """Network -> parameter count (:func:`network_parameters`) where torch is importable in the
     driver; empty where it is not (a Snakemake-only driver, ``envs/snakemake.yaml``): the
     summary then says that the train job counts them (:data:`COUNTED_BY_TRAINING`)."""
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
         return {}
     return {n: network_parameters(n, config["models"][n]) for n in networks}
 
