@@ -55,3 +55,4 @@ rule all:
     default_target: True
     input:
         get_final_outputs(),
+        dry_run_summary,

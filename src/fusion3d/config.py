@@ -195,54 +195,39 @@ def check_network_config(network: str, model_config: dict, train_config: dict) -
     """Check one network's config before any job runs (ValueError naming the config keys).
 
     ``model_config`` (``models.<network>``) must hold only constructor arguments of the
-    network's class; ``train_config`` (``train:`` with ``train.overrides.<network>``) must
-    resolve with the network's recipe (:func:`fusion3d.learned.training.resolve_train_config`).
+    network's class (:mod:`fusion3d.learned.shapes`); ``train_config`` (``train:`` with
+    ``train.overrides.<network>``) must resolve with the network's published settings
+    (:func:`fusion3d.learned.settings.resolve_train_config`). Neither imports torch.
     """
-    import inspect
+    from fusion3d.learned.settings import resolve_train_config, settings_for
+    from fusion3d.learned.shapes import shape_for
 
-    from fusion3d.learned.recipes import recipe_for
-    from fusion3d.learned.training import resolve_train_config
-
-    recipe = recipe_for(network)
-    params = inspect.signature(recipe.model_class.__init__).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(model_config) - set(params) - {"self"})
-        if unknown:
-            raise ValueError(
-                f"config key models.{network}: unknown key(s) {unknown} for "
-                f"{recipe.model_class.__name__}; allowed: {sorted(set(params) - {'self'})}"
-            )
+    settings, shape = settings_for(network), shape_for(network)
+    unknown = sorted(set(model_config) - set(shape.keys))
+    if unknown:
+        raise ValueError(
+            f"config key models.{network}: unknown key(s) {unknown} for "
+            f"{shape.class_name}; allowed: {sorted(shape.keys)}"
+        )
     try:
-        resolve_train_config(train_config, model_config, recipe)
+        resolve_train_config(train_config, model_config, settings)
     except ValueError as exc:
         raise ValueError(
-            f"config keys train / train.overrides.{network} ({recipe.architecture} recipe): {exc}"
+            f"config keys train / train.overrides.{network} ({settings.architecture} recipe): {exc}"
         ) from exc
 
 
 # ------------------------------------------------------------------ cross-key checks
 def _size_divisor(network: str, model_config: dict) -> tuple[int, int | None]:
     """``(size_divisor, patch_size)`` of a network's config: every side of its input must be
-    divisible by the divisor. Read from the class, from the DC2Fusion formula
-    (``patch_size * 2**(len(depths) - 1) * window_size``) or, failing both, from the network
-    built on the CPU."""
-    import inspect
+    divisible by the divisor (:meth:`fusion3d.learned.shapes.NetworkShape.size_divisor`:
+    for DC2Fusion ``patch_size * 2**(len(depths) - 1) * window_size``)."""
+    from fusion3d.learned.shapes import shape_for
 
-    from fusion3d.learned.recipes import recipe_for
-
-    cls = recipe_for(network).model_class
-    params = inspect.signature(cls.__init__).parameters
-    args = {k: v.default for k, v in params.items() if v.default is not inspect.Parameter.empty}
-    args.update(model_config)
+    shape = shape_for(network)
+    args = shape.resolve(model_config)
     patch = int(args["patch_size"]) if "patch_size" in args else None
-    if isinstance(getattr(cls, "size_divisor", None), int):
-        return int(cls.size_divisor), patch
-    if {"patch_size", "depths", "window_size"} <= set(args):
-        return int(args["patch_size"]) * 2 ** (len(args["depths"]) - 1) * int(
-            args["window_size"]
-        ), patch
-    model = cls(**model_config)
-    return int(getattr(model, "size_divisor", 1) or 1), patch
+    return shape.size_divisor(model_config), patch
 
 
 def _grid_conflicts(config: dict, networks: list[str]) -> list[str]:

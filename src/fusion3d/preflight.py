@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: The size column of a network whose parameters the driver cannot count (no torch).
+COUNTED_BY_TRAINING = "parameters in the train job's log (no torch in the driver)"
+
 
 def network_parameters(network: str, model_config: dict) -> int:
     """Number of parameters of a network built from its config (on the CPU, a few seconds at
@@ -17,6 +20,17 @@ def network_parameters(network: str, model_config: dict) -> int:
     with torch.no_grad():
         model = recipe_for(network).build_model(dict(model_config))
     return int(sum(p.numel() for p in model.parameters()))
+
+
+def parameter_counts(config: dict, networks: list[str]) -> dict[str, int]:
+    """Network -> parameter count (:func:`network_parameters`) where torch is importable in the
+    driver; empty where it is not (a Snakemake-only driver, ``envs/snakemake.yaml``): the
+    summary then says that the train job counts them (:data:`COUNTED_BY_TRAINING`)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return {}
+    return {n: network_parameters(n, config["models"][n]) for n in networks}
 
 
 def _cohort_line(config: dict) -> str:
@@ -36,16 +50,15 @@ def _cohort_line(config: dict) -> str:
 
 
 def _network_lines(config: dict, train_configs: dict, parameters: dict) -> list[str]:
-    from fusion3d.learned.recipes import recipe_for
-    from fusion3d.learned.training import resolve_train_config
+    from fusion3d.learned.settings import resolve_train_config, settings_for
 
     lines = []
     for net, train_config in train_configs.items():
         model_config = config["models"].get(net, {})
-        cfg = resolve_train_config(train_config, model_config, recipe_for(net))
+        cfg = resolve_train_config(train_config, model_config, settings_for(net))
         count = parameters.get(net)
         size = (
-            "size ?"
+            COUNTED_BY_TRAINING
             if count is None
             else f"{count / 1e6:.2f} M parameters"
             if count >= 100_000
@@ -72,7 +85,8 @@ def study_summary(
         Network -> its train config (:func:`fusion3d.config.network_train_config`, first
         seed).
     parameters : dict, optional
-        Network -> parameter count (:func:`network_parameters`).
+        Network -> parameter count (:func:`parameter_counts`); a network without one is
+        listed as :data:`COUNTED_BY_TRAINING`.
 
     Returns
     -------

@@ -28,8 +28,23 @@ def env_requirements(path: Path) -> list[Requirement]:
     return [Requirement(line) for line in lines if not line.startswith("-")]
 
 
-def test_there_is_one_env_per_stage():
-    assert {p.stem for p in ENV_FILES} == {"ingest", "preprocess", "train", "evaluate"}
+#: The driver's env (what runs `snakemake` itself under --use-conda); every other is a stage's.
+DRIVER_ENV = "snakemake"
+#: All that the driver may hold (issue 35): Snakemake, its SLURM plugin, pandas, PyYAML and
+#: jsonschema (Snakemake's own dependency).
+DRIVER_PACKAGES = {"snakemake", "snakemake-executor-plugin-slurm", "pandas", "pyyaml", "jsonschema"}
+
+
+def test_there_is_one_env_per_stage_and_one_for_the_driver():
+    stages = {p.stem for p in ENV_FILES} - {DRIVER_ENV}
+    assert stages == {"ingest", "preprocess", "train", "evaluate"}
+    assert (REPO / "envs" / f"{DRIVER_ENV}.yaml").is_file()
+
+
+def test_the_driver_env_holds_snakemake_and_small_packages_only():
+    reqs = {r.name.lower() for r in env_requirements(REPO / "envs" / f"{DRIVER_ENV}.yaml")}
+    assert {"snakemake", "snakemake-executor-plugin-slurm"} <= reqs
+    assert reqs <= DRIVER_PACKAGES, f"envs/snakemake.yaml: {sorted(reqs - DRIVER_PACKAGES)}"
 
 
 @pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
@@ -60,7 +75,7 @@ def test_training_env_has_a_cuda_torch():
 
 def test_every_rule_has_a_conda_env_that_exists():
     rules = sorted((REPO / "workflow" / "rules").glob("*.smk"))
-    envs = {p.stem for p in ENV_FILES}
+    envs = {p.stem for p in ENV_FILES} - {DRIVER_ENV}
     for path in rules:
         text = path.read_text()
         n_rules = len(re.findall(r"^(?:rule|checkpoint) \w+:", text, flags=re.M))

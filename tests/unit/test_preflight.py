@@ -12,7 +12,13 @@ import pytest
 import yaml
 
 from fusion3d.config import network_train_config, networks_of, resolve
-from fusion3d.preflight import network_parameters, study_summary, write_study_summary
+from fusion3d.preflight import (
+    COUNTED_BY_TRAINING,
+    network_parameters,
+    parameter_counts,
+    study_summary,
+    write_study_summary,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -56,11 +62,22 @@ def test_study_summary_names_what_will_run(tmp_path):
     assert path.read_text() == text
 
 
+def test_parameter_counts_are_exact_with_torch_and_left_to_training_without(monkeypatch):
+    config = resolve(copy.deepcopy(DEMO), SCHEMA)
+    counts = parameter_counts(config, ["matr", "dilran"])
+    assert counts == {n: network_parameters(n, config["models"][n]) for n in ("matr", "dilran")}
+    assert counts["matr"] == 13_422
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch: ImportError
+    assert parameter_counts(config, ["matr", "dilran"]) == {}
+    text = study_summary(config, _train_configs(config), {})
+    assert f"  matr: {COUNTED_BY_TRAINING}, 4 epochs, lr 0.001, batch 4" in text
+
+
 def test_study_summary_of_the_paper_config_uses_each_recipe():
     config = resolve(yaml.safe_load((REPO / "config" / "adni.yaml").read_text()), SCHEMA)
     text = study_summary(config, _train_configs(config), {"dcfb3d": 97_606_202})
     assert "dcfb3d: 97.61 M parameters, 500 epochs, lr 0.0001, batch 1" in text
-    assert "dcfb2d: size ?, 500 epochs" in text
+    assert f"dcfb2d: {COUNTED_BY_TRAINING}, 500 epochs" in text
     assert "cohort list config/cohorts/dc2fusion_image_ids.csv (1,324 image IDs)" in text
     assert "device: CUDA GPU (1 for training)" in text
 

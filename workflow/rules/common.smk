@@ -14,7 +14,7 @@ from fusion3d.methods import (
 )
 from fusion3d.evaluation.shards import pass_tables
 from fusion3d.jobs import training_memory_mb
-from fusion3d.preflight import network_parameters, study_summary, write_study_summary
+from fusion3d.preflight import parameter_counts, study_summary, write_study_summary
 from fusion3d.preprocess import outputs as preprocess_outputs
 from fusion3d.subjects import SUBJECT_PATTERN, read_pairs_cached
 
@@ -54,16 +54,34 @@ TABLE1_NOTES = (
 _COHORT = {}
 
 
-# What the study will run, printed and written to <results>/study.txt before the first job.
-onstart:
-    write_study_summary(
-        study_summary(
+_SUMMARY = {}
+
+
+def study_text():
+    """The pre-flight summary (fusion3d.preflight.study_summary), computed once. Parameter
+    counts where torch is importable in the driver; else the summary says that the train
+    job counts them (a Snakemake-only driver, envs/snakemake.yaml)."""
+    if "text" not in _SUMMARY:
+        _SUMMARY["text"] = study_summary(
             config,
             {n: network_train_config(config, n, SEEDS[0]) for n in NETWORKS},
-            {n: network_parameters(n, config["models"][n]) for n in NETWORKS},
-        ),
-        f"{R}/study.txt",
-    )
+            parameter_counts(config, NETWORKS),
+        )
+    return _SUMMARY["text"]
+
+
+# What the study will run, printed and written to <results>/study.txt before the first job.
+onstart:
+    write_study_summary(study_text(), f"{R}/study.txt")
+
+
+def dry_run_summary(wildcards):
+    """Input function of the target (no input). On a dry run, which runs no onstart, it
+    prints the pre-flight summary once, while the DAG is built."""
+    if workflow.dryrun and not _SUMMARY.get("printed"):
+        print(study_text(), end="", flush=True)
+        _SUMMARY["printed"] = True
+    return []
 
 
 def adni_cohort():

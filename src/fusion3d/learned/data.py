@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fusion3d.io import load_nifti
+from fusion3d.learned.settings import ROTATION_INTERVALS
 
 __all__ = [
     "ROTATION_INTERVALS",
@@ -53,9 +54,6 @@ class VolumePair:
     mri: np.ndarray
     pet: np.ndarray
     affine: np.ndarray
-
-
-ROTATION_INTERVALS = ("symmetric", "published")
 
 
 @dataclass(frozen=True)

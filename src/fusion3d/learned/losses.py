@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from monai.losses import LocalNormalizedCrossCorrelationLoss
 from torch import Tensor, nn
 
+from fusion3d.learned.settings import TERMS, check_fusion_loss
+
 __all__ = ["TERMS", "FusionLoss", "gaussian_window", "psnr", "ssim", "ssim_map"]
 
-TERMS = ("lncc", "ssim", "l1")
 _SSIM_WIN = 11
 _SSIM_SIGMA = 1.5
 
@@ -93,18 +94,9 @@ class FusionLoss(nn.Module):
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        weights = {"mri": 2.0, "pet": 1.0} if weights is None else dict(weights)
-        if set(weights) != {"mri", "pet"}:
-            raise ValueError(
-                f"loss weights need exactly the keys 'mri' and 'pet', got {sorted(weights)}"
-            )
-        terms = tuple(terms)
-        bad = [t for t in terms if t not in TERMS]
-        if bad or not terms:
-            raise ValueError(f"loss terms must be a non-empty subset of {TERMS}, got {terms}")
+        weights = {"mri": 2.0, "pet": 1.0} if weights is None else weights
+        self.weights, self.terms = check_fusion_loss(weights, terms)
         self.spatial_dims = spatial_dims
-        self.weights = {k: float(v) for k, v in weights.items()}
-        self.terms = terms
         self.lncc = LocalNormalizedCrossCorrelationLoss(
             spatial_dims=spatial_dims, kernel_size=3, kernel_type="rectangular"
         )

@@ -15,7 +15,9 @@ differs between them is a :class:`Recipe`:
   tensors on the [0, 1] scale);
 - ``defaults``: the published training settings, as train-config keys. The keys of
   :data:`COMMON_DEFAULTS` exist for every recipe; a recipe may add its own (loss weights,
-  optimiser constants, schedule);
+  optimiser constants, schedule). They and their checks (``check_config``) live in
+  :mod:`fusion3d.learned.settings`, without torch, one class per architecture that the
+  recipe inherits: the driver checks a study's config with the same code;
 - :meth:`Recipe.build_loss`: a module whose ``forward(fwd, mri, pet)`` runs ``fwd`` (the
   model's forward, possibly DDP-wrapped, already under autocast, returning float32) on the
   training batch and returns ``(loss, {term: float})``;
@@ -28,80 +30,33 @@ differs between them is a :class:`Recipe`:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["COMMON_DEFAULTS", "RUN_CONTROL_KEYS", "Recipe", "check_positive_number"]
-
-#: Train-config keys every recipe has (a recipe's ``defaults`` give their published values).
-COMMON_DEFAULTS: dict[str, Any] = {
-    "epochs": 500,
-    "lr": 1e-4,
-    "seed": 3407,
-    "batch_size": 1,
-    "augment": False,
-    "amp": "auto",
-    "slices_per_volume": 8,
-    "stop_after_epoch": None,
-    "val_every": 1,
-    "num_workers": 0,
-    "cache": True,
-    "compile": False,
-    "channels_last": False,
-    "fused_adam": False,
-}
-
-#: Keys that control one run (where it stops, how fast it runs) rather than what is trained:
-#: left out of the fingerprint, so a run stopped early resumes, also after switching them.
-#: The loader's workers and cache do not change a single number; the throughput switches
-#: (compile, channels-last, fused Adam) change floating-point rounding only.
-RUN_CONTROL_KEYS = (
-    "stop_after_epoch",
-    "num_workers",
-    "cache",
-    "compile",
-    "channels_last",
-    "fused_adam",
+from fusion3d.learned.settings import (
+    COMMON_DEFAULTS,
+    RUN_CONTROL_KEYS,
+    TrainSettings,
+    check_positive_number,
 )
 
-
-def check_positive_number(cfg: Mapping[str, Any], key: str, *, allow_zero: bool = False) -> float:
-    """``cfg[key]`` as a finite float > 0 (>= 0 with ``allow_zero``); ValueError names the key."""
-    v = cfg[key]
-    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    if not ok or v < 0 or (v == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"train_config[{key!r}] must be a number {bound}, got {v!r}")
-    return float(v)
+__all__ = ["COMMON_DEFAULTS", "RUN_CONTROL_KEYS", "Recipe", "check_positive_number"]
 
 
-class Recipe:
+class Recipe(TrainSettings):
     """The training recipe of one architecture (see the module docstring).
 
-    Subclasses set ``architecture``, ``model_class`` and ``defaults`` and implement
-    :meth:`build_loss`; the other methods have the common behaviour: Adam with the
+    Subclasses inherit their architecture's settings (``architecture``, ``defaults``,
+    ``check_config``: :mod:`fusion3d.learned.settings`, no torch), set ``model_class`` and
+    implement :meth:`build_loss`; the other methods have the common behaviour: Adam with the
     recipe's ``lr`` (and ``betas``/``eps`` when its defaults have them), a constant
     learning rate, no data-dependent initialisation.
     """
 
-    architecture: str = ""
     model_class: type[nn.Module]
-    defaults: Mapping[str, Any] = {}
-
-    # -- configuration ---------------------------------------------------------------------
-    def all_defaults(self) -> dict[str, Any]:
-        """:data:`COMMON_DEFAULTS` updated with this recipe's published ``defaults``."""
-        return {**COMMON_DEFAULTS, **dict(self.defaults)}
-
-    def check_config(self, cfg: dict[str, Any], model_config: Mapping[str, Any]) -> None:
-        """Check (and normalise in place) this recipe's own keys of the resolved ``cfg``.
-
-        Raises ValueError naming the key. The common keys are checked by the training stage.
-        """
 
     # -- building ----------------------------------------------------------------------------
     def build_model(self, model_config: Mapping[str, Any]) -> nn.Module:

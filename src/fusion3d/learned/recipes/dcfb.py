@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fusion3d.learned.data import ROTATION_INTERVALS
-from fusion3d.learned.losses import TERMS, FusionLoss
+from fusion3d.learned.losses import FusionLoss
 from fusion3d.learned.models import DC2Fusion
-from fusion3d.learned.recipes.base import Recipe, check_positive_number
+from fusion3d.learned.recipes.base import Recipe
+from fusion3d.learned.settings import DCFBSettings
 
 __all__ = ["DCFB_RECIPE", "DCFBLoss", "DCFBRecipe", "calibrate_output_scale"]
 
@@ -75,49 +75,11 @@ def calibrate_output_scale(model: DC2Fusion, mri: Tensor, pet: Tensor) -> float:
     return s
 
 
-def _resolve_rotation_interval(value: str | None, model_config: Mapping[str, Any]) -> str:
-    """``None`` -> the model's variant decides (``published`` -> ``published``)."""
-    if value is None:
-        variant = (model_config or {}).get("variant", "fixed")
-        return "published" if variant == "published" else "symmetric"
-    if value not in ROTATION_INTERVALS:
-        raise ValueError(
-            f"train_config['rotation_interval'] must be null or one of {ROTATION_INTERVALS}, "
-            f"got {value!r}"
-        )
-    return value
+class DCFBRecipe(DCFBSettings, Recipe):
+    """DC2Fusion (``models.dcfb3d`` / ``models.dcfb2d``): see the module docstring; its
+    published settings and their checks: :class:`~fusion3d.learned.settings.DCFBSettings`."""
 
-
-class DCFBRecipe(Recipe):
-    """DC2Fusion (``models.dcfb3d`` / ``models.dcfb2d``): see the module docstring."""
-
-    architecture = "dcfb"
     model_class = DC2Fusion
-    defaults = {
-        "epochs": 500,  # paper, "Training"
-        "lr": 1e-4,  # paper; published train.py
-        "batch_size": 1,
-        "augment": True,  # published MONAI transforms (fusion3d.learned.data.augment_pair)
-        "poly_power": 0.9,  # published poly learning-rate decay
-        "loss_weights": {"mri": 2.0, "pet": 1.0},  # paper: 2 for the MRI terms, 1 for the PET
-        "loss_terms": list(TERMS),
-        "rotation_interval": None,
-        "calibrate_output": True,
-    }
-
-    def check_config(self, cfg: dict[str, Any], model_config: Mapping[str, Any]) -> None:
-        cfg["poly_power"] = check_positive_number(cfg, "poly_power", allow_zero=True)
-        if not isinstance(cfg["calibrate_output"], bool):
-            raise ValueError(
-                f"train_config['calibrate_output'] must be true or false, "
-                f"got {cfg['calibrate_output']!r}"
-            )
-        cfg["rotation_interval"] = _resolve_rotation_interval(
-            cfg["rotation_interval"], model_config
-        )
-        cfg["loss_weights"] = {k: float(v) for k, v in dict(cfg["loss_weights"]).items()}
-        cfg["loss_terms"] = list(cfg["loss_terms"])
-        FusionLoss(3, cfg["loss_weights"], cfg["loss_terms"])  # validates weights and terms
 
     def build_loss(self, cfg: Mapping[str, Any], model: nn.Module) -> nn.Module:
         return DCFBLoss(model.spatial_dims, cfg["loss_weights"], cfg["loss_terms"])

@@ -54,7 +54,8 @@ from torch import Tensor, nn
 from fusion3d.learned.models.dilran import DILRAN
 from fusion3d.learned.models.published import convert_dilran
 from fusion3d.learned.models.shared import quantize_8bit
-from fusion3d.learned.recipes.base import Recipe, check_positive_number
+from fusion3d.learned.recipes.base import Recipe
+from fusion3d.learned.settings import DilranSettings
 
 __all__ = [
     "DILRAN_RECIPE",
@@ -222,63 +223,11 @@ class DilranLoss(nn.Module):
         return loss, terms
 
 
-def _check_int(cfg: Mapping[str, Any], key: str) -> int:
-    v = cfg[key]
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"train_config[{key!r}] must be a positive integer, got {v!r}")
-    return v
+class DilranRecipe(DilranSettings, Recipe):
+    """DILRAN (``models.dilran``): see the module docstring; its published settings and their
+    checks: :class:`~fusion3d.learned.settings.DilranSettings`."""
 
-
-class DilranRecipe(Recipe):
-    """DILRAN (``models.dilran``): see the module docstring."""
-
-    architecture = "dilran"
     model_class = DILRAN
-    defaults = {
-        "epochs": 100,  # train_with_val.py:37 (README.md:26 --epochs 100)
-        "lr": 1e-4,  # train_with_val.py:38
-        "seed": 3407,  # train_with_val.py:45
-        "batch_size": 2,  # pairs -> 4 images: train_with_val.py:36 (README.md:26 --batch_size 4)
-        "augment": False,  # dataset_loader.py:81-96 (no augmentation)
-        "betas": [0.9, 0.999],  # train_with_val.py:97 optim.Adam(params, lr): PyTorch defaults
-        "eps": 1e-8,  # train_with_val.py:97 (PyTorch default)
-        "weight_decay": 0.0,  # train_with_val.py:97 (PyTorch default)
-        "lambda1": 0.2,  # README.md:26 --lambda1 0.2 (argparse default 0.5: train_with_val.py:41)
-        "lambda2": 0.2,  # README.md:26 --lambda2 0.2 (argparse default 0.5: train_with_val.py:42)
-        "perceptual_blocks": [0, 1, 2],  # meta_config.py:21 block_idx
-        "perceptual_weights": None,  # published: ImageNet download (train_with_val.py:104)
-        "lr_decay": False,  # train_with_val.py:39
-        "lr_step": 100,  # train_with_val.py:100 StepLR(step_size=100, gamma=0.5)
-        "lr_gamma": 0.5,  # train_with_val.py:100
-    }
-
-    def check_config(self, cfg: dict[str, Any], model_config: Mapping[str, Any]) -> None:
-        for key in ("lambda1", "lambda2", "weight_decay"):
-            cfg[key] = check_positive_number(cfg, key, allow_zero=True)
-        cfg["eps"] = check_positive_number(cfg, "eps")
-        cfg["lr_gamma"] = check_positive_number(cfg, "lr_gamma")
-        cfg["lr_step"] = _check_int(cfg, "lr_step")
-        betas = cfg["betas"]
-        if not isinstance(betas, list | tuple) or len(betas) != 2:
-            raise ValueError(f"train_config['betas'] must be two numbers in [0, 1), got {betas!r}")
-        cfg["betas"] = [
-            check_positive_number({"betas": b}, "betas", allow_zero=True) for b in betas
-        ]
-        if not isinstance(cfg["lr_decay"], bool):
-            raise ValueError(
-                f"train_config['lr_decay'] must be true or false, got {cfg['lr_decay']!r}"
-            )
-        blocks = cfg["perceptual_blocks"]
-        if not isinstance(blocks, list | tuple) or not all(
-            isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 4 for b in blocks
-        ):
-            raise ValueError(
-                f"train_config['perceptual_blocks'] must be a list of 0..4, got {blocks!r}"
-            )
-        cfg["perceptual_blocks"] = list(blocks)
-        path = cfg["perceptual_weights"]
-        if path is not None and not Path(str(path)).is_file():
-            raise ValueError(f"train_config['perceptual_weights']: no file {path!r}")
 
     def build_loss(self, cfg: Mapping[str, Any], model: nn.Module) -> nn.Module:
         perceptual = None

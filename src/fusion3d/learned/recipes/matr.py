@@ -42,7 +42,10 @@ from fusion3d.learned.losses import gaussian_window
 from fusion3d.learned.models.matr import MATR
 from fusion3d.learned.models.published import convert_matr
 from fusion3d.learned.models.shared import quantize_8bit
-from fusion3d.learned.recipes.base import Recipe, check_positive_number
+from fusion3d.learned.recipes.base import Recipe
+from fusion3d.learned.settings import MATR_LOSS_TERMS as LOSS_TERMS
+from fusion3d.learned.settings import MATRSettings
+from fusion3d.learned.settings import check_matr_loss_weights as check_loss_weights
 
 __all__ = [
     "LOSS_TERMS",
@@ -53,9 +56,6 @@ __all__ = [
     "gaussian_window",
     "ssim_loss",
 ]
-
-#: Loss terms in the published order (Train.py:118-122): weight index 0..3 of ``--weight``.
-LOSS_TERMS = ("ssim_pet", "ssim_mri", "rmi_pet", "rmi_mri")
 
 
 def ssim_loss(img1: Tensor, img2: Tensor, window_size: int = 11) -> Tensor:
@@ -225,48 +225,11 @@ class MATRLoss(nn.Module):
         return loss, {k: float(v.detach()) for k, v in terms.items()}
 
 
-def check_loss_weights(weights: Any) -> dict[str, float]:
-    """``{term: float >= 0}`` for exactly :data:`LOSS_TERMS`; ValueError names the problem."""
-    if not isinstance(weights, Mapping) or set(weights) != set(LOSS_TERMS):
-        got = sorted(weights) if isinstance(weights, Mapping) else weights
-        raise ValueError(
-            f"train_config['loss_weights'] must map exactly {list(LOSS_TERMS)} to numbers, "
-            f"got {got!r}"
-        )
-    return {k: check_positive_number(weights, k, allow_zero=True) for k in LOSS_TERMS}
+class MATRRecipe(MATRSettings, Recipe):
+    """MATR (``models.matr``): see the module docstring. Constant lr (no scheduler). Its
+    published settings and their checks: :class:`~fusion3d.learned.settings.MATRSettings`."""
 
-
-def _check_betas(cfg: Mapping[str, Any]) -> list[float]:
-    """Two numbers in [0, 1); ValueError names ``betas``."""
-    b = cfg["betas"]
-    ok = isinstance(b, list | tuple) and len(b) == 2
-    ok = ok and all(isinstance(x, int | float) and not isinstance(x, bool) for x in b)
-    if not ok or not all(0.0 <= float(x) < 1.0 for x in b):
-        raise ValueError(f"train_config['betas'] must be two numbers in [0, 1), got {b!r}")
-    return [float(x) for x in b]
-
-
-class MATRRecipe(Recipe):
-    """MATR (``models.matr``): see the module docstring. Constant lr (no scheduler)."""
-
-    architecture = "matr"
     model_class = MATR
-    defaults = {
-        "epochs": 10,  # Train.py:30
-        "batch_size": 64,  # Train.py:31
-        "lr": 1e-3,  # Train.py:32
-        # Train.py:33 --weight [1, 1, 1, 2.5], applied in Train.py:118-121 in this order
-        "loss_weights": {"ssim_pet": 1.0, "ssim_mri": 1.0, "rmi_pet": 1.0, "rmi_mri": 2.5},
-        "betas": [0.9, 0.999],  # Train.py:34, passed to optim.Adam in Train.py:196-197
-        "eps": 1e-8,  # Train.py:35
-        # Train.py:56-63: ToTensor only (the Normalize of Train.py:170-173 is never applied)
-        "augment": False,
-    }
-
-    def check_config(self, cfg: dict[str, Any], model_config: Mapping[str, Any]) -> None:
-        cfg["loss_weights"] = check_loss_weights(cfg["loss_weights"])
-        cfg["betas"] = _check_betas(cfg)
-        cfg["eps"] = check_positive_number(cfg, "eps")
 
     def build_loss(self, cfg: Mapping[str, Any], model: nn.Module) -> nn.Module:
         return MATRLoss(cfg["loss_weights"], quantize_input=getattr(model, "quantize_input", True))

@@ -38,7 +38,8 @@ from torch import Tensor, nn
 from fusion3d.learned.losses import gaussian_window
 from fusion3d.learned.models.published import convert_swinfuse
 from fusion3d.learned.models.swinfuse import SwinFuse
-from fusion3d.learned.recipes.base import Recipe, check_positive_number
+from fusion3d.learned.recipes.base import Recipe
+from fusion3d.learned.settings import SwinFuseSettings
 
 __all__ = [
     "MSSSIM_WEIGHTS",
@@ -188,41 +189,11 @@ def _inner_module(model: nn.Module) -> nn.Module:
     return model
 
 
-class SwinFuseRecipe(Recipe):
-    """SwinFuse (``models.swinfuse``): see the module docstring."""
+class SwinFuseRecipe(SwinFuseSettings, Recipe):
+    """SwinFuse (``models.swinfuse``): see the module docstring; its published settings and
+    their checks: :class:`~fusion3d.learned.settings.SwinFuseSettings`."""
 
-    architecture = "swinfuse"
     model_class = SwinFuse
-    defaults = {
-        "epochs": 50,  # args_fusion.py:3
-        "lr": 1e-5,  # args_fusion.py:22, train.py:49
-        "batch_size": 2,  # pairs: 2 MRI + 2 PET = the 4 images of args_fusion.py:4
-        "seed": 42,  # args_fusion.py:18 (defined; train.py never seeds)
-        "augment": False,  # train.py: no augmentation
-        "betas": [0.9, 0.999],  # train.py:49 Adam(params, lr): PyTorch's defaults
-        "eps": 1e-8,  # idem
-        "weight_decay": 0.0,  # idem
-        "ssim_weight": 1000.0,  # args_fusion.py:19 ssim_weight[i], i = 3 (train.py:28)
-        "msssim_normalize": True,  # train.py:91 msssim(..., normalize=True)
-        "eight_bit": True,  # utils.py:117 imread(path, mode='L')
-        "train_stretch": True,  # utils.py:121 imresize (byte-scales a float image)
-        "train_resize": True,  # utils.py:121 imresize(image, [224, 224], 'nearest')
-    }
-
-    def check_config(self, cfg: dict[str, Any], model_config: Mapping[str, Any]) -> None:
-        cfg["ssim_weight"] = check_positive_number(cfg, "ssim_weight", allow_zero=True)
-        cfg["eps"] = check_positive_number(cfg, "eps")
-        cfg["weight_decay"] = check_positive_number(cfg, "weight_decay", allow_zero=True)
-        betas = cfg["betas"]
-        if not (isinstance(betas, list | tuple) and len(betas) == 2):
-            raise ValueError(f"train_config['betas'] must be two numbers, got {betas!r}")
-        for b in betas:
-            if not isinstance(b, int | float) or isinstance(b, bool) or not 0 <= b < 1:
-                raise ValueError(f"train_config['betas'] must be in [0, 1), got {betas!r}")
-        cfg["betas"] = [float(b) for b in betas]
-        for key in ("msssim_normalize", "eight_bit", "train_stretch", "train_resize"):
-            if not isinstance(cfg[key], bool):
-                raise ValueError(f"train_config[{key!r}] must be true or false, got {cfg[key]!r}")
 
     def build_loss(self, cfg: Mapping[str, Any], model: nn.Module) -> nn.Module:
         return SwinFuseLoss(

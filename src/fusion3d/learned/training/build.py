@@ -41,6 +41,8 @@ def build_training(
     recipe = recipe or DCFB_RECIPE
     torch.manual_seed(cfg["seed"])
     model = recipe.build_model(dict(model_config)).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("%s network: %d parameters", recipe.architecture, n_params)
     apply_channels_last(model, model.spatial_dims, cfg["channels_last"])
     grid = grid_shape[:2] if model.spatial_dims == 2 else grid_shape
     divisor = int(getattr(model, "size_divisor", 1))
