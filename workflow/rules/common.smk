@@ -112,7 +112,7 @@ def get_ingest_inputs(wildcards):
     if SOURCE == "synthetic":
         return {"cohort": f"{R}/synthetic/cohort.json"}
     if SOURCE == "bids":
-        from fusion3d.ingest.bids_source import bids_inputs
+        from fusion3d.ingest.sources import bids_inputs
 
         return bids_inputs(config)
     cohort = adni_cohort()

@@ -53,6 +53,7 @@ from fusion3d.ingest.run import (
     write_kept,
 )
 from fusion3d.ingest.select import Candidate, Pair, normalise_description, pet_rec_label
+from fusion3d.ingest.sources import BidsInputError, bids_description_file
 from fusion3d.io import read_tsv, write_tsv
 
 log = logging.getLogger("fusion3d.ingest")
@@ -75,10 +76,6 @@ _CLINICA_ADNI_RE = re.compile(r"^ADNI(\d{3})S(\d{4})$")
 _NA = ("", "n/a", "nan", "NaN", "None")
 
 
-class BidsInputError(ValueError):
-    """The BIDS dataset cannot be read as a study (a one-line message naming file and problem)."""
-
-
 @dataclass(frozen=True)
 class BidsCandidate(Candidate):
     """A T1w or FDG PET of the dataset; ``image_id`` is its path inside the dataset."""
@@ -94,31 +91,6 @@ class BidsCandidate(Candidate):
         return self.order
 
 
-def bids_inputs(config: dict) -> dict:
-    """The ingest rule's inputs for ``cohort.source: bids``: the dataset's description file.
-
-    Raises
-    ------
-    BidsInputError
-        Naming ``cohort.bids_dir`` when it is not set, not a folder, or lacks
-        ``dataset_description.json``.
-    """
-    folder = config["cohort"].get("bids_dir")
-    if not folder:
-        raise BidsInputError("config key cohort.bids_dir is required when cohort.source is bids")
-    return {"bids_description": str(_description_file(folder))}
-
-
-def _description_file(folder) -> Path:
-    """``<folder>/dataset_description.json``, checked to exist."""
-    if not Path(folder).is_dir():
-        raise BidsInputError(f"config key cohort.bids_dir: {folder} is not a folder")
-    path = Path(folder) / "dataset_description.json"
-    if not path.is_file():
-        raise BidsInputError(f"{path}: missing; cohort.bids_dir must be the root of a BIDS dataset")
-    return path
-
-
 def index_images(bids_dir: str | os.PathLike) -> pd.DataFrame:
     """Every T1w (``anat/``) and PET (``pet/``) NIfTI of the dataset, one row each.
 
@@ -127,7 +99,7 @@ def index_images(bids_dir: str | os.PathLike) -> pd.DataFrame:
     """
     import bids2table
 
-    _description_file(bids_dir)
+    bids_description_file(bids_dir)
     table = bids2table.index_dataset(Path(bids_dir)).to_pandas()
     keep = table["ext"].isin([".nii", ".nii.gz"]) & (
         ((table["datatype"] == "anat") & (table["suffix"] == "T1w"))

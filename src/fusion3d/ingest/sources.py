@@ -1,5 +1,7 @@
-"""Where a study's cohort comes from: the configured LONI IDA download (:func:`cohort_inputs`)
-or the synthetic rule's ``cohort.json`` (:func:`read_cohort_spec`)."""
+"""Where a study's cohort comes from: the configured LONI IDA download (:func:`cohort_inputs`),
+a BIDS dataset (:func:`bids_inputs`) or the synthetic rule's ``cohort.json``
+(:func:`read_cohort_spec`). Light (the standard library only): the workflow's driver calls
+these while it builds the DAG."""
 
 from __future__ import annotations
 
@@ -57,3 +59,32 @@ def read_cohort_spec(path: str | os.PathLike) -> dict:
         if key not in spec:
             raise ValueError(f"{path}: missing key {key!r}")
     return spec
+
+
+class BidsInputError(ValueError):
+    """The BIDS dataset cannot be read as a study (a one-line message naming file and problem)."""
+
+
+def bids_inputs(config: dict) -> dict:
+    """The ingest rule's inputs for ``cohort.source: bids``: the dataset's description file.
+
+    Raises
+    ------
+    BidsInputError
+        Naming ``cohort.bids_dir`` when it is not set, not a folder, or lacks
+        ``dataset_description.json``.
+    """
+    folder = config["cohort"].get("bids_dir")
+    if not folder:
+        raise BidsInputError("config key cohort.bids_dir is required when cohort.source is bids")
+    return {"bids_description": str(bids_description_file(folder))}
+
+
+def bids_description_file(folder: str | os.PathLike) -> Path:
+    """``<folder>/dataset_description.json``, checked to exist."""
+    if not Path(folder).is_dir():
+        raise BidsInputError(f"config key cohort.bids_dir: {folder} is not a folder")
+    path = Path(folder) / "dataset_description.json"
+    if not path.is_file():
+        raise BidsInputError(f"{path}: missing; cohort.bids_dir must be the root of a BIDS dataset")
+    return path

@@ -15,14 +15,13 @@ import pytest
 
 from fusion3d.ingest import bids
 from fusion3d.ingest.bids_source import (
-    BidsInputError,
-    bids_inputs,
     clinica_rec_label,
     plan_bids,
     ptid_of,
     run_bids_ingest,
 )
 from fusion3d.ingest.select import DEFAULT_FDG_PREFERENCE
+from fusion3d.ingest.sources import BidsInputError, bids_inputs
 
 VALIDATOR = Path(sys.executable).parent / "bids-validator-deno"
 
