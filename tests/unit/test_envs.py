@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
+import envcheck
 import pytest
 import yaml
 from packaging.requirements import Requirement
@@ -69,3 +71,62 @@ def test_every_rule_has_a_conda_env_that_exists():
             f"{path.name}: {n_rules} rules but {len(used)} conda: directives"
         )
         assert set(used) <= envs, f"{path.name}: unknown env(s) {set(used) - envs}"
+
+
+# Every rule's env is complete: what its script can reach needs only what its env file lists.
+# The analysis (tests/envcheck.py) reads the sources; the import name -> distribution map and
+# the package-data files come from this venv's installed metadata.
+WORKFLOW_RULES = envcheck.parse_rules()
+SCRIPT_RULES = [r for r in WORKFLOW_RULES if r.script is not None]
+
+
+def test_every_rule_names_an_env_and_a_script_that_exist():
+    assert len(SCRIPT_RULES) >= 25, f"only {len(SCRIPT_RULES)} rules with a script parsed"
+    for rule in WORKFLOW_RULES:
+        if rule.name == "all":
+            continue
+        assert rule.env is not None, f"{rule.smk}: rule {rule.name} has no conda_env(...)"
+        assert rule.script is not None and rule.script.is_file(), (
+            f"{rule.smk}: rule {rule.name}: script {rule.script} not found"
+        )
+
+
+@pytest.mark.parametrize("rule", SCRIPT_RULES, ids=lambda r: r.name)
+def test_rule_env_provides_what_its_script_reaches(rule):
+    problems = envcheck.missing_from_env(rule)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("rule", SCRIPT_RULES, ids=lambda r: r.name)
+def test_package_data_ships_in_the_distribution_that_provides_it(rule):
+    """The data files a rule reads are in the wheel of the distribution its env installs."""
+    needs = envcheck.script_needs(rule.script)
+    for dist, files in sorted(needs.data_files.items()):
+        shipped = {str(f) for f in metadata.distribution(dist).files or []}
+        for path in files:
+            assert path in shipped, f"rule {rule.name}: {dist}'s wheel has no {path}"
+
+
+def test_the_analysis_sees_function_level_imports_lazy_exports_and_package_data():
+    """The checker itself: known facts of the library are found (not a test that cannot fail)."""
+    preprocess = envcheck.script_needs(envcheck.REPO / "workflow/scripts/preprocess.py")
+    # function-level imports (ants, deepbet) through the lazy export preprocess_pair -> pipeline
+    assert "fusion3d.preprocess.pipeline" in preprocess.modules
+    assert {"antspyx", "deepbet", "nilearn"} <= set(preprocess.distributions)
+    assert "deepbet" in preprocess.data_files
+    ingest = envcheck.script_needs(envcheck.REPO / "workflow/scripts/ingest.py")
+    assert {"pydicom", "dcm2niix", "nipype"} <= set(ingest.distributions)
+    viewer = envcheck.script_needs(envcheck.REPO / "workflow/scripts/viewer.py")
+    assert "nilearn/plotting/data/js/brainsprite.min.js" in viewer.data_files["nilearn"]
+    # set_threads' `import torch` sits in try/except ImportError: optional, not required
+    split = envcheck.script_needs(envcheck.REPO / "workflow/scripts/split.py")
+    assert "torch" not in split.distributions
+
+
+def test_the_analysis_flags_a_missing_distribution(tmp_path, monkeypatch):
+    """A script importing a distribution its env lacks is reported, naming rule and chain."""
+    script = tmp_path / "s.py"
+    script.write_text("def f():\n    import pydicom\n")
+    rule = envcheck.Rule(name="r", smk="x.smk", env="train", script=script)
+    problems = envcheck.missing_from_env(rule)
+    assert len(problems) == 1 and "pydicom not provided by envs/train.yaml" in problems[0]
