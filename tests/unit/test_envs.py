@@ -126,13 +126,32 @@ def test_the_analysis_sees_function_level_imports_lazy_exports_and_package_data(
     assert "torch" not in split.distributions
 
 
-def test_the_analysis_flags_a_missing_distribution(tmp_path, monkeypatch):
-    """A script importing a distribution its env lacks is reported, naming rule and chain."""
+def test_the_analysis_flags_a_missing_distribution_data_file_or_binary(tmp_path):
+    """What a script imports, reads or runs that its env lacks is reported, naming the rule."""
     script = tmp_path / "s.py"
-    script.write_text("def f():\n    import pydicom\n")
+    script.write_text(
+        '"""brainsprite.min.js in a docstring is not a read."""\n'
+        "import shutil\n"
+        "def f():\n"
+        "    import pydicom\n"
+        "    return shutil.which('dcm2niix'), shutil.which('mystery'), 'brainsprite.min.js'\n"
+        "try:\n"
+        "    import abagen\n"
+        "except ImportError:\n"
+        "    abagen = None\n"
+    )
     rule = envcheck.Rule(name="r", smk="x.smk", env="train", script=script)
-    problems = envcheck.missing_from_env(rule)
-    assert len(problems) == 1 and "pydicom not provided by envs/train.yaml" in problems[0]
+    problems = "\n".join(envcheck.missing_from_env(rule))
+    for expected in (
+        "pydicom not provided by envs/train.yaml",
+        "dcm2niix not provided by envs/train.yaml",
+        "nilearn not provided by envs/train.yaml",
+        "cannot tell what provides binary mystery",
+    ):
+        assert expected in problems, problems
+    assert "abagen" not in problems  # an optional import
+    script.write_text('"""Only a docstring names brainsprite.min.js."""\n')
+    assert envcheck.missing_from_env(rule) == []
 
 
 @pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
