@@ -34,7 +34,7 @@ from pathlib import Path
 VERSIONS_SUFFIX = ".versions.json"
 
 #: File suffixes that are code, not package data (an import, not a data file read).
-CODE_SUFFIXES = frozenset({".py", ".pyc", ".pyd", ".so", ".pth", ".typed"})
+CODE_SUFFIXES = frozenset({".py", ".pyi", ".pyc", ".pyd", ".so", ".pth", ".typed"})
 
 #: What the audit hook saw while a job ran: files opened and programs started.
 _SEEN: dict[str, object] = {"active": False, "opened": set(), "ran": []}
@@ -103,8 +103,9 @@ def _audit(event: str, args: tuple) -> None:
         path = os.fspath(args[0]) if isinstance(args[0], os.PathLike) else args[0]
         if isinstance(path, str):
             _SEEN["opened"].add(path)
-    elif event == "subprocess.Popen":
-        _SEEN["ran"].append((args[0], args[1]))
+    elif event == "subprocess.Popen":  # (executable, args, cwd, env): the child's PATH finds it
+        env = args[3] if isinstance(args[3], dict) else {}
+        _SEEN["ran"].append((args[0], args[1], env.get("PATH", env.get(b"PATH"))))
 
 
 def watch_environment() -> None:
@@ -173,16 +174,24 @@ def package_data_used(owners: dict[str, list[str]]) -> dict[str, list[str]]:
     return {dist: sorted(files) for dist, files in sorted(used.items())}
 
 
-def _program(executable, args) -> str | None:
-    """The program a ``subprocess.Popen`` audit event starts (through ``sh -c`` too)."""
+def _words(command: str) -> list[str]:
+    try:
+        return shlex.split(command)
+    except ValueError:  # unbalanced quotes: the first word is still the program
+        return command.split()
+
+
+def _program(executable, args, path=None) -> str | None:
+    """The program a ``subprocess.Popen`` audit event starts (through ``sh -c`` too), found on
+    the child's ``PATH`` (``path``, else this process's)."""
     argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args or [])
     argv = [os.fsdecode(a) for a in argv]
     if len(argv) >= 3 and argv[1] == "-c" and Path(argv[0]).name in {"sh", "bash"}:
-        argv = shlex.split(argv[2]) or argv
+        argv = _words(argv[2]) or argv
     elif len(argv) == 1 and " " in argv[0]:
-        argv = shlex.split(argv[0])
+        argv = _words(argv[0])
     program = argv[0] if argv else (os.fsdecode(executable) if executable else None)
-    return shutil.which(program) if program else None
+    return shutil.which(program, path=os.fsdecode(path) if path else None) if program else None
 
 
 def binaries_used() -> dict[str, dict]:
@@ -190,8 +199,8 @@ def binaries_used() -> dict[str, dict]:
     the distribution that installed each and its version."""
     prefix = Path(sys.prefix).resolve()
     found: dict[str, dict] = {}
-    for executable, args in _SEEN["ran"]:
-        program = _program(executable, args)
+    for executable, args, path in _SEEN["ran"]:
+        program = _program(executable, args, path)
         if program is None or not Path(program).resolve().is_relative_to(prefix):
             continue
         real = Path(program).resolve()

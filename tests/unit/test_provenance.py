@@ -70,11 +70,14 @@ def test_job_records_the_package_data_it_read_and_the_binaries_it_ran(repo, tmp_
         repo,
         tmp_path,
         """
-        import subprocess
+        import os, subprocess
+        from pathlib import Path
         from fusion3d.ingest.convert import find_dcm2niix
         from fusion3d.report.viewer import brainsprite_js
         assert brainsprite_js()
-        subprocess.run(f"{find_dcm2niix()} -v", shell=True, capture_output=True)
+        # as nipype runs it: by name, through the shell, found on the PATH given to the child
+        path = os.pathsep.join([str(Path(find_dcm2niix()).parent), "/usr/bin:/bin"])
+        subprocess.run("dcm2niix -v", shell=True, capture_output=True, env={"PATH": path})
         """,
     )
     assert record["package_data"]["nilearn"] == ["nilearn/plotting/data/js/brainsprite.min.js"]
