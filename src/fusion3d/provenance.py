@@ -95,7 +95,9 @@ def collect_environments(logs_dir: str | os.PathLike) -> dict[str, dict]:
     A rule's entry gives the number of jobs (and of failed ones), and each field as the one
     value all its jobs share, or the list of distinct values when they differ (e.g. jobs run
     in two environments). ``packages`` is the union of what its jobs imported, every
-    distribution with its version (or versions). Records of jobs whose log is gone are left out.
+    distribution with its version (or versions). Records of jobs whose log is gone are left out;
+    a job no longer in the study (e.g. of a method taken out of the config) keeps its record
+    until its log is removed, and counts under its rule.
 
     Raises
     ------
