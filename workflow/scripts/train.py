@@ -23,7 +23,7 @@ with script_logging(snakemake.log[0]) as log:
         train_config=dict(snakemake.params.train_config),
         gpu=snakemake.params.gpu,
         threads=snakemake.threads,
-        method=snakemake.wildcards.network,
+        method=snakemake.wildcards.method,
     )
     if snakemake.params.gpus > 1:  # N processes on this node: torchrun, data-parallel
         model_path = train_with_torchrun(*args, nproc=snakemake.params.gpus, **kwargs)
