@@ -359,22 +359,35 @@ def missing_from_env(rule: Rule) -> list[str]:
 
 def hide_distributions_code(allowed: set[str]) -> str:
     """Python source that, run first in a process, hides every installed distribution outside
-    ``allowed`` (canonical names): importing one of its top-level modules raises
-    ModuleNotFoundError, as in an environment that lacks it. Modules no distribution owns
-    (the standard library) and ``fusion3d`` (every script takes it from ``src/``) stay
-    importable."""
+    ``allowed`` (canonical names): the path finder no longer finds their top-level modules
+    (ModuleNotFoundError on import, None from ``importlib.util.find_spec``) nor their metadata,
+    as in an environment that lacks them. Modules no distribution owns (the standard library) and
+    ``fusion3d`` (every script takes it from ``src/``) stay importable."""
     allowed = set(allowed) | {"fusion3d"}
     return f"""
-import importlib.abc, importlib.metadata, re, sys
-_ALLOWED = {sorted(allowed)!r}
+import importlib.abc, importlib.machinery, importlib.metadata, re, sys
+_ALLOWED = set({sorted(allowed)!r})
 _OWNERS = importlib.metadata.packages_distributions()
 
 class _Hide(importlib.abc.MetaPathFinder):
+    def __init__(self, inner):
+        self.inner = inner
+
     def find_spec(self, name, path=None, target=None):
         owners = {{re.sub(r"[-_.]+", "-", d).lower() for d in _OWNERS.get(name, ())}}
-        if "." not in name and owners and not owners & set(_ALLOWED):
-            raise ModuleNotFoundError(f"No module named {{name!r}} (hidden)", name=name)
-        return None
+        if "." not in name and owners and not owners & _ALLOWED:
+            return None
+        return self.inner.find_spec(name, path, target)
 
-sys.meta_path.insert(0, _Hide())
+    def find_distributions(self, *args, **kwargs):
+        for dist in self.inner.find_distributions(*args, **kwargs):
+            if re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower() in _ALLOWED:
+                yield dist
+
+    def invalidate_caches(self):
+        self.inner.invalidate_caches()
+
+sys.meta_path[:] = [
+    _Hide(f) if f is importlib.machinery.PathFinder else f for f in sys.meta_path
+]
 """
