@@ -147,7 +147,12 @@ def requirements_of(dist: str) -> frozenset[str]:
 
 def env_provides(stage: str) -> set[str]:
     """The distributions listed in ``envs/<stage>.yaml`` and everything pip installs for them."""
-    provided, todo = set(), list(env_distributions(stage))
+    return closure(env_distributions(stage))
+
+
+def closure(names) -> set[str]:
+    """``names`` (canonical) and every distribution they require, transitively."""
+    provided, todo = set(), list(names)
     while todo:
         dist = todo.pop()
         if dist not in provided:
