@@ -92,7 +92,8 @@ class Needs:
 
 
 def parse_rules() -> list[Rule]:
-    """Every rule and checkpoint of ``workflow/rules/*.smk`` with its env and script."""
+    """Every rule and checkpoint of ``workflow/rules/*.smk`` with its env and script: one entry
+    per script a rule may run (``script: "a.py" if ... else "b.py"`` gives two)."""
     rules = []
     head = re.compile(r"^(?:rule|checkpoint) (\w+):", re.M)
     for smk in sorted(RULES.glob("*.smk")):
@@ -102,15 +103,17 @@ def parse_rules() -> list[Rule]:
             end = starts[i + 1][0] if i + 1 < len(starts) else len(text)
             block = text[start:end]
             env = re.search(r'conda_env\("(\w+)"\)', block)
-            script = re.search(r"^\s+script:\s*\n\s+\"([^\"]+)\"", block, re.M)
-            rules.append(
-                Rule(
-                    name=name,
-                    smk=smk.name,
-                    env=env.group(1) if env else None,
-                    script=(RULES / script.group(1)).resolve() if script else None,
+            directive = re.search(r"^\s+script:\s*\n((?:\s{8,}.*\n?)+)", block, re.M)
+            scripts = re.findall(r"\"([^\"]+\.py)\"", directive.group(1)) if directive else []
+            for script in scripts or [None]:
+                rules.append(
+                    Rule(
+                        name=name,
+                        smk=smk.name,
+                        env=env.group(1) if env else None,
+                        script=(RULES / script).resolve() if script else None,
+                    )
                 )
-            )
     return rules
 
 

@@ -81,6 +81,8 @@ def test_every_rule_has_a_conda_env_that_exists():
 # the package-data files come from this venv's installed metadata.
 WORKFLOW_RULES = envcheck.parse_rules()
 SCRIPT_RULES = [r for r in WORKFLOW_RULES if r.script is not None]
+#: The env files some rule runs in (not a driver's env, which runs no job).
+RULE_ENV_FILES = [p for p in ENV_FILES if p.stem in {r.env for r in SCRIPT_RULES}]
 
 
 def test_every_rule_names_an_env_and_a_script_that_exist():
@@ -94,13 +96,13 @@ def test_every_rule_names_an_env_and_a_script_that_exist():
         )
 
 
-@pytest.mark.parametrize("rule", SCRIPT_RULES, ids=lambda r: r.name)
+@pytest.mark.parametrize("rule", SCRIPT_RULES, ids=lambda r: f"{r.name}:{r.script.stem}")
 def test_rule_env_provides_what_its_script_reaches(rule):
     problems = envcheck.missing_from_env(rule)
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("rule", SCRIPT_RULES, ids=lambda r: r.name)
+@pytest.mark.parametrize("rule", SCRIPT_RULES, ids=lambda r: f"{r.name}:{r.script.stem}")
 def test_package_data_ships_in_the_distribution_that_provides_it(rule):
     """The data files a rule reads are in the wheel of the distribution its env installs."""
     needs = envcheck.script_needs(rule.script)
@@ -154,7 +156,7 @@ def test_the_analysis_flags_a_missing_distribution_data_file_or_binary(tmp_path)
     assert envcheck.missing_from_env(rule) == []
 
 
-@pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", RULE_ENV_FILES, ids=lambda p: p.name)
 def test_env_lists_nothing_its_rules_do_not_need(path):
     """Each distribution an env file lists is needed by a rule that runs in it."""
     needed: set[str] = set()
@@ -165,7 +167,7 @@ def test_env_lists_nothing_its_rules_do_not_need(path):
     assert not unused, f"{path.name}: no rule running in it needs {sorted(unused)}"
 
 
-@pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", RULE_ENV_FILES, ids=lambda p: p.name)
 def test_env_imports_every_module_its_rules_reach(path, repo):
     """Every module the env's rules reach imports with only the env's distributions importable
     (the others hidden): catches what a third-party package imports on its own."""
