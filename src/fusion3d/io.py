@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +102,15 @@ def load_nifti(path: str | os.PathLike, ndim: int | None = 3) -> tuple[np.ndarra
         n_bad = int((~np.isfinite(data)).sum())
         raise ValueError(f"{path}: {n_bad} NaN/Inf voxels")
     return data, img.affine.copy()
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line: newlines, carriage returns and tabs become spaces, runs of spaces one.
+
+    Every reason of ``excluded.tsv``, ``missing.tsv`` and ``flags.tsv`` goes through it, so a
+    row never spans two lines (nibabel's messages hold newlines) nor gains a column.
+    """
+    return re.sub(r"\s+", " ", str(text)).strip()
 
 
 def write_tsv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:

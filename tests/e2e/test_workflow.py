@@ -126,6 +126,11 @@ def test_provenance_and_qc(tiny_study):
     results = tiny_study / "results"
     record = json.loads((results / "provenance.json").read_text())
     assert record["config"]["preprocess"]["grid"] == 32 and record["inputs_sha256"]
+    # per rule, the versions its jobs recorded (tests/e2e/test_envs_isolated.py runs each job
+    # with only its env's packages)
+    rules = record["rules"]
+    assert rules["preprocess"]["jobs"] == 4 and rules["preprocess"]["packages"]["antspyx"]
+    assert rules["train"]["torch"]["version"] and "pydicom" in rules["ingest"]["packages"]
     qc = pd.read_csv(results / "qc" / "qc.tsv", sep="\t")
     assert len(qc) == 4
     accuracy = pd.read_csv(results / "qc" / "accuracy.tsv", sep="\t")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
+import envcheck
 import pytest
 import yaml
 from packaging.requirements import Requirement
@@ -84,3 +89,115 @@ def test_every_rule_has_a_conda_env_that_exists():
             f"{path.name}: {n_rules} rules but {len(used)} conda: directives"
         )
         assert set(used) <= envs, f"{path.name}: unknown env(s) {set(used) - envs}"
+
+
+# Every rule's env is complete: what its script can reach needs only what its env file lists.
+# The analysis (tests/envcheck.py) reads the sources; the import name -> distribution map and
+# the package-data files come from this venv's installed metadata.
+WORKFLOW_RULES = envcheck.parse_rules()
+SCRIPT_RULES = [r for r in WORKFLOW_RULES if r.script is not None]
+#: The env files some rule runs in (not a driver's env, which runs no job).
+RULE_ENV_FILES = [p for p in ENV_FILES if p.stem in {r.env for r in SCRIPT_RULES}]
+
+
+def test_every_rule_names_an_env_and_a_script_that_exist():
+    assert len(SCRIPT_RULES) >= 25, f"only {len(SCRIPT_RULES)} rules with a script parsed"
+    for rule in WORKFLOW_RULES:
+        if rule.name == "all":
+            continue
+        assert rule.env is not None, f"{rule.smk}: rule {rule.name} has no conda_env(...)"
+        assert rule.script is not None and rule.script.is_file(), (
+            f"{rule.smk}: rule {rule.name}: script {rule.script} not found"
+        )
+
+
+@pytest.mark.parametrize("rule", SCRIPT_RULES, ids=lambda r: f"{r.name}:{r.script.stem}")
+def test_rule_env_provides_what_its_script_reaches(rule):
+    problems = envcheck.missing_from_env(rule)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("rule", SCRIPT_RULES, ids=lambda r: f"{r.name}:{r.script.stem}")
+def test_package_data_ships_in_the_distribution_that_provides_it(rule):
+    """The data files a rule reads are in the wheel of the distribution its env installs."""
+    needs = envcheck.script_needs(rule.script)
+    for dist, files in sorted(needs.data_files.items()):
+        shipped = {str(f) for f in metadata.distribution(dist).files or []}
+        for path in files:
+            assert path in shipped, f"rule {rule.name}: {dist}'s wheel has no {path}"
+
+
+def test_the_analysis_sees_function_level_imports_lazy_exports_and_package_data():
+    """The checker itself: known facts of the library are found (not a test that cannot fail)."""
+    preprocess = envcheck.script_needs(envcheck.REPO / "workflow/scripts/preprocess.py")
+    # function-level imports (ants, deepbet) through the lazy export preprocess_pair -> pipeline
+    assert "fusion3d.preprocess.pipeline" in preprocess.modules
+    assert {"antspyx", "deepbet", "nilearn"} <= set(preprocess.distributions)
+    assert "deepbet" in preprocess.data_files
+    ingest = envcheck.script_needs(envcheck.REPO / "workflow/scripts/ingest.py")
+    assert {"pydicom", "dcm2niix", "nipype"} <= set(ingest.distributions)
+    viewer = envcheck.script_needs(envcheck.REPO / "workflow/scripts/viewer.py")
+    assert "nilearn/plotting/data/js/brainsprite.min.js" in viewer.data_files["nilearn"]
+    # set_threads' `import torch` sits in try/except ImportError: optional, not required
+    split = envcheck.script_needs(envcheck.REPO / "workflow/scripts/split.py")
+    assert "torch" not in split.distributions
+
+
+def test_the_analysis_flags_a_missing_distribution_data_file_or_binary(tmp_path):
+    """What a script imports, reads or runs that its env lacks is reported, naming the rule."""
+    script = tmp_path / "s.py"
+    script.write_text(
+        '"""brainsprite.min.js in a docstring is not a read."""\n'
+        "import shutil\n"
+        "def f():\n"
+        "    import pydicom\n"
+        "    return shutil.which('dcm2niix'), shutil.which('mystery'), 'brainsprite.min.js'\n"
+        "try:\n"
+        "    import abagen\n"
+        "except ImportError:\n"
+        "    abagen = None\n"
+    )
+    rule = envcheck.Rule(name="r", smk="x.smk", env="train", script=script)
+    problems = "\n".join(envcheck.missing_from_env(rule))
+    for expected in (
+        "pydicom not provided by envs/train.yaml",
+        "dcm2niix not provided by envs/train.yaml",
+        "nilearn not provided by envs/train.yaml",
+        "cannot tell what provides binary mystery",
+    ):
+        assert expected in problems, problems
+    assert "abagen" not in problems  # an optional import
+    script.write_text('"""Only a docstring names brainsprite.min.js."""\n')
+    assert envcheck.missing_from_env(rule) == []
+
+
+@pytest.mark.parametrize("path", RULE_ENV_FILES, ids=lambda p: p.name)
+def test_env_lists_nothing_its_rules_do_not_need(path):
+    """Each distribution an env file lists is needed by a rule that runs in it."""
+    needed: set[str] = set()
+    for rule in SCRIPT_RULES:
+        if rule.env == path.stem:
+            needed |= set(envcheck.script_needs(rule.script).distributions)
+    unused = envcheck.env_distributions(path.stem) - needed
+    assert not unused, f"{path.name}: no rule running in it needs {sorted(unused)}"
+
+
+@pytest.mark.parametrize("path", RULE_ENV_FILES, ids=lambda p: p.name)
+def test_env_imports_every_module_its_rules_reach(path, repo):
+    """Every module the env's rules reach imports with only the env's distributions importable
+    (the others hidden): catches what a third-party package imports on its own."""
+    modules = sorted(
+        {
+            m
+            for rule in SCRIPT_RULES
+            if rule.env == path.stem
+            for m in envcheck.script_needs(rule.script).modules
+        }
+    )
+    allowed = envcheck.env_provides(path.stem) | envcheck.PROVIDED_BY_SNAKEMAKE
+    code = envcheck.hide_distributions_code(allowed) + (
+        f"import importlib\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, f"{path.name}: {done.stderr.strip().splitlines()[-1]}"

@@ -113,7 +113,7 @@ def test_provenance_records_versions_config_and_checksums(tmp_path):
     )
     record = json.loads(out.read_text())
     assert record["config"] == {"results": "r"}
-    assert record["packages"]["numpy"]
+    assert record["rules"]["provenance"]["packages"]["numpy"]  # this process imported numpy
     assert record["inputs_sha256"][str(manifest)] == sha256(manifest)
     assert str(tmp_path / "p0.nii.gz") in record["inputs_sha256"]
     assert set(record["git"]) == {"commit", "dirty"}

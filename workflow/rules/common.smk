@@ -243,6 +243,13 @@ def get_final_outputs():
     return outputs
 
 
+def get_study_outputs(wildcards):
+    """Every final output of the study but provenance.json: the provenance job runs after every
+    job whose environment record (<log stem>.versions.json beside its log) it collects, and
+    again whenever one of them reruns."""
+    return [p for p in get_final_outputs() if p != f"{R}/provenance.json"]
+
+
 def get_front_page_inputs(wildcards):
     """The tables of the front page; paper_vs_ours only where the study compares with the paper."""
     inputs = {

@@ -113,10 +113,12 @@ rule suite_protocol:
 
 
 rule provenance:
-    """Versions, git commit, resolved config and checksums of the inputs of this study."""
+    """Git commit, resolved config, checksums of the inputs, and per rule the environment its
+    jobs recorded (interpreter, package versions, package data, binaries, CUDA)."""
     input:
         unpack(get_ingest_inputs),
         pairs=f"{R}/ingest/pairs.tsv",
+        study=get_study_outputs,
     output:
         provenance=f"{R}/provenance.json",
     log:
@@ -132,6 +134,7 @@ rule provenance:
     params:
         config=config,
         workflow_dir=workflow.basedir,
+        logs_dir=f"{R}/logs",
     script:
         "../scripts/provenance.py"
 

@@ -1,4 +1,5 @@
-"""Write provenance.json: versions, git commit, resolved config, input checksums (rule provenance)."""
+"""Write provenance.json: git commit, resolved config, input checksums and, per rule, the
+environment its jobs recorded beside their logs (rule provenance)."""
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ with script_logging(snakemake.log[0]) as log:
 
     inputs = []
     for key, value in snakemake.input.items():
-        if key == "pairs":
+        if key in ("pairs", "study"):  # the study's outputs order the job; they are not inputs
             continue
         paths = [value] if isinstance(value, str) else list(value)
         inputs.extend(paths)
@@ -27,5 +28,6 @@ with script_logging(snakemake.log[0]) as log:
         workflow_dir=snakemake.params.workflow_dir,
         inputs=inputs,
         pairs_tsv=snakemake.input.pairs,
+        logs_dir=snakemake.params.logs_dir,
     )
     log.info("provenance written")

@@ -4,30 +4,32 @@ Formats read: DICOM (dcm2niix), NIfTI and ECAT 7 (nibabel; :mod:`fusion3d.ingest
 
 The workflow calls :func:`read_manifests` at DAG-build time (it fails fast on a bad CSV) and
 :func:`run_ingest` in the ingest rule; :func:`plan_ingest` does everything except conversion.
-The names of :mod:`.run` (conversion: pydicom, nibabel) are imported on first use, so that
-the driver (a Snakemake-only environment, ``envs/snakemake.yaml``) reads the manifests
-without the imaging stack.
+
+The names below are imported on first use, so that a light submodule (e.g.
+:mod:`fusion3d.ingest.sources`, which the provenance and QC jobs read) costs no DICOM reader,
+nipype or dcm2niix: those live in the ingest environment only.
 """
 
-from importlib import import_module
+from __future__ import annotations
 
-from fusion3d.ingest.manifest import REQUIRED_COLUMNS, ManifestError, read_manifests
+import importlib
 
-__all__ = [
-    "REQUIRED_COLUMNS",
-    "IngestPlan",
-    "ManifestError",
-    "NoPairsError",
-    "plan_ingest",
-    "read_manifests",
-    "run_ingest",
-]
+#: Public name -> the submodule that defines it.
+_EXPORTS: dict[str, str] = {
+    "REQUIRED_COLUMNS": "manifest",
+    "IngestPlan": "run",
+    "ManifestError": "manifest",
+    "NoPairsError": "run",
+    "plan_ingest": "run",
+    "read_manifests": "manifest",
+    "run_ingest": "run",
+}
 
-_FROM_RUN = ("IngestPlan", "NoPairsError", "plan_ingest", "run_ingest")
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    """The names of :mod:`fusion3d.ingest.run`, imported on first use."""
-    if name in _FROM_RUN:
-        return getattr(import_module("fusion3d.ingest.run"), name)
-    raise AttributeError(f"module 'fusion3d.ingest' has no attribute {name!r}")
+    """Import ``name`` from its submodule on first use (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'fusion3d.ingest' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"fusion3d.ingest.{_EXPORTS[name]}"), name)

@@ -21,8 +21,8 @@ the T1's and the PET's affines after each reader's convention (dcm2niix flips th
 the DICOM storage order, so its affines are left-handed when the DICOM is well formed).
 
 :func:`nibabel_messages` captures nibabel's own log lines of the current thread so that the
-caller can log them with the file name, and :func:`one_line` keeps every table reason on one
-line.
+caller can log them with the file name, and :func:`fusion3d.io.one_line` keeps every table
+reason on one line.
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from fusion3d.io import one_line
 
 log = logging.getLogger("fusion3d.ingest")
 
@@ -56,15 +57,6 @@ _LABEL = {"t1": "T1", "fdg": "PET", "pet": "PET"}
 
 class HeaderError(ValueError):
     """An image whose header cannot be trusted; the message is the one-line reason."""
-
-
-def one_line(text: object) -> str:
-    """``text`` on one line: newlines, carriage returns and tabs become spaces, runs of spaces one.
-
-    Every reason of ``excluded.tsv``, ``missing.tsv`` and ``flags.tsv`` goes through it, so a
-    row never spans two lines (nibabel's messages hold newlines) nor gains a column.
-    """
-    return re.sub(r"\s+", " ", str(text)).strip()
 
 
 def resolve_header_checks(checks: dict | None) -> dict:

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fusion3d.ingest.headers import one_line
-from fusion3d.io import atomic_path
+from fusion3d.io import atomic_path, one_line
 
 #: Absolute QC bounds (the defaults of the ``qc_bounds`` preprocessing option). They catch
 #: gross failures on any cohort and are set from real anatomy, not from the template (sources
