@@ -3,7 +3,9 @@
 Trains a tiny DC2Fusion (3D, stochastic depth 0.2, the published augmentation), SwinFuse
 (every block run, stochastic depth), MATR (dropout and stochastic depth 0.1) and DILRAN on four
 random 32^3 subjects (3 train, 1 validation), seeded, on the CPU, and prints per network the
-SHA-256 of ``model.pt``'s weights and of ``history.csv`` without its ``seconds`` column.
+SHA-256 of ``model.pt``'s weights and of ``history.csv`` without its ``seconds`` and ``stop``
+columns, and where and why each run stopped (``stop``: the last row's mark; a checkout from
+before early stopping has no mark, so compare the other keys with it).
 Run it with each checkout's ``src`` first on ``PYTHONPATH`` and compare the two outputs::
 
     PYTHONPATH=<before>/src python benchmarks/bench_training_identity.py /tmp/before > before.json
@@ -64,11 +66,12 @@ def _subjects(root: Path) -> list[tuple[str, Path, Path]]:
     return items
 
 
-def _history_without_seconds(path: Path) -> str:
+def _history_without_seconds_and_stop(path: Path) -> str:
     rows = list(csv.DictReader(path.open()))
     out = io.StringIO()
     for row in rows:
         row.pop("seconds", None)
+        row.pop("stop", None)
         out.write(json.dumps(row, sort_keys=True) + "\n")
     return hashlib.sha256(out.getvalue().encode()).hexdigest()
 
@@ -93,8 +96,11 @@ def main() -> None:
             digest.update(state[key].cpu().numpy().tobytes())
         result[method] = {
             "weights": digest.hexdigest(),
-            "history": _history_without_seconds(out / "history.csv"),
+            "history": _history_without_seconds_and_stop(out / "history.csv"),
         }
+        last = list(csv.DictReader((out / "history.csv").open()))[-1]
+        if last.get("stop"):
+            result[method]["stop"] = f"epoch {last['epoch']}: {last['stop']}"
     print(json.dumps(result, indent=1))
 
 

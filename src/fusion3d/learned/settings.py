@@ -48,6 +48,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "amp": "auto",
     "slices_per_volume": 8,
     "stop_after_epoch": None,
+    "patience": None,
     "val_every": 1,
     "num_workers": 0,
     "cache": True,
@@ -58,10 +59,14 @@ COMMON_DEFAULTS: dict[str, Any] = {
 
 #: Keys that control one run (where it stops, how fast it runs) rather than what is trained:
 #: left out of the fingerprint, so a run stopped early resumes, also after switching them.
-#: The loader's workers and cache do not change a single number; the throughput switches
-#: (compile, channels-last, fused Adam) change floating-point rounding only.
+#: ``patience`` decides only where a run stops, never what an epoch computes: a run stopped
+#: by patience and resumed with a larger one (or none) goes on exactly as an uninterrupted
+#: run with that patience (the checkpoint counts the checks without improvement whatever
+#: the patience). The loader's workers and cache do not change a single number; the
+#: throughput switches (compile, channels-last, fused Adam) change floating-point rounding only.
 RUN_CONTROL_KEYS = (
     "stop_after_epoch",
+    "patience",
     "num_workers",
     "cache",
     "compile",
@@ -370,11 +375,8 @@ def _check_common_keys(cfg: dict) -> None:
         raise ValueError(f"train_config['lr'] must be a positive number, got {cfg['lr']!r}")
     if cfg["amp"] not in ("auto", "bf16", "off", True, False):
         raise ValueError(f"train_config['amp'] must be 'auto', 'bf16' or 'off', got {cfg['amp']!r}")
-    if cfg["stop_after_epoch"] is not None and (
-        not isinstance(cfg["stop_after_epoch"], int) or cfg["stop_after_epoch"] < 1
-    ):
-        raise ValueError(
-            f"train_config['stop_after_epoch'] must be None or a positive integer, "
-            f"got {cfg['stop_after_epoch']!r}"
-        )
+    for key in ("stop_after_epoch", "patience"):
+        v = cfg[key]
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"train_config[{key!r}] must be None or a positive integer, got {v!r}")
     cfg["lr"] = float(cfg["lr"])  # 1 and 1.0: one fingerprint

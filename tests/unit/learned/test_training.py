@@ -101,11 +101,81 @@ def test_exact_resume(cohort, tmp_path):
     assert full.exists()
 
 
+def _patience_stop(scores, patience):
+    """The epoch at which ``patience`` stops a run with these validation scores (epochs 1..),
+    by the criterion that selects model.pt (strictly above the best so far); None: never."""
+    best, since = -math.inf, 0
+    for epoch, score in enumerate(scores, start=1):
+        best, since = (score, 0) if score > best else (best, since + 1)
+        if since >= patience:
+            return epoch
+    return None
+
+
+def _same_weights(a, b):
+    sa = torch.load(a / "checkpoints" / "last.pt", weights_only=True)["model_state"]
+    sb = torch.load(b / "checkpoints" / "last.pt", weights_only=True)["model_state"]
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_patience_stops_where_validation_stops_improving_also_after_resume(
+    cohort, tmp_path, caplog
+):
+    """A killed and resumed run stops where an uninterrupted one stops; a larger patience
+    (here: none) resumes it to the cap, as if it had never stopped."""
+    caplog.set_level(logging.INFO, logger="fusion3d")
+    cfg = {"epochs": 8, "lr": 1e-2, "augment": False}
+
+    def train(out, **changes):
+        train_model(
+            cohort[:2], cohort[3:], out, model_config=MODEL, train_config={**cfg, **changes}
+        )
+        return pd.read_csv(out / "history.csv")
+
+    ref = train(tmp_path / "ref")  # patience off: the cap, as before
+    assert ref["stop"].tolist()[-1] == "cap" and ref["stop"].iloc[:-1].isna().all()
+    stop = _patience_stop(ref["val_score"].iloc[1:].tolist(), patience=3)
+    assert stop is not None and stop < cfg["epochs"] - 1  # this cohort stops early
+
+    whole = train(tmp_path / "whole", patience=3)
+    assert whole["epoch"].tolist() == list(range(stop + 1))
+    assert whole["stop"].iloc[-1] == "patience" and whole["stop"].iloc[:-1].isna().all()
+    assert f"stopped after epoch {stop}: patience" in caplog.text
+
+    part = tmp_path / "part"
+    train(part, patience=3, stop_after_epoch=stop - 1)  # killed one check before the stop
+    killed = torch.load(part / "checkpoints" / "last.pt", weights_only=True)
+    assert killed["epoch"] == stop - 1 and killed["checks_since_best"] == 2
+    assert "stop" not in pd.read_csv(part / "history.csv").columns  # interrupted: no mark
+    resumed = train(part, patience=3)
+    assert _same_weights(tmp_path / "whole", part)
+    cols = [c for c in whole.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(resumed[cols], whole[cols])
+    last = torch.load(part / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] == stop and last["checks_since_best"] == 3
+
+    caplog.clear()  # run again: it has stopped, nothing is trained
+    again = train(part, patience=3)
+    assert "resuming from" in caplog.text and f"stopped after epoch {stop}" in caplog.text
+    pd.testing.assert_frame_equal(again[cols], whole[cols])
+
+    # patience is run control: resumed without it, the run goes on to the cap exactly as
+    # the run that never had it (same weights, same history, the mark moves to the cap)
+    longer = train(part, patience=None)
+    assert _same_weights(tmp_path / "ref", part)
+    cols = [c for c in ref.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(longer[cols], ref[cols])
+
+
 def test_bad_inputs(cohort, tmp_path):
     with pytest.raises(ValueError, match="unknown key"):
         resolve_train_config({"epoch": 3})
     with pytest.raises(ValueError, match="epochs"):
         resolve_train_config({"epochs": 0})
+    for bad in (0, -1, 2.5, True, "3"):
+        with pytest.raises(ValueError, match=r"train_config\['patience'\] must be None or a pos"):
+            resolve_train_config({"patience": bad})
+    assert resolve_train_config({})["patience"] is None  # off: published epoch counts
     with pytest.raises(ValueError, match="weights"):
         resolve_train_config({"loss_weights": {"mri": 1.0}})
     with pytest.raises(ValueError, match="divisible"):
@@ -239,6 +309,7 @@ def test_fingerprint_is_sha256_of_canonical_json():
     assert fp["split"] == sha(split) and fp["model_config"] == sha(init_args)
     run_control = {
         "stop_after_epoch",
+        "patience",
         "num_workers",
         "cache",
         "compile",
@@ -251,6 +322,8 @@ def test_fingerprint_is_sha256_of_canonical_json():
     # run control does not change it; what is trained does
     stopped = resolve_train_config({"epochs": 3, "stop_after_epoch": 1})
     assert training_fingerprint(split, init_args, stopped) == fp
+    patient = resolve_train_config({"epochs": 3, "patience": 2})
+    assert training_fingerprint(split, init_args, patient) == fp
     other = {"train": [["a", "m2.nii.gz", "p.nii.gz"]], "val": []}
     assert training_fingerprint(other, init_args, cfg)["sha256"] != fp["sha256"]
 

@@ -33,7 +33,8 @@ def save_checkpoints(
     """Write ``model.pt`` (when ``is_best``), then ``last.pt`` and ``history.csv`` (rank 0 only).
 
     Both checkpoints describe themselves (:meth:`TrainingRun.record`); ``last.pt`` also
-    holds the optimizer, the schedule, the best score, rank 0's RNG states and the split
+    holds the optimizer, the schedule, the best score, the validation checks since it
+    (``checks_since_best``: early stopping resumes where it was), rank 0's RNG states and the split
     rows (every rank's state is the same, or re-derived from the seed: see the module
     docstring).
     """
@@ -51,6 +52,7 @@ def save_checkpoints(
             "scheduler_state": run.scheduler.state_dict(),
             "epoch": epoch,
             "best_score": run.best_score,
+            "checks_since_best": run.checks_since_best,
             "rng": rng_state(),
         },
         paths.last,

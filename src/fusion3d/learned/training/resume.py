@@ -144,14 +144,20 @@ def _resume_or_start(
 
 
 def _resume(run: TrainingRun, ckpt: dict, paths: StatePaths) -> None:
-    """Load model, optimizer, scheduler, RNG states, epoch, best score and history."""
+    """Load model, optimizer, scheduler, RNG states, epoch, best score, the checks since it
+    and history (without its ``stop`` marks: the loop marks where this run stops).
+
+    A checkpoint written before early stopping has no ``checks_since_best``: 0.
+    """
     run.model.load_state_dict(ckpt["model_state"])
     run.optimizer.load_state_dict(ckpt["optimizer_state"])
     run.scheduler.load_state_dict(ckpt["scheduler_state"])
     _set_rng_state(ckpt["rng"])
     run.start_epoch, run.best_score = int(ckpt["epoch"]) + 1, float(ckpt["best_score"])
+    run.checks_since_best = int(ckpt.get("checks_since_best", 0))
     if paths.history.exists():
+        rows = pd.read_csv(paths.history).to_dict("records")
         run.history = [
-            r for r in pd.read_csv(paths.history).to_dict("records") if r["epoch"] <= ckpt["epoch"]
+            {k: v for k, v in r.items() if k != "stop"} for r in rows if r["epoch"] <= ckpt["epoch"]
         ]
     log.info("resuming from %s after epoch %d", paths.last, ckpt["epoch"])

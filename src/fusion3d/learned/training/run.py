@@ -36,7 +36,8 @@ class StatePaths:
 
     @property
     def history(self) -> Path:
-        """``history.csv``: one row per epoch (row 0 scores the initialisation)."""
+        """``history.csv``: one row per epoch (row 0 scores the initialisation); the last
+        row of a finished run names why it stopped in its ``stop`` column."""
         return self.root / "history.csv"
 
 
@@ -54,6 +55,7 @@ class TrainingRun:
     fingerprint: dict
     start_epoch: int = 1
     best_score: float = -math.inf
+    checks_since_best: int = 0  # validation checks since the last improvement (patience)
     history: list[dict] = field(default_factory=list)
     ctx: DistContext = field(default_factory=DistContext)
     forward: nn.Module | None = None  # what the loop calls: the model, DDP- or compile-wrapped

@@ -27,7 +27,11 @@ from fusion3d.learned.training.epoch import train_epoch
 from fusion3d.learned.training.fingerprint import split_rows
 from fusion3d.learned.training.resume import resume_or_start
 from fusion3d.learned.training.run import StatePaths, TrainingRun
-from fusion3d.learned.training.validation import validate_and_select, validation_scores
+from fusion3d.learned.training.validation import (
+    patience_spent,
+    validate_and_select,
+    validation_scores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -167,23 +171,72 @@ def _run_epochs(
     paths: StatePaths,
     time_budget_s: float | None,
 ) -> int:
-    """Epochs ``start_epoch .. last``: train, validate and select, checkpoint. Returns last."""
+    """Epochs ``start_epoch .. last``: train, validate and select, checkpoint. Returns last.
+
+    A run stops at ``epochs`` (the cap), or earlier when its patience is spent
+    (:func:`~fusion3d.learned.training.validation.patience_spent`) or its time budget; the
+    history row of that epoch names why in its ``stop`` column (``cap``, ``patience``,
+    ``time budget``). ``stop_after_epoch`` interrupts a run (to be resumed): no mark.
+    """
     cfg = run.cfg
     epochs, stop = cfg["epochs"], cfg["stop_after_epoch"]
     last_epoch = epochs if stop is None else min(epochs, stop)
+    if run.start_epoch > 1 and (patience_spent(run) or run.start_epoch > epochs):
+        return _already_stopped(run, paths)
     loop_start = time.perf_counter()
     for epoch in range(run.start_epoch, last_epoch + 1):
         t0 = time.perf_counter()
         row = train_epoch(run, data, epoch, device)
         score, is_best = validate_and_select(run, row, val_sources, device)
         row["seconds"] = time.perf_counter() - t0
+        reason = _stop_reason(run, epoch, loop_start, time_budget_s)
+        if reason:
+            row["stop"] = reason
         run.history.append(row)
         save_checkpoints(run, epoch, score, is_best, paths)
         log.info("epoch %d/%d %s", epoch, epochs, _fmt(row))
-        if time_budget_s is not None and _budget_spent(run.ctx, loop_start, time_budget_s):
-            log.info("time budget of %.0f s spent after epoch %d", time_budget_s, epoch)
+        if reason:
+            _log_stop(run, epoch, reason)
             return epoch
     return last_epoch
+
+
+def _stop_reason(
+    run: TrainingRun, epoch: int, loop_start: float, time_budget_s: float | None
+) -> str | None:
+    """Why the run stops after ``epoch`` (``patience``, ``cap``, ``time budget``), or None."""
+    if patience_spent(run):
+        return "patience"
+    if epoch == run.cfg["epochs"]:
+        return "cap"
+    if time_budget_s is not None and _budget_spent(run.ctx, loop_start, time_budget_s):
+        return "time budget"
+    return None
+
+
+def _log_stop(run: TrainingRun, epoch: int, reason: str) -> None:
+    """One log line: where and why the run stopped, and its best score."""
+    detail = {
+        "patience": f"{run.checks_since_best} checks without improvement (patience "
+        f"{run.cfg['patience']})",
+        "cap": f"train.epochs {run.cfg['epochs']} reached",
+        "time budget": "time budget spent",
+    }[reason]
+    log.info(
+        "stopped after epoch %d: %s (%s); best score %.4g", epoch, reason, detail, run.best_score
+    )
+
+
+def _already_stopped(run: TrainingRun, paths: StatePaths) -> int:
+    """A resumed run that had stopped (patience spent or cap reached): trains nothing, marks
+    the last history row again and returns its epoch."""
+    epoch = run.start_epoch - 1
+    reason = "patience" if patience_spent(run) else "cap"
+    if run.history:
+        run.history[-1]["stop"] = reason
+        distributed.on_rank0(run.ctx, write_history, run.history, paths.history)
+    _log_stop(run, epoch, reason)
+    return epoch
 
 
 def _fmt(row: dict) -> str:

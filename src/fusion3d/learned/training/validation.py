@@ -76,7 +76,9 @@ def validate_and_select(
     The score is ``val_score`` (:func:`validation_scores`) at validation epochs
     (:func:`is_validation_epoch`; ``None`` and not best at the others), or minus the
     training loss without validation pairs. ``run.best_score`` is updated when the score
-    improves.
+    improves; ``run.checks_since_best`` (early stopping: :func:`patience_spent`) counts the
+    checks, validation epochs or every epoch without validation pairs, since the last
+    improvement.
     """
     if val_sources:
         if not is_validation_epoch(row["epoch"], run.cfg):
@@ -88,4 +90,12 @@ def validate_and_select(
     is_best = score > run.best_score
     if is_best:
         run.best_score = score
+    run.checks_since_best = 0 if is_best else run.checks_since_best + 1
     return score, is_best
+
+
+def patience_spent(run: TrainingRun) -> bool:
+    """True when ``cfg["patience"]`` (``None``: off) checks in a row did not improve the
+    score that selects ``model.pt`` (:func:`validate_and_select`)."""
+    patience = run.cfg["patience"]
+    return patience is not None and run.checks_since_best >= patience
