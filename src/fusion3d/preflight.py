@@ -64,9 +64,10 @@ def _network_lines(config: dict, train_configs: dict, parameters: dict) -> list[
             if count >= 100_000
             else f"{count:,} parameters"
         )
-        lines.append(
-            f"  {net}: {size}, {cfg['epochs']} epochs, lr {cfg['lr']:g}, batch {cfg['batch_size']}"
-        )
+        epochs = f"{cfg['epochs']} epochs"
+        if cfg["patience"] is not None:  # off: the line as before early stopping
+            epochs = f"up to {epochs} (patience {cfg['patience']} validation checks)"
+        lines.append(f"  {net}: {size}, {epochs}, lr {cfg['lr']:g}, batch {cfg['batch_size']}")
     return lines
 
 
@@ -91,7 +92,8 @@ def study_summary(
     Returns
     -------
     str
-        Lines: cohort, preprocessing, split, device, networks (size, epochs, lr, batch),
+        Lines: cohort, preprocessing, split, device, networks (size, epochs or ``up to``
+        epochs with the patience of early stopping, lr, batch),
         seeds, methods, protocols and the probe.
     """
     pre, res = config["preprocess"], config["resources"]

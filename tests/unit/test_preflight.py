@@ -73,6 +73,20 @@ def test_parameter_counts_are_exact_with_torch_and_left_to_training_without(monk
     assert f"  matr: {COUNTED_BY_TRAINING}, 4 epochs, lr 0.001, batch 4" in text
 
 
+def test_study_summary_names_each_networks_patience():
+    """train.patience (schema default null: off) and a network's own in train.overrides."""
+    config = resolve(copy.deepcopy(DEMO), SCHEMA)
+    assert config["train"]["patience"] is None
+    off = study_summary(config, _train_configs(config), {})
+    assert f"  matr: {COUNTED_BY_TRAINING}, 4 epochs, lr 0.001, batch 4" in off
+    assert "patience" not in off  # off: study.txt as before early stopping
+    config["train"]["patience"] = 3
+    config["train"]["overrides"]["matr"]["patience"] = 5
+    text = study_summary(config, _train_configs(config), {})
+    assert f"  matr: {COUNTED_BY_TRAINING}, up to 4 epochs (patience 5 validation checks)" in text
+    assert "dcfb3d: " + COUNTED_BY_TRAINING + ", up to 12 epochs (patience 3 validation" in text
+
+
 def test_study_summary_of_the_paper_config_uses_each_recipe():
     config = resolve(yaml.safe_load((REPO / "config" / "adni.yaml").read_text()), SCHEMA)
     text = study_summary(config, _train_configs(config), {"dcfb3d": 97_606_202})

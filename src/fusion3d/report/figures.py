@@ -408,8 +408,21 @@ def metric_boxes_figure(
     return fig
 
 
-#: History columns that are not loss terms.
-_HISTORY_META = ("epoch", "lr", "seconds", "loss")
+#: History columns that are not loss terms (``stop``: why the run stopped, on its last row).
+_HISTORY_META = ("epoch", "lr", "seconds", "loss", "stop")
+
+
+def history_stop(hist: pd.DataFrame) -> str | None:
+    """Where and why a run stopped, from its ``history.csv``: ``"stopped at epoch 12
+    (patience)"`` (``cap``: ``train.epochs`` reached; ``time budget``); None for a history
+    without a ``stop`` mark (an interrupted run, or one written before early stopping)."""
+    if "stop" not in hist.columns:
+        return None
+    marked = hist[hist["stop"].notna() & (hist["stop"].astype(str) != "")]
+    if marked.empty:
+        return None
+    last = marked.sort_values("epoch").iloc[-1]
+    return f"stopped at epoch {int(last['epoch'])} ({last['stop']})"
 
 
 def _check_history(name: str, hist) -> None:
@@ -436,8 +449,9 @@ def plot_training_curves(histories: Mapping[str, pd.DataFrame], out: OutSpec) ->
 
     Columns: the total loss and every loss term of the network's recipe (every history
     column that is not ``epoch``, ``lr``, ``seconds`` or ``val_*``; symmetric log scale), then each
-    ``val_*`` column (validation PSNR, SSIM and the selection score). Keys of
-    ``histories`` are ``"<network> seed <seed>"`` (or a network alone).
+    ``val_*`` column (validation PSNR, SSIM and the selection score). A run's legend entry
+    in the validation panels says where and why it stopped (:func:`history_stop`: patience
+    or the cap). Keys of ``histories`` are ``"<network> seed <seed>"`` (or a network alone).
     """
     return save_figure(training_curves_figure(histories), out)
 
@@ -448,7 +462,8 @@ def training_curves_figure(histories: Mapping[str, pd.DataFrame]) -> Figure:
         raise ValueError("histories: nothing to plot (empty mapping)")
     groups = _history_groups(histories)
     for key, hist in histories.items():
-        if not [c for c in hist.columns if c not in _HISTORY_META[:3] and not c.startswith("val_")]:
+        meta = (*_HISTORY_META[:3], "stop")
+        if not [c for c in hist.columns if c not in meta and not c.startswith("val_")]:
             raise ValueError(f"histories[{key!r}]: no 'loss' or loss-term column to plot")
     val_cols = sorted({c for h in histories.values() for c in h.columns if c.startswith("val_")})
     fig = Figure(figsize=(4.2 * (1 + len(val_cols)), 3.0 * len(groups)), layout="constrained")
@@ -468,9 +483,11 @@ def training_curves_figure(histories: Mapping[str, pd.DataFrame]) -> Figure:
                     label=col if i == 0 else None,
                 )
             hv = hist.sort_values("epoch")
+            stopped = history_stop(hist)
+            label = f"{run}, {stopped}" if stopped else run
             for ax, col in zip(row[1:], val_cols, strict=True):
                 if col in hv.columns:
-                    ax.plot(hv["epoch"], hv[col], style, marker="o", markersize=2, label=run)
+                    ax.plot(hv["epoch"], hv[col], style, marker="o", markersize=2, label=label)
         row[0].set_yscale("symlog", linthresh=1e-2)  # terms may be negative (LNCC)
         row[0].set_title(f"{method_name(network)}: loss and its terms", fontsize=9)
         row[0].legend(fontsize=6, ncol=2)

@@ -14,6 +14,7 @@ from fusion3d.io import save_nifti, write_tsv
 from fusion3d.report.figures import (
     centre_slices,
     fusion_panel_from_tables,
+    history_stop,
     output_paths,
     pick_panel_subjects,
     plot_fusion_panel,
@@ -184,6 +185,34 @@ def test_training_curves_plot_every_loss_term_of_every_network() -> None:
     assert {"loss", "lncc_mri", "ssim_mri", "l1_pet"} <= labels[0]  # the history's own names
     assert {"loss", "ssim_ir", "rmi_vi"} <= labels[2]
     assert {"seed 1", "seed 2"} <= labels[1]
+
+
+def test_training_curves_say_where_and_why_each_run_stopped(tmp_path) -> None:
+    """history.csv's ``stop`` column (last row of a finished run) is no loss term; the
+    legend of the validation panels names the stop epoch and reason."""
+    rows = [{"epoch": e, "lr": 1e-4, "loss": 1.0 / (e + 1), "val_score": 0.1 * e} for e in range(5)]
+    rows[-1]["stop"] = "patience"
+    pd.DataFrame(rows).to_csv(tmp_path / "a.csv", index=False)
+    patient = pd.read_csv(tmp_path / "a.csv")  # as the workflow reads it: NaN above the mark
+    assert patient.columns.tolist()[:4] == ["epoch", "lr", "loss", "val_score"]
+    capped = patient.assign(stop=[None] * 4 + ["cap"])
+    interrupted = patient.drop(columns="stop")
+    assert history_stop(patient) == "stopped at epoch 4 (patience)"
+    assert history_stop(capped) == "stopped at epoch 4 (cap)"
+    assert history_stop(interrupted) is None
+    fig = training_curves_figure(
+        {"dcfb3d seed 1": patient, "dcfb3d seed 2": capped, "dcfb3d seed 3": interrupted}
+    )
+    loss_ax, val_ax = fig.axes
+    loss_labels = [ln.get_label() for ln in loss_ax.get_lines()]
+    assert len(loss_labels) == 3 and "loss" in loss_labels and "stop" not in loss_labels
+    assert {ln.get_label() for ln in val_ax.get_lines()} == {
+        "seed 1, stopped at epoch 4 (patience)",
+        "seed 2, stopped at epoch 4 (cap)",
+        "seed 3",
+    }
+    with pytest.raises(ValueError, match="no 'loss'"):
+        training_curves_figure({"x": patient[["epoch", "lr", "stop"]]})
 
 
 def write_png(path: Path, seed: int) -> Path:
