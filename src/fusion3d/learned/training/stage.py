@@ -217,8 +217,8 @@ def _stop_reason(
 def _log_stop(run: TrainingRun, epoch: int, reason: str) -> None:
     """One log line: where and why the run stopped, and its best score."""
     detail = {
-        "patience": f"{run.checks_since_best} checks without improvement (patience "
-        f"{run.cfg['patience']})",
+        "patience": f"{run.checks_since_best} validation checks without improvement, "
+        f"patience {run.cfg['patience']}",
         "cap": f"train.epochs {run.cfg['epochs']} reached",
         "time budget": "time budget spent",
     }[reason]
