@@ -22,7 +22,9 @@ checkpoint ingest:
         mem_mb=2000,
         runtime=120,
     params:
-        config=config,
+        # only the sections ingest reads: a key added elsewhere (e.g. a new schema default)
+        # must not rerun ingest, and with it the whole study (params are a rerun trigger)
+        config={"cohort": config["cohort"], "ingest": config["ingest"]},
         relative_to=".",
     script:
         "../scripts/ingest_bids.py" if SOURCE == "bids" else "../scripts/ingest.py"
