@@ -9,7 +9,7 @@ OpenCV, FFTW).
 
 from __future__ import annotations
 
-import importlib
+from fusion3d.lazy import lazy_getattr
 
 #: Public name -> the submodule that defines it.
 _EXPORTS: dict[str, str] = {
@@ -25,8 +25,5 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    """Import ``name`` from its submodule on first use (PEP 562)."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'fusion3d.metrics' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"fusion3d.metrics.{_EXPORTS[name]}"), name)
+#: Import a name of :data:`_EXPORTS` from its submodule on first use.
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

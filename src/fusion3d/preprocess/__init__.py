@@ -7,7 +7,7 @@ does not load ANTsPy.
 
 from __future__ import annotations
 
-import importlib
+from fusion3d.lazy import lazy_getattr
 
 #: Public name -> the submodule that defines it.
 _EXPORTS: dict[str, str] = {
@@ -23,8 +23,5 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    """Import ``name`` from its submodule on first use (PEP 562)."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'fusion3d.preprocess' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"fusion3d.preprocess.{_EXPORTS[name]}"), name)
+#: Import a name of :data:`_EXPORTS` from its submodule on first use.
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
