@@ -17,6 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from fusion3d.synthetic.disease import (
+    MTL_STRUCTURES,
+    SIGNATURE_THINNING_MM,
+    UPTAKE_VARIATION,
+    DiseaseMaps,
+    disease_maps,
+    draw_mtl_atrophy,
+    erosion_depth_mm,
+)
 from fusion3d.synthetic.geometry import map_grid
 
 #: Padding (voxels = mm) added to the 197x233x189 template on each side: (low, high) per axis.
@@ -333,8 +342,9 @@ def bias_and_noise(
 BRAIN_VOLUME_ML = {"M": (1420.0, 100.0), "F": (1280.0, 100.0)}
 #: Lateral-ventricle dilation (mm) at age 60 and per year of age, plus the diagnosis offset.
 VENTRICLE_MM = {"at_60": 1.4, "per_year": 0.08, "MCI": 1.0, "AD": 2.4, "sd": 0.5}
-#: Cortical thinning (mm of grey matter turned into CSF at the pial side), same layout.
-THINNING_MM = {"at_60": 0.1, "per_year": 0.01, "MCI": 0.12, "AD": 0.3, "sd": 0.06}
+#: Cortical thinning everywhere (mm of grey matter turned into CSF at the pial side), same
+#: layout; the AD signature's extra thinning is :data:`fusion3d.synthetic.disease.SIGNATURE_THINNING_MM`.
+THINNING_MM = {"at_60": 0.1, "per_year": 0.01, "MCI": 0.05, "AD": 0.1, "sd": 0.06}
 #: Individual folding: a smooth random displacement of the brain's tissue pattern inside
 #: the (unchanged) brain mask, rms length (mm) and correlation scale (Gaussian sigma, mm).
 FOLDING_RMS_MM = 4.2
@@ -361,6 +371,11 @@ class SubjectAnatomy:
         Grey matter turned into CSF at the pial side (sulci widen).
     gm_contrast : float
         Relative change of the grey-matter T1 intensity (scanner/subject contrast).
+    mtl_atrophy : float
+        Fraction of the medial temporal structures' volume lost
+        (:data:`fusion3d.synthetic.disease.MTL_ATROPHY`).
+    signature_thinning_mm : float
+        Extra cortical thinning in the AD signature regions (weight 1).
     """
 
     brain_volume_ml: float
@@ -368,6 +383,8 @@ class SubjectAnatomy:
     ventricle_dilation_mm: float
     cortical_thinning_mm: float
     gm_contrast: float
+    mtl_atrophy: float = 0.0
+    signature_thinning_mm: float = 0.0
 
     def mni_scale(self, template_ml: float) -> np.ndarray:
         """Diagonal 3x3 scaling (subject mm -> MNI mm) that brings this brain to the template's size."""
@@ -382,6 +399,8 @@ class SubjectAnatomy:
             "ventricle_dilation_mm": round(self.ventricle_dilation_mm, 3),
             "cortical_thinning_mm": round(self.cortical_thinning_mm, 3),
             "gm_contrast": round(self.gm_contrast, 4),
+            "mtl_atrophy": round(self.mtl_atrophy, 4),
+            "signature_thinning_mm": round(self.signature_thinning_mm, 3),
         }
 
 
@@ -397,7 +416,8 @@ def draw_anatomy(rng: np.random.Generator, group: str, sex: str, age: float) -> 
     Brain-mask volume: :data:`BRAIN_VOLUME_ML` by sex, truncated at +-2.5 sd.
     Shape: log-normal extents (sd 4 %) with product 1. Atrophy grows with age
     and is larger for MCI and larger still for AD: ventricle dilation
-    (:data:`VENTRICLE_MM`) and cortical thinning (:data:`THINNING_MM`).
+    (:data:`VENTRICLE_MM`), cortical thinning (:data:`THINNING_MM`), medial temporal
+    atrophy and the AD signature's thinning (:mod:`fusion3d.synthetic.disease`).
     """
     if group not in ("CN", "MCI", "AD") or sex not in BRAIN_VOLUME_ML:
         raise ValueError(f"draw_anatomy: unknown group {group!r} or sex {sex!r}")
@@ -413,7 +433,19 @@ def draw_anatomy(rng: np.random.Generator, group: str, sex: str, age: float) -> 
         ventricle_dilation_mm=_age_trend(VENTRICLE_MM, group, age, rng),
         cortical_thinning_mm=min(_age_trend(THINNING_MM, group, age, rng), 1.2),
         gm_contrast=float(rng.uniform(-0.06, 0.06)),
+        mtl_atrophy=draw_mtl_atrophy(group, age, *rng.standard_normal(2)),
+        signature_thinning_mm=max(
+            0.0,
+            SIGNATURE_THINNING_MM[group] + SIGNATURE_THINNING_MM["sd"] * rng.standard_normal(),
+        ),
     )
+
+
+@functools.lru_cache(maxsize=1)
+def template_disease_maps() -> DiseaseMaps:
+    """The disease model's maps on the template grid (once per process)."""
+    space = template_space()
+    return disease_maps(space.shape, space.affine, space.gm, space.brain)
 
 
 @dataclass(frozen=True)
@@ -493,12 +525,25 @@ class SubjectBrain:
         True tissue labels (:data:`LABELS`) on the padded grid, 0 outside the brain.
     gm, wm : float32 arrays (N,)
         Grey and white matter fractions at :attr:`BrainStructure.index`.
+    mtl_label : int8 array (N,)
+        Medial temporal structure at those voxels (:attr:`DiseaseMaps.mtl_label`), 0 elsewhere.
+    uptake_variation : float32 array (N,)
+        This person's smooth regional variation of FDG uptake (a relative change).
     """
 
     t1: np.ndarray
     labels: np.ndarray
     gm: np.ndarray
     wm: np.ndarray
+    mtl_label: np.ndarray | None = None
+    uptake_variation: np.ndarray | None = None
+
+    def structure_volumes_ml(self) -> dict[str, float]:
+        """Grey-matter volume (ml, template space) of each medial temporal structure."""
+        return {
+            name: float(self.gm[self.mtl_label == k + 1].sum()) / 1000.0
+            for k, (name, _) in enumerate(MTL_STRUCTURES)
+        }
 
 
 def _smooth_noise(
@@ -529,14 +574,19 @@ def individual_brain(
     Steps: displace the template's GM, WM and T1 inside the brain mask by a
     smooth random field (individual folding, :data:`FOLDING_RMS_MM`); dilate the
     lateral ventricles by ``anatomy.ventricle_dilation_mm`` (tissue within that
-    distance becomes CSF); thin the cortex by ``anatomy.cortical_thinning_mm``
-    (grey matter that shallow below CSF becomes CSF); change the T1 by the
+    distance becomes CSF); thin the cortex by ``anatomy.cortical_thinning_mm``, plus
+    ``anatomy.signature_thinning_mm`` times the AD-signature weight (grey matter that
+    shallow below CSF becomes CSF); erode each medial temporal structure from its surface
+    so that it loses ``anatomy.mtl_atrophy`` of its volume (times its share,
+    :data:`fusion3d.synthetic.disease.MTL_STRUCTURES`); change the T1 by the
     template's own tissue intensities (a linear fit) for the tissue removed, and
     the grey-matter intensity by ``anatomy.gm_contrast``; vary tissue intensity
-    regionally (:data:`TISSUE_TEXTURE`). The brain mask is the template's, so the
-    true brain mask stays exact.
+    regionally (:data:`TISSUE_TEXTURE`); last, draw the smooth regional variation of FDG
+    uptake (:data:`fusion3d.synthetic.disease.UPTAKE_VARIATION`). The brain mask is the
+    template's, so the true brain mask stays exact.
     """
     st = brain_structure()
+    disease = template_disease_maps()
     fold_rms = FOLDING_RMS_MM / np.sqrt(3.0)  # per axis
     points = st.ijk + _smooth_noise(rng, st.ijk, 3, FOLDING_SIGMA_MM, fold_rms)
 
@@ -546,10 +596,17 @@ def individual_brain(
 
     gm0, wm0, t1_0 = sample(space.gm), sample(space.wm), sample(space.t1)
     vent_dist, depth = sample(st.ventricle_distance), sample(st.tissue_depth)
+    signature, mtl_depth = sample(disease.signature), sample(disease.mtl_depth)
+    mtl_label = ndimage.map_coordinates(disease.mtl_label, points, order=0, mode="nearest")
     r, t = np.float32(anatomy.ventricle_dilation_mm), np.float32(anatomy.cortical_thinning_mm)
+    t = t + np.float32(anatomy.signature_thinning_mm) * signature
     to_ventricle = np.clip(r - vent_dist + 1.0, 0.0, 1.0)
     to_sulcus = np.clip(t - depth + 1.0, 0.0, 1.0)
-    gm = gm0 * (1.0 - np.maximum(to_ventricle, to_sulcus))
+    erosion = np.zeros(len(MTL_STRUCTURES) + 1, np.float32)
+    for k, (_, share) in enumerate(MTL_STRUCTURES):
+        erosion[k + 1] = erosion_depth_mm(disease, k, anatomy.mtl_atrophy * share)
+    to_mtl = np.where(mtl_label > 0, np.clip(erosion[mtl_label] - mtl_depth + 1.0, 0.0, 1.0), 0.0)
+    gm = gm0 * (1.0 - np.maximum(np.maximum(to_ventricle, to_sulcus), to_mtl))
     wm = wm0 * (1.0 - to_ventricle)
     c_gm, c_wm, c_csf = (np.float32(c) for c in st.t1_coef)
     t1_brain = t1_0 + (c_gm - c_csf) * (gm - gm0) + (c_wm - c_csf) * (wm - wm0)
@@ -563,7 +620,17 @@ def individual_brain(
     label[(label == LABELS["csf"]) & (vent_dist <= r + 0.5)] = LABELS["ventricles"]
     labels = np.zeros(space.shape, np.int8)
     labels.flat[st.index] = label
-    return SubjectBrain(t1.astype(np.float32), labels, gm.astype(np.float32), wm.astype(np.float32))
+    sigma, rms, sd_global = UPTAKE_VARIATION
+    variation = _smooth_noise(rng, st.ijk, 1, sigma, rms)[0]
+    variation += np.float32(sd_global * rng.standard_normal())
+    return SubjectBrain(
+        t1.astype(np.float32),
+        labels,
+        gm.astype(np.float32),
+        wm.astype(np.float32),
+        mtl_label.astype(np.int8),
+        variation,
+    )
 
 
 def render_subject_t1(

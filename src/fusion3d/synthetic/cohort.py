@@ -41,6 +41,7 @@ from fusion3d.synthetic.anatomy import (
     template_space,
 )
 from fusion3d.synthetic.dicom import PetSeriesInfo, write_pet_series
+from fusion3d.synthetic.disease import draw_hypometabolism
 from fusion3d.synthetic.geometry import (
     SmoothDisplacement,
     grid_affine,
@@ -126,7 +127,6 @@ _SITES = (
 _VISIT_NUMBER = {"mri_bl": 1, "pet_bl": 2, "m12": 4}
 #: Quantisation step of the stored true displacement (mm); exact in binary.
 DISP_STEP_MM = 1.0 / 64.0
-_HYPO_RANGE = {"CN": (0.0, 0.0), "MCI": (0.08, 0.15), "AD": (0.20, 0.30)}
 #: Smooth T1 -> MNI displacement: amplitude (mm) of each of 6 waves and their wavelengths.
 #: The bound ``sum |a| |k|`` on its gradient stays below 1 (the mapping cannot fold).
 DEFORMATION_MM = 2.0
@@ -271,8 +271,9 @@ def _draw_subject(
 ) -> SubjectPlan:
     """Draw one subject's identity, protocol, demographics and baseline T1/FDG dates.
 
-    Without ``diagnosis_effects`` the hypometabolism is still drawn (the stream, and so
-    every identity and date, stays that of the cohort with effects) and then set to a CN's.
+    The hypometabolism scale is :func:`fusion3d.synthetic.disease.draw_hypometabolism`;
+    without ``diagnosis_effects`` it is a CN's from the same draw (the stream, and so
+    every identity and date, stays that of the cohort with effects).
     """
     first_day = dt.date(2006, 1, 1).toordinal()
     last_day = dt.date(2012, 11, 30).toordinal()  # leaves room for a 12-month follow-up in 2013
@@ -291,10 +292,8 @@ def _draw_subject(
         dx_bl = "LMCI" if group_raw == "MCI" else group_raw
     else:
         group_raw = dx_bl = group
-    lo, hi = _HYPO_RANGE[group]
-    hypo = float(rng.uniform(lo, hi)) if hi > 0 else 0.0
-    if not diagnosis_effects:
-        hypo = 0.0  # _HYPO_RANGE["CN"]
+    z_hypo = float(rng.standard_normal())
+    hypo = draw_hypometabolism(group if diagnosis_effects else "CN", z_hypo)
     mmse = {"CN": (28, 31), "MCI": (24, 30), "AD": (20, 27)}[group]
     apoe_p = {"CN": [0.7, 0.25, 0.05], "MCI": [0.5, 0.4, 0.1], "AD": [0.35, 0.45, 0.2]}[group]
     mri = dt.datetime.combine(

@@ -3,9 +3,11 @@
 FDG uptake is built from the template's tissue maps: grey matter high, white
 matter low, CSF about zero, pons/brainstem moderate, scalp and muscle faint.
 Alzheimer-like hypometabolism multiplies the uptake by ``1 - scale * H`` where
-``H`` is a smooth mask over the posterior cingulate/precuneus and the bilateral
-temporoparietal cortex, defined in MNI mm and forced to zero in the pons and
-the cerebellum (the SUVR reference regions).
+``H`` is the disease model's pattern (:mod:`fusion3d.synthetic.disease`: posterior
+cingulate and precuneus, temporo-parietal cortex, then frontal, on the Desikan-Killiany
+atlas), forced to zero in the pons and the cerebellum (the SUVR reference regions).
+Every subject's uptake also varies smoothly from region to region
+(:attr:`fusion3d.synthetic.anatomy.SubjectBrain.uptake_variation`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fusion3d.synthetic.anatomy import (
     SubjectBrain,
     TemplateSpace,
     brain_structure,
+    template_disease_maps,
     template_space,
 )
 from fusion3d.synthetic.geometry import SmoothDisplacement, map_grid
@@ -30,14 +33,6 @@ PET_VOXEL_MM = 1.5
 #: RAS directions of the DICOM (column, row, slice) axes for an axial series (IOP 1,0,0,0,1,0).
 PET_AXES = np.array([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]])
 
-#: Hypometabolism regions: (centre MNI mm, sigma mm, weight).
-HYPO_REGIONS = (
-    ((0.0, -58.0, 32.0), (9.0, 14.0, 12.0), 1.0),  # posterior cingulate / precuneus
-    ((-46.0, -62.0, 36.0), (12.0, 14.0, 12.0), 1.0),  # left inferior parietal
-    ((46.0, -62.0, 36.0), (12.0, 14.0, 12.0), 1.0),  # right inferior parietal
-    ((-56.0, -34.0, -6.0), (10.0, 16.0, 10.0), 0.8),  # left lateral temporal
-    ((56.0, -34.0, -6.0), (10.0, 16.0, 10.0), 0.8),  # right lateral temporal
-)
 #: Pons / brainstem ellipsoid (centre, radii in MNI mm).
 PONS = ((0.0, -27.0, -34.0), (13.0, 13.0, 20.0))
 
@@ -103,14 +98,7 @@ def pet_maps() -> PetMaps:
     fdg = _brain_fdg(space.gm, space.wm, brain, _stem(x, y, z) * brain)
     fdg = np.where(brain > 0, fdg, _FDG_TISSUE[space.tissue]).astype(np.float32)
 
-    hypo = np.zeros(space.shape, np.float32)
-    for center, sigma, weight in HYPO_REGIONS:
-        g = [
-            np.exp(-0.5 * ((v - c) / s) ** 2)
-            for v, c, s in zip((x, y, z), center, sigma, strict=True)
-        ]
-        hypo += np.float32(weight) * (g[0] * g[1] * g[2])
-    np.clip(hypo, 0.0, 1.0, out=hypo)
+    hypo = template_disease_maps().hypo.copy()
     reference = reference_mask(space)
     near_ref = ndimage.gaussian_filter(reference.astype(np.float32), sigma=3.0)
     hypo *= np.clip(1.0 - 2.0 * near_ref, 0.0, 1.0) * brain
@@ -133,13 +121,19 @@ def subject_pet_maps(maps: PetMaps, brain: SubjectBrain) -> PetMaps:
 
     FDG and florbetapir follow the subject's grey and white matter (folding,
     atrophy: a widened sulcus or ventricle takes up as little as CSF); the
-    hypometabolism pattern and the reference regions stay in MNI space.
+    hypometabolism pattern and the reference regions stay in MNI space. The brain's FDG
+    uptake is multiplied by ``1 + brain.uptake_variation`` (kept at 1 in the reference
+    regions, so that SUVR's denominator is the template's).
     """
     st = brain_structure()
     space = template_space()
     mm = [st.ijk[a] + np.float32(space.affine[a, 3]) for a in range(3)]
     fdg = maps.fdg.copy()
-    fdg.flat[st.index] = _brain_fdg(brain.gm, brain.wm, np.float32(1.0), _stem(*mm))
+    brain_fdg = _brain_fdg(brain.gm, brain.wm, np.float32(1.0), _stem(*mm))
+    if brain.uptake_variation is not None:
+        varies = ~maps.reference.flat[st.index]
+        brain_fdg = brain_fdg * (1.0 + np.where(varies, brain.uptake_variation, 0.0))
+    fdg.flat[st.index] = brain_fdg.astype(np.float32)
     base = maps.amyloid_base.copy()
     base.flat[st.index] = 0.75 * brain.wm + 0.35 * brain.gm
     cortex = maps.amyloid_cortex.copy()
