@@ -94,7 +94,7 @@ def smooth_pair(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 #: Columns: (period, signal) of block_pattern_ratio, each the mean over the three axes.
 COLUMNS = tuple((p, s) for p in PERIODS for s in ("gradient", "intensity"))
 HEADER = (
-    f"{'':22s}"
+    f"{'':29s}"
     + "".join(f"{f'1/{p} {s[:4]}':>11s}" for p, s in COLUMNS)
     + f"{'head_up ch':>12s}{'stamp':>9s}"
 )
@@ -200,7 +200,7 @@ def report(name: str, runs: list[tuple[dict, float, np.ndarray]], mask: np.ndarr
     med = np.median([r[0] for r in runs], axis=0)
     up = np.median([r[1] for r in runs])
     share = np.median([coherent_share(r[2], mask) for r in runs])
-    print(f"{name:22s}{fmt(med)}{up:12.2f}{share:9.2f}")
+    print(f"{name:29s}{fmt(med)}{up:12.2f}{share:9.2f}")
 
 
 def train(
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     pairs = {s: smooth_pair(s) for s in args.seeds}
     mask = ball()
     inputs = [ratios(pairs[s][k], mask) for s in args.seeds for k in (0, 1)]
-    print(f"{'inputs (MRI, PET)':22s}{fmt(np.median(inputs, axis=0))}")
+    print(f"{'inputs (MRI, PET)':29s}{fmt(np.median(inputs, axis=0))}")
 
     variants: dict[str, tuple[Callable | None, dict]] = {
         "as built": (None, {}),
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
             model = train(build(config, s, edit, **extra), args.train_steps, args.lr, s, show)
             runs = [measure(zero_offsets(copy.deepcopy(model)), pairs[t]) for t in args.seeds]
             report("  and offsets zero", runs, mask)
-            print(f"{'':22s}({time.perf_counter() - t0:.0f} s)")
+            print(f"{'':29s}({time.perf_counter() - t0:.0f} s)")
 
     if args.model:
         from fusion3d.learned.inference import load_model
@@ -296,8 +296,8 @@ def main(argv: list[str] | None = None) -> None:
         where = "the given pair" if args.pair else "the smooth pair"
         print(f"\n{args.model} on {where}:")
         if args.pair:
-            print(f"{'input MRI':22s}{fmt(ratios(pair[0], pair[2]))}")
-            print(f"{'input PET':22s}{fmt(ratios(pair[1], pair[2]))}")
+            print(f"{'input MRI':29s}{fmt(ratios(pair[0], pair[2]))}")
+            print(f"{'input PET':29s}{fmt(ratios(pair[1], pair[2]))}")
         report("trained model", [measure(model, pair)], pair[2])
         report("  offsets zero", [measure(zero_offsets(copy.deepcopy(model)), pair)], pair[2])
 
