@@ -69,6 +69,7 @@ SHAPES: dict[str, NetworkShape] = {
             "attention_softmax": None, "attention_proj": None, "sampled_layout": None,
             "conv_pairing": None, "batchnorm_eps": None, "shared_norm": None,
             "reference_grid": None, "offset_scale": None, "sampling_padding": None,
+            "upsampling": "transposed",
         },
         _dcfb_divisor,
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from fusion3d.learned.models import DC2Fusion, build_model, l1nw_fusion
 from fusion3d.learned.models.dcfb import SWITCHES, VARIANTS
@@ -275,6 +276,36 @@ def test_build_model_accepts_variant_and_switches():
     assert model.init_args["offset_scale"] == "published"
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['varient'\]"):
         build_model(dict(TINY, varient="published"))
+
+
+@pytest.mark.parametrize(("spatial_dims", "shape"), [(3, (16, 16, 16)), (2, (16, 32))])
+def test_trilinear_upsampling_builds_and_fuses(spatial_dims, shape):
+    torch.manual_seed(0)
+    model = DC2Fusion(**TINY, spatial_dims=spatial_dims, upsampling="trilinear").eval()
+    assert model.init_args["upsampling"] == "trilinear"
+    assert not any(isinstance(m, nn.modules.conv._ConvTransposeNd) for m in model.modules())
+    x, y = torch.rand(1, 1, *shape), torch.rand(1, 1, *shape)
+    assert model(x, y).shape == (1, 1, *shape)
+    again = DC2Fusion(**model.init_args).eval()
+    again.load_state_dict(model.state_dict())
+    assert torch.equal(again(x, y), model(x, y))
+
+
+def test_upsampling_default_is_the_published_transposed_conv():
+    # the default builds the same modules, in the same order, as before the switch existed
+    torch.manual_seed(0)
+    a = DC2Fusion(**TINY)
+    torch.manual_seed(0)
+    b = DC2Fusion(**TINY, upsampling="transposed")
+    assert a.init_args["upsampling"] == "transposed" and a.init_args == b.init_args
+    ups = [m for m in a.modules() if isinstance(m, nn.modules.conv._ConvTransposeNd)]
+    # two decoder upsamplers and head_up (kernel = stride = patch_size, 2 in TINY)
+    assert [(m.kernel_size, m.stride) for m in ups] == [((2, 2, 2), (2, 2, 2))] * 3
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    for variant in VARIANTS:  # not part of variant
+        assert DC2Fusion(**TINY, variant=variant).init_args["upsampling"] == "transposed"
+    with pytest.raises(ValueError, match="upsampling"):
+        DC2Fusion(**TINY, upsampling="nearest")
 
 
 def test_published_variant_parameter_count():

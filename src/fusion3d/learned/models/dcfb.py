@@ -12,11 +12,20 @@ import inspect
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fusion3d.learned.models.layers import DCFBBlock, conv_nd, conv_transpose_nd
 
-__all__ = ["DC2Fusion", "SWITCHES", "VARIANTS", "build_model", "l1nw_fusion"]
+__all__ = ["DC2Fusion", "SWITCHES", "UPSAMPLING", "VARIANTS", "build_model", "l1nw_fusion"]
+
+#: How the decoder and the head upsample (``upsampling``): ``transposed``, as published, a
+#: transposed convolution with kernel = stride (2 between stages, ``patch_size`` in the head),
+#: which renders every output block from one token with the same kernel and leaves a
+#: ``patch_size``-voxel block pattern (docs/reproducing.md, "Block pattern"); ``trilinear``:
+#: (bi/tri)linear upsampling then a 3-wide convolution. Not a divergence: both variants
+#: default to ``transposed``.
+UPSAMPLING: tuple[str, ...] = ("transposed", "trilinear")
 
 #: Every divergence from the published code as a switch: name -> (allowed values, what it
 #: controls). Each is a constructor argument of :class:`DC2Fusion` (see the DCFB block).
@@ -116,13 +125,45 @@ class _Stage(nn.Module):
         return x, y
 
 
-class _Resample(nn.Module):
-    """Strided conv (down) or transposed conv (up), k2 s2, then LayerNorm; channels-last I/O."""
+class _InterpConv(nn.Module):
+    """Linear upsampling by ``factor`` then a 3-wide convolution; channels-first I/O.
 
-    def __init__(self, in_ch: int, out_ch: int, spatial_dims: int, up: bool) -> None:
+    The ``upsampling="trilinear"`` replacement of a transposed convolution with kernel =
+    stride = ``factor``: ``(B, C_in, *S) -> (B, C_out, *(factor S))``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, spatial_dims: int, factor: int) -> None:
         super().__init__()
-        layer = conv_transpose_nd(spatial_dims) if up else conv_nd(spatial_dims)
-        self.conv = layer(in_ch, out_ch, 2, stride=2)
+        self.factor = factor
+        self.mode = "trilinear" if spatial_dims == 3 else "bilinear"
+        self.conv = conv_nd(spatial_dims)(in_ch, out_ch, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Upsample, then convolve."""
+        up = F.interpolate(x, scale_factor=self.factor, mode=self.mode, align_corners=False)
+        return self.conv(up)
+
+
+def _upsampler(
+    in_ch: int, out_ch: int, spatial_dims: int, factor: int, upsampling: str
+) -> nn.Module:
+    """``upsampling``'s layer: transposed conv (kernel = stride = ``factor``) or :class:`_InterpConv`."""
+    if upsampling == "trilinear":
+        return _InterpConv(in_ch, out_ch, spatial_dims, factor)
+    return conv_transpose_nd(spatial_dims)(in_ch, out_ch, factor, stride=factor)
+
+
+class _Resample(nn.Module):
+    """Strided conv (down) or ``upsampling``'s x2 layer (up), then LayerNorm; channels-last I/O."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, spatial_dims: int, up: bool, upsampling: str = "transposed"
+    ) -> None:
+        super().__init__()
+        if up:
+            self.conv = _upsampler(in_ch, out_ch, spatial_dims, 2, upsampling)
+        else:
+            self.conv = conv_nd(spatial_dims)(in_ch, out_ch, 2, stride=2)
         self.norm = nn.LayerNorm(out_ch)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -211,6 +252,11 @@ class DC2Fusion(nn.Module):
         ``offset_scale``, ``sampling_padding``; documented in :class:`DCFBBlock`).
         ``None`` (default) takes the value of ``variant``; a value given here overrides it
         (ablations).
+    upsampling : {"transposed", "trilinear"}
+        How the decoder stages (x2) and the head (x ``patch_size``) upsample
+        (:data:`UPSAMPLING`): ``transposed`` (default), as published; ``trilinear``,
+        linear upsampling then a 3-wide convolution, without the block pattern. Not part
+        of ``variant``.
 
     Attributes
     ----------
@@ -252,8 +298,11 @@ class DC2Fusion(nn.Module):
         reference_grid: str | None = None,
         offset_scale: str | None = None,
         sampling_padding: str | None = None,
+        upsampling: str = "transposed",
     ) -> None:
         super().__init__()
+        if upsampling not in UPSAMPLING:
+            raise ValueError(f"upsampling must be one of {list(UPSAMPLING)}, got {upsampling!r}")
         switches = resolve_switches(
             variant,
             {
@@ -288,6 +337,7 @@ class DC2Fusion(nn.Module):
             "qkv_bias": bool(qkv_bias),
             "variant": variant,
             **switches,
+            "upsampling": upsampling,
         }
         self.variant = variant
         self.switches = switches
@@ -300,6 +350,7 @@ class DC2Fusion(nn.Module):
         self.window_size = window_size
         self.n_stages = len(depths)
         self.size_divisor = patch_size * 2 ** (self.n_stages - 1) * window_size
+        self.upsampling = upsampling
         self._build(float(mlp_ratio), float(drop_path_rate), bool(qkv_bias), switches)
 
     def _build(
@@ -343,11 +394,12 @@ class DC2Fusion(nn.Module):
         self.skip_proj = nn.ModuleList([nn.Linear(2 * dims[i], dims[i]) for i in range(last)])
         self.decoder = nn.ModuleList([make_stage(i) for i in range(self.n_stages)])
         self.upsample = nn.ModuleList(
-            [_Resample(dims[i + 1], dims[i], sd, up=True) for i in range(last)]
+            [_Resample(dims[i + 1], dims[i], sd, True, self.upsampling) for i in range(last)]
         )
         self.head_norm = nn.LayerNorm(2 * embed_dim)
-        self.head_up = conv_transpose_nd(sd)(
-            2 * embed_dim, embed_dim // 2, self.patch_size, stride=self.patch_size
+        # published: a transposed conv, kernel = stride = patch_size (reverse_patch_embedding)
+        self.head_up = _upsampler(
+            2 * embed_dim, embed_dim // 2, sd, self.patch_size, self.upsampling
         )
         self.head_out = conv(embed_dim // 2, 2, 3, padding=1)
 
