@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -83,16 +84,24 @@ def segment_tissues(t1: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> np.
     spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
     image = ants.from_numpy(np.ascontiguousarray(t1, dtype=np.float32), spacing=spacing)
     mask_image = ants.from_numpy(inside.astype(np.float32), spacing=spacing)
-    result = ants.atropos(
-        a=image,
-        x=mask_image,
-        i=ATROPOS_INIT,
-        m=ATROPOS_MRF,
-        c=ATROPOS_CONVERGENCE,
-        r=0,  # constant seed: the same numbers on every run
-        verbose=0,
-    )
-    probs = np.stack([p.numpy() for p in result["probabilityimages"]]).astype(np.float32)
+    # ants.atropos writes its probability images beside tempfile.mktemp's name and leaves them
+    # there (6 MB a subject): make that name point into a folder removed afterwards
+    with tempfile.TemporaryDirectory(prefix="fusion3d_atropos_") as tmp:
+        default, tempfile.tempdir = tempfile.tempdir, tmp
+        try:
+            result = ants.atropos(
+                a=image,
+                x=mask_image,
+                i=ATROPOS_INIT,
+                m=ATROPOS_MRF,
+                c=ATROPOS_CONVERGENCE,
+                r=0,  # constant seed: the same numbers on every run
+                verbose=0,
+            )
+            probs = np.stack([p.numpy() for p in result["probabilityimages"]])
+        finally:
+            tempfile.tempdir = default
+    probs = probs.astype(np.float32)
     if probs.shape[0] != len(TISSUES):
         raise RuntimeError(
             f"Atropos returned {probs.shape[0]} probability images, not {len(TISSUES)}"

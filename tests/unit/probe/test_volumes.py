@@ -91,11 +91,16 @@ def test_a_20_percent_loss_in_one_region_lowers_that_region_only():
     np.testing.assert_allclose(np.delete(ratio, 1), 1.0, atol=0.005)
 
 
-def test_a_rerun_gives_the_same_numbers():
+def test_a_rerun_gives_the_same_numbers_and_leaves_no_file(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     t1, labels = phantom(GM_ROWS, seed=3)
     mask = np.ones(t1.shape, bool)
     first = regional_gm_volumes(t1, mask, AFFINE, labels, IDS)
     assert np.array_equal(first, regional_gm_volumes(t1, mask, AFFINE, labels, IDS))
+    assert list(tmp_path.iterdir()) == []  # Atropos's probability images are gone
+    assert tempfile.tempdir == str(tmp_path)
 
 
 def mni_phantom(tmp_path, voxel_mm=6.0):
