@@ -127,6 +127,7 @@ def study_summary(
             f"{probe['repeats']} x {probe['folds']}-fold on splits "
             f"{', '.join(probe['splits'])} "
             f"(at least {probe['min_per_class']} a class)"
+            + ("; the T1 also by regional GM volumes (Atropos)" if probe["t1_volumes"] else "")
         )
     return "\n".join(lines) + "\n"
 

@@ -54,7 +54,8 @@ def test_study_summary_names_what_will_run(tmp_path):
         "seeds: 3407, 1",
         "methods: swinfuse, matr, dilran, dcfb3d, dcfb2d, average",
         "protocols: paper, volume, suite2d (reference dcfb3d)",
-        "probe: AD_vs_CN, 10 x 5-fold on splits train, val, test (at least 5 a class)",
+        "probe: AD_vs_CN, 10 x 5-fold on splits train, val, test (at least 5 a class); "
+        "the T1 also by regional GM volumes (Atropos)",
     ):
         assert part in text, part
     assert "WARNING" not in text

@@ -39,8 +39,11 @@ SEEDS = [int(s) for s in config["train"]["seeds"]]
 RUNS = method_runs(METHODS, SEEDS)
 # The diagnostic probe (workflow/rules/probe.smk): one feature table per source image (T1,
 # PET) and per run of every method; Table 1's note points to its results.
+# With probe.t1_volumes, a third source: the T1's regional grey-matter volumes (t1vol).
 PROBE = config["probe"]["enabled"]
-PROBE_FEATURE_SETS = ["t1", "pet"] + [f"{m}/{run}" for m, run in RUNS] if PROBE else []
+PROBE_VOLUMES = PROBE and config["probe"]["t1_volumes"]
+PROBE_SOURCES = ["t1", "pet"] + (["t1vol"] if PROBE_VOLUMES else [])
+PROBE_FEATURE_SETS = PROBE_SOURCES + [f"{m}/{run}" for m, run in RUNS] if PROBE else []
 TABLE1_NOTES = (
     [
         "Whether each method's fused images keep the diagnosis "
@@ -194,6 +197,14 @@ def get_all_metrics(wildcards):
 def probe_feature_tables(wildcards):
     """The probe's feature tables, in PROBE_FEATURE_SETS order."""
     return [f"{R}/probe/features/{key}.tsv" for key in PROBE_FEATURE_SETS]
+
+
+def probe_source_inputs(wildcards):
+    """What a source's feature table reads besides the split: every subject's model-grid
+    images (t1, pet), or every subject's regional GM volumes (t1vol)."""
+    if wildcards.source == "t1vol":
+        return {"volumes": [f"{R}/probe/volumes/{s}.tsv" for s in subject_ids()]}
+    return {"images": get_all_model_inputs(wildcards)}
 
 
 def get_histories(wildcards):

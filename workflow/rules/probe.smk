@@ -1,6 +1,7 @@
 # Stage 7: does a fused image keep the diagnosis? The regional means of every method's fused
-# volumes (each run: a network per seed), of the T1 and of the PET, then one cross-validated probe
-# of them all on the same folds (fusion3d.probe; docs/probe.md).
+# volumes (each run: a network per seed), of the T1 and of the PET, the T1's regional grey-matter
+# volumes (probe.t1_volumes), then one cross-validated probe of them all on the same folds
+# (fusion3d.probe; docs/probe.md).
 
 
 rule probe_features:
@@ -27,11 +28,37 @@ rule probe_features:
         "../scripts/probe_features.py"
 
 
-rule probe_features_source:
-    """The references' features: the model-grid T1 or PET the methods fused."""
+rule probe_volumes:
+    """One subject's regional grey-matter volumes: Atropos on its MNI-space T1 (fusion3d.probe.volumes)."""
     input:
+        t1=preprocessed("t1_mni"),
+        mask=preprocessed("mask_mni"),
+    output:
+        volumes=f"{R}/probe/volumes/{{subject}}.tsv",
+    log:
+        f"{R}/logs/probe/volumes/{{subject}}.log",
+    benchmark:
+        f"{R}/benchmarks/probe/volumes/{{subject}}.tsv"
+    group:
+        "subject"
+    conda:
+        conda_env("preprocess")
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=10,
+    params:
+        t1_to_mni=config["preprocess"]["t1_to_mni"],
+    script:
+        "../scripts/probe_volumes.py"
+
+
+rule probe_features_source:
+    """The references' features: the model-grid T1 or PET the methods fused (regional means),
+    or the T1's regional GM volumes gathered from rule probe_volumes (t1vol)."""
+    input:
+        unpack(probe_source_inputs),
         split=f"{R}/split/split.tsv",
-        images=get_all_model_inputs,
     output:
         features=f"{R}/probe/features/{{source}}.tsv",
     log:
@@ -39,7 +66,7 @@ rule probe_features_source:
     benchmark:
         f"{R}/benchmarks/probe/features/{{source}}.tsv"
     wildcard_constraints:
-        source="t1|pet",
+        source="t1|pet|t1vol",
     conda:
         conda_env("evaluate")
     threads: 1

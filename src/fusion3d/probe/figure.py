@@ -13,6 +13,15 @@ from fusion3d.report.figures import OutSpec, save_figure
 
 _REFERENCE_COLOUR = "#444444"
 _KIND_COLOUR = {"reference": _REFERENCE_COLOUR, "network": "#1f77b4", "classic": "#ff7f0e"}
+#: ROC curves of the references: grey to black, the T1's GM volumes dash-dotted, both
+#: side-by-side sets solid.
+_REFERENCE_STYLE = {
+    "t1": {"color": "0.6", "ls": "--"},
+    "t1vol": {"color": "0.45", "ls": "-."},
+    "pet": {"color": "0.3", "ls": "--"},
+    "t1_pet": {"color": "black", "ls": "-"},
+    "t1vol_pet": {"color": "0.35", "ls": "-"},
+}
 
 
 def _message_figure(text: str) -> Figure:
@@ -67,9 +76,12 @@ def probe_auc_figure(table: pd.DataFrame) -> Figure:
         ax.set_xlim(lo_x, 1.03)  # room for an AUC of 1 and its CI
         ax.set_xlabel("ROC AUC (95 % bootstrap CI)")
         ax.grid(axis="x", lw=0.3)
+    reference = str(table["reference"].iloc[0])
+    volumes = " (the T1 also by regional GM volumes)" if (table["method"] == "t1vol").any() else ""
     title = (
-        "Diagnosis kept by each image: cross-validated AUC of regional means "
-        "(dotted: chance; dashed: T1 + PET reference; *: Holm p < 0.05 vs the reference)"
+        f"Diagnosis kept by each image: cross-validated AUC of regional means{volumes} "
+        f"(dotted: chance; dashed: the reference, {REFERENCES.get(reference, reference)}; "
+        "*: Holm p < 0.05 vs the reference)"
     )
     fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 13)), fontsize=9)
     fig.tight_layout()
@@ -107,11 +119,7 @@ def probe_roc_figure(scores: pd.DataFrame, table: pd.DataFrame) -> Figure:
         s = part[part["features"] == key]
         fpr, tpr, _ = roc_curve((s["label"] == positive).astype(int), s["score"])
         if row.method in REFERENCES:
-            style = {
-                "color": {"t1": "0.55", "pet": "0.3", "t1_pet": "black"}[row.method],
-                "lw": 2.0,
-                "ls": "--" if row.method != "t1_pet" else "-",
-            }
+            style = {**_REFERENCE_STYLE[row.method], "lw": 2.0}
         else:
             style = {"color": cmap[colour_i % 10], "lw": 1.1}
             colour_i += 1

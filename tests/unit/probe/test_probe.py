@@ -16,10 +16,12 @@ from fusion3d.config import load_schema_defaults
 from fusion3d.probe import ProbeSettings, run_probe
 from fusion3d.probe.atlas import ATLAS_SOURCE, atlas_on_grid, load_atlas
 from fusion3d.probe.classify import (
+    REFERENCES,
     TABLE_COLUMNS,
     bootstrap_ci,
     delong_test,
     delong_variance,
+    feature_sets,
     make_folds,
     paired_permutation_test,
     roc_auc,
@@ -226,6 +228,32 @@ def test_the_folds_do_not_depend_on_the_method():
     assert t.loc["maximum", "p_holm"] >= t.loc["maximum", "p_vs_reference"]
 
 
+def test_feature_sets_with_and_without_the_t1_volumes():
+    y = _labels()
+    feats = _feature_sets(y, 4, {"t1": 0.5, "pet": 2.0, "average/deterministic": 1.0})
+    sets, order, subjects, notes = feature_sets(feats, y)
+    assert order == ["t1", "pet", "t1_pet", "average/deterministic"]
+    assert "t1vol_pet" not in sets and subjects == set(y.index) and notes == []
+    assert list(sets["t1_pet"].columns[:2]) == ["t1:r0", "t1:r1"] and sets["t1_pet"].shape[1] == 20
+
+    volumes = _features(y, np.random.default_rng(1), 1.0).iloc[1:]  # one subject without
+    sets, order, subjects, notes = feature_sets({"t1vol": volumes, **feats}, y)
+    assert order == ["t1", "t1vol", "pet", "t1_pet", "t1vol_pet", "average/deterministic"]
+    both = sets["t1vol_pet"]
+    assert both.shape == (len(y) - 1, 20) and list(both.columns[[0, 10]]) == ["t1vol:r0", "pet:r0"]
+    np.testing.assert_array_equal(
+        both.loc[volumes.index, "pet:r3"], feats["pet"].loc[volumes.index, "r3"]
+    )
+    assert subjects == set(volumes.index)
+    assert notes == [f"t1vol: no features for 1 subject(s), e.g. ['{y.index[0]}']"]
+    assert {k: REFERENCES[k] for k in ("t1", "t1vol")} == {
+        "t1": "T1 alone (regional means)",
+        "t1vol": "T1 alone (GM volumes)",
+    }
+    with pytest.raises(ValueError, match="reference 't1vol_pet' needs feature table"):
+        feature_sets(feats, y, reference="t1vol_pet")
+
+
 def test_three_class_task_uses_the_permutation_test():
     y = _labels()
     feats = _feature_sets(y, 5, {"t1": 0.5, "pet": 2.0})
@@ -347,10 +375,28 @@ def test_probe_figures_show_numbers_or_the_reason(tmp_path):
 
     y = _labels()
     feats = _feature_sets(
-        y, 7, {"t1": 0.5, "pet": 2.0, "dcfb3d/seed-3407": 1.0, "average/deterministic": 1.0}
+        y,
+        7,
+        {
+            "t1": 0.5,
+            "pet": 2.0,
+            "t1vol": 1.5,
+            "dcfb3d/seed-3407": 1.0,
+            "average/deterministic": 1.0,
+        },
     )
     ok = run_probe(feats, y, fast_settings())
     assert ok.table.set_index("method").loc["dcfb3d", "seed"] == 3407
+    assert list(ok.table["method"]) == [
+        "t1",
+        "t1vol",
+        "pet",
+        "t1_pet",
+        "t1vol_pet",
+        "dcfb3d",
+        "average",
+    ]
+    assert list(ok.table["kind"][:5]) == ["reference"] * 5
     plot_probe(ok.table, ok.scores, tmp_path / "auc.png", tmp_path / "roc.png")
     for name in ("auc.png", "roc.png"):
         import matplotlib.image as mpimg
@@ -363,6 +409,8 @@ def test_probe_figures_show_numbers_or_the_reason(tmp_path):
     assert any(t.startswith("PET alone: ") for t in legend) and any(
         "DC2Fusion" in t for t in legend
     )
+    assert any(t.startswith("T1 alone (GM volumes): ") for t in legend)
+    assert any(t.startswith("T1 GM volumes + PET means (side by side): ") for t in legend)
     write_tsv(ok.table, tmp_path / "probe.tsv")
     section = probe_section(tmp_path / "probe.tsv")
     pet = ok.table.set_index("method").loc["pet"]
