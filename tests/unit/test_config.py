@@ -18,7 +18,7 @@ def load(name: str) -> dict:
     return yaml.safe_load((REPO / "config" / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "adni.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "convergence.yaml", "adni.yaml"])
 def test_shipped_configs_validate(name):
     config = load(name)
     validate(config, SCHEMA, set_default=True)
@@ -39,6 +39,23 @@ def test_adni_config_is_the_paper_scale_study():
     assert config["train"]["overrides"]["dcfb3d"]["epochs"] == 500
     assert config["train"]["seeds"] == [3407, 1, 2] and config["resources"]["gpu"] is True
     assert config["cohort"]["image_ids"] == "config/cohorts/dc2fusion_image_ids.csv"
+
+
+def test_convergence_config_trains_every_network_to_convergence():
+    """Issue 34: early stopping on, at least 2 seeds, every network, realistic FDG, a test split
+    of at least 10 and at least 5 AD and 5 CN for the probe."""
+    from fusion3d.config import resolve
+    from fusion3d.synthetic import default_group_counts
+
+    config = resolve(load("convergence.yaml"), SCHEMA)
+    assert config["train"]["patience"] >= 1 and len(config["train"]["seeds"]) >= 2
+    assert {"swinfuse", "matr", "dilran", "dcfb3d", "dcfb2d"} <= set(config["methods"])
+    assert config["cohort"]["synthetic"]["pet"]["realistic"] is True
+    counts = default_group_counts(config["cohort"]["synthetic"]["n_subjects"])
+    assert counts["AD"] >= 5 and counts["CN"] >= 5
+    n = config["cohort"]["synthetic"]["n_subjects"]
+    assert n * config["split"]["fractions"]["test"] >= 10
+    assert config["results"] != "results"  # beside the default study, not over it
 
 
 def test_every_schema_property_has_a_description():
