@@ -84,9 +84,10 @@ def test_the_probe_runs_on_every_feature_set_and_says_why_it_has_no_numbers(tiny
     results = tiny_study / "results"
     split = pd.read_csv(results / "split" / "split.tsv", sep="\t")
     used = split[split["split"].isin(["train", "val", "test"])]
-    # regional features of T1, PET and every run of every method (a network per seed)
+    # regional features of T1 (means and GM volumes), PET and every run of every method
+    # (a network per seed)
     expected = (
-        ["t1", "pet"]
+        ["t1", "t1vol", "pet"]
         + [f"{m}/seed-{s}" for m in METHODS[:2] for s in (3407, 1)]
         + [f"{m}/deterministic" for m in METHODS[2:]]
     )
@@ -97,7 +98,7 @@ def test_the_probe_runs_on_every_feature_set_and_says_why_it_has_no_numbers(tiny
             features.shape[1] == 1 + 83 and features.drop(columns="subject_id").notna().any().all()
         )
     probe = pd.read_csv(results / "tables" / "probe.tsv", sep="\t", keep_default_na=False)
-    assert len(probe) == len(expected) + 1  # and the T1 + PET reference
+    assert len(probe) == len(expected) + 2  # and T1 + PET, T1 GM volumes + PET side by side
     assert (probe["status"] == "skipped").all() and (probe["auc"] == "").all()
     assert probe["reason"].str.contains("probe.min_per_class is 5").all()
     assert "no AUC computed" in (results / "logs" / "probe" / "probe.log").read_text()
