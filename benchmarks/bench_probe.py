@@ -9,9 +9,10 @@ split, training and inference of every network, the classic fusions, the regiona
 features and the probe on all three tasks. Metrics, figures other than the probe's and
 the viewer are not built. It prints the probe table and the wall time of each stage from
 ``results/benchmarks/``; ``--no-effects`` draws the same cohort without diagnosis effects
-(a null cohort: every AUC's CI should cover 0.5); ``--pet-realistic`` renders the FDG as a
-real scan looks (noise, 8 mm resolution). The convergence study (``config/convergence.yaml``)
-holds the same 40 subjects with realistic PET and reports the probe as well.
+(a null cohort: every AUC's CI should cover 0.5). The FDG is rendered as a real scan looks
+(noise, 8 mm resolution: ``cohort.synthetic.pet``'s defaults); ``--pet-clean`` renders the
+clean PET of the studies before 2026-12-07. The convergence study (``config/convergence.yaml``)
+holds the same 40 subjects with a noisier realistic PET and reports the probe as well.
 
     .venv/bin/python benchmarks/bench_probe.py --out /tmp/probe40 --n-subjects 40
 """
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tasks", nargs="+", default=["AD_vs_CN", "CN_vs_MCI", "CN_vs_MCI_vs_AD"])
     parser.add_argument(
-        "--pet-realistic", action="store_true", help="realistic FDG PET (cohort.synthetic.pet)"
+        "--pet-clean", action="store_true", help="the clean PET (cohort.synthetic.pet.realistic off)"
     )
     args = parser.parse_args(argv)
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             "synthetic": {
                 "n_subjects": args.n_subjects,
                 "diagnosis_effects": not args.no_effects,
-                "pet": {"realistic": bool(args.pet_realistic)},
+                "pet": {"realistic": not args.pet_clean},
             }
         },
         "train": {"seeds": list(args.seeds)},

@@ -6,10 +6,12 @@ Usage::
     # also ingest and preprocess the first N pairs and print their QC figures and accuracy
     .venv/bin/python benchmarks/bench_synthetic.py --n-subjects 4 --no-quirks --qc 4 --out DIR
     # the PET statistics of issue 33 (contrast, noise, smoothness) beside real FDG's, for the
-    # default PET and for the realistic FDG mode (cohort.synthetic.pet)
-    .venv/bin/python benchmarks/bench_synthetic.py --n-subjects 4 --no-quirks --pet-stats 4
+    # realistic FDG PET as the workflow renders it by default (cohort.synthetic.pet), for
+    # other settings of it, or for the clean PET of the studies before 2026-12-07
+    .venv/bin/python benchmarks/bench_synthetic.py --n-subjects 8 --no-quirks --pet-stats 8
     .venv/bin/python benchmarks/bench_synthetic.py --n-subjects 4 --no-quirks --pet-stats 4 \
-        --pet-realistic [--pet-noise 0.12]
+        --pet noise=0.12 recon_fwhm_mm=3 white_matter=0.15   # the convergence study's
+    .venv/bin/python benchmarks/bench_synthetic.py --n-subjects 4 --no-quirks --pet-stats 4 --pet-clean
 
 Target (docs): 16 subjects with quirks in about 1-2 min on 2 cores. The QC figures
 of real heads (issue 15): T1->MNI correlation after affine registration 0.53-0.61,
@@ -57,13 +59,24 @@ def _timed_generation(out: Path, args: argparse.Namespace):
     pet_maps()
     print(f"template head + brain maps + uptake maps: {time.perf_counter() - t_start:.2f} s")
     try:
-        pet = {"realistic": True, "noise": args.pet_noise} if args.pet_realistic else None
+        pet = None if args.pet_clean else {"realistic": True, **_pet_settings(args.pet)}
         summary = generate_cohort(
             out, n_subjects=args.n_subjects, seed=args.seed, quirks=not args.no_quirks, pet=pet
         )
     finally:
         cohort._render_subject = original
     return summary, [t for _, t in timings], time.perf_counter() - t_start
+
+
+def _pet_settings(pairs: list[str]) -> dict[str, float]:
+    """``KEY=VALUE`` strings of ``--pet`` as a ``cohort.synthetic.pet`` mapping."""
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"bench_synthetic: --pet {pair!r}: expected KEY=VALUE")
+        settings[key] = float(value)
+    return settings
 
 
 def _ingest(out: Path) -> Path:
@@ -105,7 +118,8 @@ def _pet_stats(out: Path, n: int) -> None:
         v = table[key]
         inside = int(((v >= lo) & (v <= hi)).sum())
         print(
-            f"  {key:22s} synthetic {v.min():.3f}-{v.max():.3f}  real {lo:g}-{hi:g}  "
+            f"  {key:22s} synthetic {v.min():.3f}-{v.max():.3f} (median {v.median():.3f})  "
+            f"real {lo:g}-{hi:g}  "
             f"in range: {inside}/{len(v)}"
         )
     print(table.round(3).to_string(index=False))
@@ -153,8 +167,15 @@ def main() -> None:
     parser.add_argument("--qc", type=int, default=0, metavar="N", help="preprocess N pairs")
     parser.add_argument("--threads", type=int, default=2, help="threads of preprocessing")
     parser.add_argument("--pet-stats", type=int, default=0, metavar="N", help="PET statistics of N")
-    parser.add_argument("--pet-realistic", action="store_true", help="realistic FDG PET mode")
-    parser.add_argument("--pet-noise", type=float, default=0.12, help="realistic mode's noise")
+    parser.add_argument("--pet-clean", action="store_true", help="the clean PET (realistic off)")
+    parser.add_argument(
+        "--pet",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="realistic-mode settings (cohort.synthetic.pet: noise, fwhm_mm, recon_fwhm_mm, "
+        "white_matter); default: the schema's",
+    )
     parser.add_argument(
         "--out", type=Path, default=None, help="keep the cohort here (default: a temp dir)"
     )

@@ -67,4 +67,6 @@ def test_realistic_pet_lands_in_real_fdg_ranges(subject):
     assert real["noise_hf_over_median"] == pytest.approx(RealisticPet().noise, rel=0.2)
     lo, hi = REAL_FDG_RANGES["contrast_p95_p50"]
     assert default["contrast_p95_p50"] < lo
-    assert lo - 0.03 <= real["contrast_p95_p50"] <= hi + 0.03
+    assert lo <= real["contrast_p95_p50"] <= hi
+    lo, hi = REAL_FDG_RANGES["fwhm_mm"]
+    assert lo <= real["fwhm_mm"] <= hi
