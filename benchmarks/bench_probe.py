@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tasks", nargs="+", default=["AD_vs_CN", "CN_vs_MCI", "CN_vs_MCI_vs_AD"])
     parser.add_argument(
-        "--pet-clean", action="store_true", help="the clean PET (cohort.synthetic.pet.realistic off)"
+        "--pet-clean",
+        action="store_true",
+        help="the clean PET (cohort.synthetic.pet.realistic off)",
     )
     args = parser.parse_args(argv)
 
