@@ -56,6 +56,22 @@ def test_convergence_config_trains_every_network_to_convergence():
     n = config["cohort"]["synthetic"]["n_subjects"]
     assert n * config["split"]["fractions"]["test"] >= 10
     assert config["results"] != "results"  # beside the default study, not over it
+    # the PET it ran with (2026-12-07), pinned against later changes of the schema's defaults
+    pet = config["cohort"]["synthetic"]["pet"]
+    assert (pet["noise"], pet["recon_fwhm_mm"], pet["white_matter"]) == (0.12, 3.0, 0.15)
+
+
+def test_the_default_study_renders_realistic_fdg_and_the_schema_agrees_with_the_generator():
+    """Issue 33: the default cohort's PET is the realistic FDG, at the generator's defaults."""
+    import dataclasses
+
+    from fusion3d.config import resolve
+    from fusion3d.synthetic.pet import RealisticPet, realistic_pet_model
+
+    pet = resolve(load("config.yaml"), SCHEMA)["cohort"]["synthetic"]["pet"]
+    assert pet["realistic"] is True
+    assert realistic_pet_model(pet) == RealisticPet()
+    assert {f.name for f in dataclasses.fields(RealisticPet)} == set(pet) - {"realistic"}
 
 
 def test_every_schema_property_has_a_description():

@@ -886,8 +886,9 @@ def generate_cohort(
         False: every subject's images are drawn as a CN's would be (same identities,
         dates and labels), a null cohort for the diagnostic probe (:mod:`fusion3d.probe`).
     pet : dict, optional
-        ``cohort.synthetic.pet`` (:func:`fusion3d.synthetic.pet.realistic_pet_model`); off
-        by default, which keeps the default cohort's PET byte for byte.
+        ``cohort.synthetic.pet`` (:func:`fusion3d.synthetic.pet.realistic_pet_model`). None
+        gives the clean PET (the cohorts before 2026-12-07, byte for byte); the workflow
+        passes the config's, realistic by default (the schema's defaults).
 
     Returns
     -------

@@ -290,8 +290,9 @@ class RealisticPet:
 def realistic_pet_model(spec: dict | None) -> RealisticPet | None:
     """The :class:`RealisticPet` of a ``cohort.synthetic.pet`` mapping; None when it is off.
 
-    ``spec`` holds ``realistic`` (bool, off by default) and optionally ``noise``,
-    ``fwhm_mm``, ``recon_fwhm_mm`` and ``white_matter``.
+    ``spec`` holds ``realistic`` (bool; a missing key or mapping means off, the clean PET:
+    the workflow's schema fills in ``true``) and optionally ``noise``, ``fwhm_mm``,
+    ``recon_fwhm_mm`` and ``white_matter``.
     """
     spec = dict(spec or {})
     if not spec.pop("realistic", False):
