@@ -66,7 +66,7 @@ def test_a_dry_run_needs_no_heavy_package(tmp_path):
     _assert_summary(
         result,
         "networks (5):",
-        "  matr: parameters in the train job's log (no torch in the driver), 4 epochs",
+        "  matr: parameters in the train job's log (no torch in the driver), 12 epochs",
     )
 
 

@@ -71,7 +71,7 @@ def test_parameter_counts_are_exact_with_torch_and_left_to_training_without(monk
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch: ImportError
     assert parameter_counts(config, ["matr", "dilran"]) == {}
     text = study_summary(config, _train_configs(config), {})
-    assert f"  matr: {COUNTED_BY_TRAINING}, 4 epochs, lr 0.001, batch 4" in text
+    assert f"  matr: {COUNTED_BY_TRAINING}, 12 epochs, lr 0.001, batch 4" in text
 
 
 def test_study_summary_names_each_networks_patience():
@@ -79,12 +79,12 @@ def test_study_summary_names_each_networks_patience():
     config = resolve(copy.deepcopy(DEMO), SCHEMA)
     assert config["train"]["patience"] is None
     off = study_summary(config, _train_configs(config), {})
-    assert f"  matr: {COUNTED_BY_TRAINING}, 4 epochs, lr 0.001, batch 4" in off
+    assert f"  matr: {COUNTED_BY_TRAINING}, 12 epochs, lr 0.001, batch 4" in off
     assert "patience" not in off  # off: study.txt as before early stopping
     config["train"]["patience"] = 3
     config["train"]["overrides"]["matr"]["patience"] = 5
     text = study_summary(config, _train_configs(config), {})
-    assert f"  matr: {COUNTED_BY_TRAINING}, up to 4 epochs (patience 5 validation checks)" in text
+    assert f"  matr: {COUNTED_BY_TRAINING}, up to 12 epochs (patience 5 validation checks)" in text
     assert "dcfb3d: " + COUNTED_BY_TRAINING + ", up to 12 epochs (patience 3 validation" in text
 
 
