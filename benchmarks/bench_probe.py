@@ -15,6 +15,8 @@ clean PET of the studies before 2026-12-07. The convergence study (``config/conv
 holds the same 40 subjects with a noisier realistic PET and reports the probe as well.
 
     .venv/bin/python benchmarks/bench_probe.py --out /tmp/probe40 --n-subjects 40
+    # only the references (T1, PET, both) and one classic fusion: no training (about 20 min)
+    .venv/bin/python benchmarks/bench_probe.py --out /tmp/probe40 --n-subjects 40 --methods average
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _merged(base, update):
+    """``update`` over ``base``, mappings merged key by key (as Snakemake merges config files)."""
+    if not isinstance(base, dict) or not isinstance(update, dict):
+        return update
+    return {**base, **{k: _merged(base.get(k), v) for k, v in update.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -44,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-effects", action="store_true", help="cohort without diagnosis effects"
     )
     parser.add_argument("--tasks", nargs="+", default=["AD_vs_CN", "CN_vs_MCI", "CN_vs_MCI_vs_AD"])
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        help="the study's methods (default: the default study's); the references are always probed",
+    )
     parser.add_argument(
         "--pet-clean",
         action="store_true",
@@ -66,6 +80,17 @@ def main(argv: list[str] | None = None) -> int:
         "train": {"seeds": list(args.seeds)},
         "probe": {"tasks": list(args.tasks)},
     }
+    if args.methods:
+        # one config file, the default study's with these methods: the networks left out
+        # lose their train.overrides (a merge of two config files cannot remove keys)
+        study = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+        overrides = study["train"].get("overrides", {})
+        study["train"]["overrides"] = {k: v for k, v in overrides.items() if k in args.methods}
+        study["methods"] = list(args.methods)
+        study["evaluate"]["reference"] = args.methods[0]
+        for key, value in config.items():
+            study[key] = _merged(study.get(key), value)
+        config = study
     config_path = out / "bench_probe.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     command = [
@@ -78,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         str(args.cores),
         f"{results}/tables/probe.tsv",
         "--configfile",
-        str(REPO / "config" / "config.yaml"),
+        *([] if args.methods else [str(REPO / "config" / "config.yaml")]),
         str(config_path),
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
