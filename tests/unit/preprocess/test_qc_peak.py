@@ -22,7 +22,13 @@ from scipy import ndimage
 from fusion3d.preprocess import qc, qc_peak, registration
 from fusion3d.synthetic.pet import RealisticPet, add_realistic_noise
 
-NOISES = (0.064, 0.12, 0.18)
+#: (noise, reconstruction FWHM mm): issue 38's calibration at 3 mm, and the default realistic PET
+NOISES = (
+    (0.064, 3.0),
+    (0.12, 3.0),
+    (0.18, 3.0),
+    (RealisticPet().noise, RealisticPet().recon_fwhm_mm),
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +45,11 @@ def head():
     return fixed, mask3, clean, affine
 
 
-def _pet(head, noise: float, seed: int):
+def _pet(head, noise: tuple[float, float], seed: int):
     _, _, clean, affine = head
     rng = np.random.default_rng(seed)
-    noisy = add_realistic_noise(clean, rng, RealisticPet(noise=noise), voxel_mm=1.0)
+    model = RealisticPet(noise=noise[0], recon_fwhm_mm=noise[1])
+    noisy = add_realistic_noise(clean, rng, model, voxel_mm=1.0)
     image = registration.nib_to_ants(nib.Nifti1Image(noisy, affine))
     return registration.resample_to_resolution(image, 3.0)
 
