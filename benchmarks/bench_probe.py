@@ -15,7 +15,7 @@ clean PET of the studies before 2026-12-07. The convergence study (``config/conv
 holds the same 40 subjects with a noisier realistic PET and reports the probe as well.
 
     .venv/bin/python benchmarks/bench_probe.py --out /tmp/probe40 --n-subjects 40
-    # only the references (T1, PET, both) and one classic fusion: no training (about 20 min)
+    # only the references (T1, PET, both) and one classic fusion: no training (34.7 min, 2026-12-07)
     .venv/bin/python benchmarks/bench_probe.py --out /tmp/probe40 --n-subjects 40 --methods average
 """
 
@@ -30,15 +30,9 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from snakemake.utils import update_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _merged(base, update):
-    """``update`` over ``base``, mappings merged key by key (as Snakemake merges config files)."""
-    if not isinstance(base, dict) or not isinstance(update, dict):
-        return update
-    return {**base, **{k: _merged(base.get(k), v) for k, v in update.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         study["train"]["overrides"] = {k: v for k, v in overrides.items() if k in args.methods}
         study["methods"] = list(args.methods)
         study["evaluate"]["reference"] = args.methods[0]
-        for key, value in config.items():
-            study[key] = _merged(study.get(key), value)
+        update_config(study, config)  # as Snakemake merges config files
         config = study
     config_path = out / "bench_probe.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
