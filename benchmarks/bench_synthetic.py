@@ -61,7 +61,13 @@ def _timed_generation(out: Path, args: argparse.Namespace):
     try:
         pet = None if args.pet_clean else {"realistic": True, **_pet_settings(args.pet)}
         summary = generate_cohort(
-            out, n_subjects=args.n_subjects, seed=args.seed, quirks=not args.no_quirks, pet=pet
+            out,
+            n_subjects=args.n_subjects,
+            seed=args.seed,
+            quirks=not args.no_quirks,
+            pet=pet,
+            # the workflow's default regional uptake variation, none with the clean PET
+            regional_uptake_variation=None if args.pet_clean else {},
         )
     finally:
         cohort._render_subject = original

@@ -59,6 +59,7 @@ def test_convergence_config_trains_every_network_to_convergence():
     # the PET it ran with (2026-12-07), pinned against later changes of the schema's defaults
     pet = config["cohort"]["synthetic"]["pet"]
     assert (pet["noise"], pet["recon_fwhm_mm"], pet["white_matter"]) == (0.12, 3.0, 0.15)
+    assert config["cohort"]["synthetic"]["regional_uptake_variation"]["rms"] == 0
 
 
 def test_the_default_study_renders_realistic_fdg_and_the_schema_agrees_with_the_generator():
@@ -66,12 +67,24 @@ def test_the_default_study_renders_realistic_fdg_and_the_schema_agrees_with_the_
     import dataclasses
 
     from fusion3d.config import resolve
+    from fusion3d.synthetic.cohort import regional_variation_of
+    from fusion3d.synthetic.disease import REGIONAL_UPTAKE_VARIATION
     from fusion3d.synthetic.pet import RealisticPet, realistic_pet_model
 
-    pet = resolve(load("config.yaml"), SCHEMA)["cohort"]["synthetic"]["pet"]
+    synthetic = resolve(load("config.yaml"), SCHEMA)["cohort"]["synthetic"]
+    pet = synthetic["pet"]
     assert pet["realistic"] is True
     assert realistic_pet_model(pet) == RealisticPet()
     assert {f.name for f in dataclasses.fields(RealisticPet)} == set(pet) - {"realistic"}
+    # and the regional uptake variation at the disease model's (issue 33's probe target)
+    regional = synthetic["regional_uptake_variation"]
+    assert regional_variation_of(regional) == REGIONAL_UPTAKE_VARIATION
+    assert regional_variation_of({}) == REGIONAL_UPTAKE_VARIATION
+    assert regional_variation_of({"rms": 0}) is None and regional_variation_of(None) is None
+    with pytest.raises(ValueError, match="regional_uptake_variation: unknown keys"):
+        regional_variation_of({"sd": 0.1})
+    with pytest.raises(ValueError, match="need 0 <= rms < 0.5"):
+        regional_variation_of({"rms": -0.1})
 
 
 def test_every_schema_property_has_a_description():

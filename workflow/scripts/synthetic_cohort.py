@@ -22,6 +22,7 @@ with script_logging(snakemake.log[0]) as log:
         threads=snakemake.threads,
         diagnosis_effects=snakemake.params.diagnosis_effects,
         pet=dict(snakemake.params.pet),
+        regional_uptake_variation=dict(snakemake.params.regional_uptake_variation),
     )
     download = out_dir / "download"
     manifests = sorted(

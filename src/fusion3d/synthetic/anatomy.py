@@ -567,7 +567,10 @@ def _smooth_noise(
 
 
 def individual_brain(
-    space: TemplateSpace, anatomy: SubjectAnatomy, rng: np.random.Generator
+    space: TemplateSpace,
+    anatomy: SubjectAnatomy,
+    rng: np.random.Generator,
+    regional_variation: tuple[float, float] | None = None,
 ) -> SubjectBrain:
     """Build a subject's brain: the template's tissue pattern, folded and atrophied.
 
@@ -582,8 +585,11 @@ def individual_brain(
     template's own tissue intensities (a linear fit) for the tissue removed, and
     the grey-matter intensity by ``anatomy.gm_contrast``; vary tissue intensity
     regionally (:data:`TISSUE_TEXTURE`); last, draw the smooth regional variation of FDG
-    uptake (:data:`fusion3d.synthetic.disease.UPTAKE_VARIATION`). The brain mask is the
-    template's, so the true brain mask stays exact.
+    uptake (:data:`fusion3d.synthetic.disease.UPTAKE_VARIATION`), and with
+    ``regional_variation`` = (sigma mm, rms) its finer, regional part
+    (:data:`fusion3d.synthetic.disease.REGIONAL_UPTAKE_VARIATION`; None or rms 0: not drawn,
+    the brains before 2026-12-07). The brain mask is the template's, so the true brain mask
+    stays exact.
     """
     st = brain_structure()
     disease = template_disease_maps()
@@ -623,6 +629,8 @@ def individual_brain(
     sigma, rms, sd_global = UPTAKE_VARIATION
     variation = _smooth_noise(rng, st.ijk, 1, sigma, rms)[0]
     variation += np.float32(sd_global * rng.standard_normal())
+    if regional_variation is not None and regional_variation[1] > 0:
+        variation += _smooth_noise(rng, st.ijk, 1, *regional_variation)[0]
     return SubjectBrain(
         t1.astype(np.float32),
         labels,

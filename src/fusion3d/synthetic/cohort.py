@@ -41,7 +41,7 @@ from fusion3d.synthetic.anatomy import (
     template_space,
 )
 from fusion3d.synthetic.dicom import PetSeriesInfo, write_pet_series
-from fusion3d.synthetic.disease import draw_hypometabolism
+from fusion3d.synthetic.disease import REGIONAL_UPTAKE_VARIATION, draw_hypometabolism
 from fusion3d.synthetic.geometry import (
     SmoothDisplacement,
     grid_affine,
@@ -188,6 +188,9 @@ class SubjectPlan:
     diagnosis_effects: bool = True
     #: The realistic FDG mode (``cohort.synthetic.pet``); None: the default PET.
     pet_model: RealisticPet | None = None
+    #: The regional part of the natural FDG uptake variation, (sigma mm, rms)
+    #: (``cohort.synthetic.regional_uptake_variation``); None: not drawn.
+    regional_variation: tuple[float, float] | None = None
 
     @property
     def effect_group(self) -> str:
@@ -689,6 +692,11 @@ def _truth_record(
         "t1_to_mni_affine": pose.t1_to_mni.tolist(),
         "pet_to_t1_affine": None,
         "hypometabolism_scale": plan.hypo_scale,
+        "regional_uptake_variation": (
+            None
+            if plan.regional_variation is None
+            else dict(zip(("sigma_mm", "rms"), plan.regional_variation, strict=True))
+        ),
         "displacement_file": "t1_to_mni_displacement.nii.gz",
         "brainmask_file": "t1_brainmask.nii.gz",
         "labels_file": "t1_labels.nii.gz",
@@ -726,7 +734,7 @@ def _subject_anatomy(plan: SubjectPlan, seed: int) -> tuple[SubjectAnatomy, Subj
     """Draw a subject's anatomy and build its brain, from the stream ``(seed, 5, plan.index)``."""
     rng = np.random.default_rng([seed, 5, plan.index])
     anatomy = draw_anatomy(rng, plan.effect_group, plan.sex, plan.age)
-    return anatomy, individual_brain(template_space(), anatomy, rng)
+    return anatomy, individual_brain(template_space(), anatomy, rng, plan.regional_variation)
 
 
 def _render_subject(plan: SubjectPlan, seed: int, root: Path, grid: T1Grid) -> list[dict]:
@@ -833,15 +841,40 @@ def _write_tables(plans: list[SubjectPlan], seed: int, download: Path) -> None:
         tmp.write_text(",".join(ids) + "\n")
 
 
-def _plans(n_subjects, seed, counts, quirks, diagnosis_effects, pet) -> list[SubjectPlan]:
+def regional_variation_of(spec: dict | None) -> tuple[float, float] | None:
+    """``(sigma_mm, rms)`` of a ``cohort.synthetic.regional_uptake_variation`` mapping (keys
+    ``rms`` and ``sigma_mm``); None when ``spec`` is None or its rms is 0."""
+    if spec is None:
+        return None
+    unknown = sorted(set(spec) - {"rms", "sigma_mm"})
+    if unknown:
+        raise ValueError(
+            f"cohort.synthetic.regional_uptake_variation: unknown keys {unknown} "
+            "(known: ['rms', 'sigma_mm'])"
+        )
+    rms = float(spec.get("rms", REGIONAL_UPTAKE_VARIATION[1]))
+    sigma = float(spec.get("sigma_mm", REGIONAL_UPTAKE_VARIATION[0]))
+    if not 0.0 <= rms < 0.5 or not sigma > 0.0:
+        raise ValueError(
+            "cohort.synthetic.regional_uptake_variation: need 0 <= rms < 0.5 and sigma_mm > 0, "
+            f"got rms {rms} and sigma_mm {sigma}"
+        )
+    return None if rms == 0.0 else (sigma, rms)
+
+
+def _plans(
+    n_subjects, seed, counts, quirks, diagnosis_effects, pet, regional=None
+) -> list[SubjectPlan]:
     """The cohort's plans (:func:`_plan_cohort`), each with the realistic PET model of
-    ``cohort.synthetic.pet`` (None: off)."""
+    ``cohort.synthetic.pet`` (None: off) and the regional uptake variation (None: off)."""
     if not isinstance(diagnosis_effects, bool):
         raise ValueError(f"diagnosis_effects must be True or False, got {diagnosis_effects!r}")
     model = realistic_pet_model(pet)
+    variation = regional_variation_of(regional)
     plans = _plan_cohort(n_subjects, seed, counts, quirks, diagnosis_effects)
     for p in plans:
         p.pet_model = model
+        p.regional_variation = variation
     return plans
 
 
@@ -861,6 +894,7 @@ def generate_cohort(
     threads: int = 1,
     diagnosis_effects: bool = True,
     pet: dict | None = None,
+    regional_uptake_variation: dict | None = None,
 ) -> pd.DataFrame:
     """Write a synthetic ADNI-shaped download and its ground truth under ``out_dir``.
 
@@ -889,6 +923,11 @@ def generate_cohort(
         ``cohort.synthetic.pet`` (:func:`fusion3d.synthetic.pet.realistic_pet_model`). None
         gives the clean PET (the cohorts before 2026-12-07, byte for byte); the workflow
         passes the config's, realistic by default (the schema's defaults).
+    regional_uptake_variation : dict, optional
+        ``cohort.synthetic.regional_uptake_variation`` (``rms``, ``sigma_mm``;
+        :func:`regional_variation_of`): the regional part of every subject's natural FDG
+        uptake variation. None (or rms 0) draws none, as the cohorts before 2026-12-07; the
+        workflow passes the config's (:data:`fusion3d.synthetic.disease.REGIONAL_UPTAKE_VARIATION`).
 
     Returns
     -------
@@ -902,7 +941,15 @@ def generate_cohort(
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    plans = _plans(int(n_subjects), int(seed), counts, quirks, diagnosis_effects, pet)
+    plans = _plans(
+        int(n_subjects),
+        int(seed),
+        counts,
+        quirks,
+        diagnosis_effects,
+        pet,
+        regional_uptake_variation,
+    )
     root = out / f".synthetic-partial-{os.getpid()}"
     if root.exists():
         shutil.rmtree(root)

@@ -161,6 +161,47 @@ def fdg_uptake(
     return fdg * (1.0 - np.float32(hypometabolism_scale) * maps.hypo)
 
 
+def hypometabolism_on_grid(
+    shape: tuple[int, int, int], affine: np.ndarray, fwhm_mm: float = 0.0
+) -> np.ndarray:
+    """The pattern ``H`` of :func:`pet_maps` on a grid (``shape``, voxel -> MNI mm ``affine``).
+
+    ``H`` is first smoothed by a Gaussian of ``fwhm_mm`` (the PET's resolution, so that it
+    matches the pattern as a rendered PET carries it; 0: none), then sampled trilinearly;
+    0 outside the template's field of view. float32.
+    """
+    space = template_space()
+    hypo = pet_maps().hypo
+    if fwhm_mm > 0:
+        voxel = np.sqrt((space.affine[:3, :3] ** 2).sum(axis=0))
+        hypo = ndimage.gaussian_filter(hypo, fwhm_mm / np.sqrt(8.0 * np.log(2.0)) / voxel)
+    to_template = np.linalg.inv(space.affine) @ np.asarray(affine, dtype=np.float64)
+    ijk = np.indices(tuple(int(n) for n in shape), dtype=np.float64).reshape(3, -1)
+    points = to_template[:3, :3] @ ijk + to_template[:3, 3:4]
+    out = ndimage.map_coordinates(hypo, points, order=1, mode="constant", cval=0.0)
+    return out.reshape(shape).astype(np.float32)
+
+
+def reweight_hypometabolism(
+    volume: np.ndarray, hypo: np.ndarray, old_scale: float, new_scale: float
+) -> np.ndarray:
+    """``volume`` as if its subject's hypometabolism scale were ``new_scale``, not ``old_scale``.
+
+    Multiplies by ``(1 - new H) / (1 - old H)``: exact for the uptake, an approximation
+    after the PET's blur (``H`` varies over several mm, smoothed to the PET's resolution
+    by :func:`hypometabolism_on_grid`). Scales in [0, 1), as :func:`fdg_uptake`.
+    """
+    for name, scale in (("old_scale", old_scale), ("new_scale", new_scale)):
+        if not 0.0 <= scale < 1.0:
+            raise ValueError(f"reweight_hypometabolism: {name} must be in [0, 1), got {scale}")
+    if volume.shape != hypo.shape:
+        raise ValueError(
+            f"reweight_hypometabolism: shapes differ: volume {volume.shape}, H {hypo.shape}"
+        )
+    ratio = (1.0 - np.float32(new_scale) * hypo) / (1.0 - np.float32(old_scale) * hypo)
+    return (volume * ratio).astype(np.float32)
+
+
 def amyloid_uptake(maps: PetMaps, load: float) -> np.ndarray:
     """MNI-space florbetapir uptake: non-specific WM binding plus ``load`` x cortical GM."""
     return maps.amyloid_base + np.float32(0.6 * load) * maps.amyloid_cortex

@@ -25,12 +25,19 @@ from fusion3d.synthetic.anatomy import (
 from fusion3d.synthetic.disease import (
     HYPO_SCALE,
     MTL_ATROPHY,
+    REGIONAL_UPTAKE_VARIATION,
     SIGNATURE_THINNING_MM,
     draw_hypometabolism,
     draw_mtl_atrophy,
     meta_roi_mask,
 )
-from fusion3d.synthetic.pet import fdg_uptake, pet_maps, subject_pet_maps
+from fusion3d.synthetic.pet import (
+    fdg_uptake,
+    hypometabolism_on_grid,
+    pet_maps,
+    reweight_hypometabolism,
+    subject_pet_maps,
+)
 
 PAIRS = 3
 
@@ -99,3 +106,60 @@ def test_without_diagnosis_every_group_is_drawn_as_cn():
     a = draw_anatomy(rng_a, "CN", "M", 70.0)
     b = draw_anatomy(rng_b, "CN", "M", 70.0)
     assert a == b
+
+
+def test_hypometabolism_on_a_grid_is_the_template_pattern():
+    """benchmarks/bench_probe_draws.py re-weights preprocessed PET by ``H`` on the MNI grid:
+    on the template's own grid it is ``H`` itself; on a 3 mm MNI grid it is high in the
+    posterior cingulate / precuneus, zero in the pons, and the PET's blur spreads it."""
+    space, maps = template_space(), pet_maps()
+    same = hypometabolism_on_grid(space.shape, space.affine)
+    np.testing.assert_allclose(same, maps.hypo, atol=1e-6)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = (-90.0, -126.0, -72.0)
+    shape = (61, 73, 61)
+    coarse = hypometabolism_on_grid(shape, affine)
+    blurred = hypometabolism_on_grid(shape, affine, fwhm_mm=8.0)
+
+    def at(volume, mm):
+        i, j, k = np.rint(np.linalg.solve(affine, [*mm, 1.0])[:3]).astype(int)
+        return float(volume[i, j, k])
+
+    assert at(coarse, (0.0, -57.0, 33.0)) > 0.5  # precuneus / posterior cingulate
+    assert at(coarse, (0.0, -27.0, -33.0)) == 0.0  # pons (an SUVR reference)
+    assert blurred.max() < coarse.max()
+    assert abs(blurred.sum() / coarse.sum() - 1.0) < 0.05
+
+
+def test_reweighting_redraws_the_hypometabolism_scale():
+    hypo = np.array([[[0.0, 0.5, 1.0]]], np.float32)
+    volume = np.array([[[2.0, 3.0, 4.0]]], np.float32)
+    same = reweight_hypometabolism(volume, hypo, 0.3, 0.3)
+    np.testing.assert_allclose(same, volume, rtol=1e-6)
+    # the uptake of a subject drawn at 0.3, re-weighted to 0.1, is the uptake drawn at 0.1
+    healthy = np.array([[[1.0, 2.0, 3.0]]], np.float32)
+    at = lambda s: healthy * (1.0 - s * hypo)  # noqa: E731
+    np.testing.assert_allclose(reweight_hypometabolism(at(0.3), hypo, 0.3, 0.1), at(0.1), rtol=1e-6)
+    with pytest.raises(ValueError, match="new_scale must be in"):
+        reweight_hypometabolism(volume, hypo, 0.3, 1.0)
+    with pytest.raises(ValueError, match="shapes differ"):
+        reweight_hypometabolism(volume, hypo[..., :2], 0.3, 0.1)
+
+
+def test_the_regional_uptake_variation_adds_a_field_of_its_rms_and_nothing_else():
+    """``cohort.synthetic.regional_uptake_variation``: a finer part of the natural FDG variation,
+    drawn last from the subject's stream, so the anatomy (T1, tissue) is the same with or
+    without it, and rms 0 (or None) gives the brain of the cohorts before it."""
+    space = template_space()
+
+    def brain(regional):
+        rng = np.random.default_rng([3, 1])
+        return individual_brain(space, draw_anatomy(rng, "CN", "F", 70.0), rng, regional)
+
+    without, with_field = brain(None), brain(REGIONAL_UPTAKE_VARIATION)
+    np.testing.assert_array_equal(with_field.t1, without.t1)
+    np.testing.assert_array_equal(with_field.labels, without.labels)
+    field = with_field.uptake_variation - without.uptake_variation
+    sigma, rms = REGIONAL_UPTAKE_VARIATION
+    assert 0.8 * rms < field.std() < 1.2 * rms
+    np.testing.assert_array_equal(brain((sigma, 0.0)).uptake_variation, without.uptake_variation)
