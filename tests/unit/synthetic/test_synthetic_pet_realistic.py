@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fusion3d.synthetic import cohort as C
+from fusion3d.synthetic.disease import REGIONAL_UPTAKE_VARIATION
 from fusion3d.synthetic.geometry import grid_affine, homogeneous, rigid_part, rotation_matrix
 from fusion3d.synthetic.pet import (
     PET_AXES,
@@ -39,6 +40,7 @@ def test_the_mode_is_off_unless_asked_and_checks_its_keys():
 @pytest.fixture(scope="module")
 def subject():
     plan = C._plan_cohort(2, 0, C.default_group_counts(2), False, True)[0]
+    plan.regional_variation = REGIONAL_UPTAKE_VARIATION  # as the workflow draws it
     anatomy, brain = C._subject_anatomy(plan, 0)
     rng = np.random.default_rng([0, 2, plan.index])
     pose = C._draw_t1_pose(rng, C._t1_grid, anatomy)
