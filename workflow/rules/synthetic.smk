@@ -21,6 +21,8 @@ rule synthetic_cohort:
         quirks=config["cohort"]["synthetic"]["quirks"],
         diagnosis_effects=config["cohort"]["synthetic"]["diagnosis_effects"],
         pet=config["cohort"]["synthetic"]["pet"],
-        regional_uptake_variation=config["cohort"]["synthetic"]["regional_uptake_variation"],
+        regional_uptake_variation=config["cohort"]["synthetic"][
+            "regional_uptake_variation"
+        ],
     script:
         "../scripts/synthetic_cohort.py"

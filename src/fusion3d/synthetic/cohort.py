@@ -884,6 +884,19 @@ def _render_job(args: tuple) -> list[dict]:
     return _render_subject(plan, seed, root, grid)
 
 
+def _render_all(plans: list[SubjectPlan], seed: int, root: Path, threads: int) -> list[list[dict]]:
+    """Render every subject under ``root``, in ``threads`` forked workers when more than one."""
+    template_space()  # build once before any worker forks
+    brain_structure()
+    pet_maps()
+    jobs = [(p, seed, root, _t1_grid) for p in plans]
+    if threads > 1 and len(plans) > 1:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=min(int(threads), len(plans)), mp_context=ctx) as pool:
+            return list(pool.map(_render_job, jobs))
+    return [_render_job(job) for job in jobs]
+
+
 def generate_cohort(
     out_dir: str | os.PathLike,
     *,
@@ -941,32 +954,14 @@ def generate_cohort(
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    plans = _plans(
-        int(n_subjects),
-        int(seed),
-        counts,
-        quirks,
-        diagnosis_effects,
-        pet,
-        regional_uptake_variation,
-    )
+    args = (diagnosis_effects, pet, regional_uptake_variation)
+    plans = _plans(int(n_subjects), int(seed), counts, quirks, *args)
     root = out / f".synthetic-partial-{os.getpid()}"
     if root.exists():
         shutil.rmtree(root)
     root.mkdir()
     try:
-        template_space()  # build once before any worker forks
-        brain_structure()
-        pet_maps()
-        jobs = [(p, int(seed), root, _t1_grid) for p in plans]
-        if threads > 1 and len(plans) > 1:
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(
-                max_workers=min(int(threads), len(plans)), mp_context=ctx
-            ) as pool:
-                results = list(pool.map(_render_job, jobs))
-        else:
-            results = [_render_job(job) for job in jobs]
+        results = _render_all(plans, int(seed), root, threads)
         _write_tables(plans, int(seed), root / "download")
         for name in ("download", "truth"):
             target = out / name
