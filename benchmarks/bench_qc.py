@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 #: issue 38's five PET conditions, at the reconstruction (3 mm) and white matter (0.15) they were
-#: measured with (docs/outputs.md); the realistic PET's defaults changed after (0.066, 4 mm, 0.12)
+#: measured with (docs/outputs.md); the realistic PET's defaults changed after (0.066, 4 mm; WM 0.12, then 0.15 again)
 _ISSUE_38 = {"recon_fwhm_mm": 3.0, "white_matter": 0.15}
 CONDITIONS = (
     {"noise": 0.12, "fwhm_mm": 8.0, **_ISSUE_38},

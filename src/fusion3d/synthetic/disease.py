@@ -119,9 +119,10 @@ UPTAKE_VARIATION = (25.0, 0.08, 0.06)
 #: FDG patterns differ region by region, not only over 25 mm. Without it a healthy pattern
 #: is so stable that the probe's regional classifier reads the AD pattern on PET at AUC
 #: 0.98-1.00 in every redrawn 40-subject cohort while the meta-ROI alone reads about 0.93
-#: (``benchmarks/bench_probe_draws.py``); with it the probe reads 0.85-0.97 as ADNI's FDG does
-#: and the meta-ROI's spread in CN stays at 7 %. Calibrated on that benchmark, not taken
-#: from a source (docs/architecture.md, "The disease model").
+#: (``benchmarks/bench_probe_draws.py``); with it the probe reads 0.980 +- 0.012 (0.96-1.00;
+#: ADNI's FDG about 0.85-0.97) and CN's meta-ROI spread is 7.4 % (ADNI's 7-8 %). Chosen on that
+#: benchmark, not taken from a source; a wider one is still to be measured
+#: (docs/architecture.md, "The disease model"; docs/probe.md).
 REGIONAL_UPTAKE_VARIATION = (8.0, 0.08)
 #: The FDG meta-ROI of the calibration (Landau et al. 2011's regions, in this atlas's names).
 META_ROI = (
