@@ -161,25 +161,33 @@ def fdg_uptake(
     return fdg * (1.0 - np.float32(hypometabolism_scale) * maps.hypo)
 
 
+@functools.lru_cache(maxsize=2)
+def _smoothed_hypometabolism(fwhm_mm: float) -> np.ndarray:
+    """The pattern ``H`` of :func:`pet_maps` smoothed by a Gaussian of ``fwhm_mm`` (0: as is)."""
+    hypo = pet_maps().hypo
+    if fwhm_mm <= 0:
+        return hypo
+    zooms = np.linalg.norm(template_space().affine[:3, :3], axis=0)
+    return ndimage.gaussian_filter(hypo, fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / zooms)
+
+
 def hypometabolism_on_grid(
     shape: tuple[int, int, int], affine: np.ndarray, fwhm_mm: float = 0.0
 ) -> np.ndarray:
     """The pattern ``H`` of :func:`pet_maps` on a grid (``shape``, voxel -> MNI mm ``affine``).
 
     ``H`` is first smoothed by a Gaussian of ``fwhm_mm`` (the PET's resolution, so that it
-    matches the pattern as a rendered PET carries it; 0: none), then sampled trilinearly;
-    0 outside the template's field of view. float32.
+    matches the pattern as a rendered PET carries it; 0: none; cached per width), then
+    sampled trilinearly; 0 outside the template's field of view. float32.
     """
-    space = template_space()
-    hypo = pet_maps().hypo
-    if fwhm_mm > 0:
-        voxel = np.sqrt((space.affine[:3, :3] ** 2).sum(axis=0))
-        hypo = ndimage.gaussian_filter(hypo, fwhm_mm / np.sqrt(8.0 * np.log(2.0)) / voxel)
-    to_template = np.linalg.inv(space.affine) @ np.asarray(affine, dtype=np.float64)
-    ijk = np.indices(tuple(int(n) for n in shape), dtype=np.float64).reshape(3, -1)
-    points = to_template[:3, :3] @ ijk + to_template[:3, 3:4]
-    out = ndimage.map_coordinates(hypo, points, order=1, mode="constant", cval=0.0)
-    return out.reshape(shape).astype(np.float32)
+    shape = tuple(int(n) for n in shape)
+    coords = map_grid(
+        np.asarray(affine, np.float64), shape, np.eye(4), np.linalg.inv(template_space().affine)
+    )
+    hypo = _smoothed_hypometabolism(float(fwhm_mm))
+    return ndimage.map_coordinates(
+        hypo, coords, order=1, mode="constant", cval=0.0, output=np.float32
+    )
 
 
 def reweight_hypometabolism(
